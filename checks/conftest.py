@@ -1,0 +1,59 @@
+"""Shared fixtures and reporting for the learner checks.
+
+* `--target labs|solutions` (default COURSE_TARGET, else labs) chooses whose code is graded.
+* Every check runs against its own freshly created database, dropped afterwards, so checks cannot affect each
+  other (or the course database).
+* `@pytest.mark.hint("...")` is shown with a failure; `@pytest.mark.points(n)` weights a check (default 1).
+"""
+
+from __future__ import annotations
+
+import pytest
+
+from course import database
+from course.settings import get_settings
+from course.target import TARGETS
+
+
+def pytest_addoption(parser):
+    parser.addoption("--target", choices=TARGETS, default=None, help="grade labs/ (default) or solutions/")
+
+
+def pytest_configure(config):
+    config.addinivalue_line("markers", "hint(text): shown to the learner when the check fails")
+    config.addinivalue_line("markers", "points(n): weight of the check in the score (default 1)")
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_makereport(item, call):
+    report = yield
+    if report.failed:
+        marker = item.get_closest_marker("hint")
+        if marker:
+            report.user_properties.append(("hint", marker.args[0]))
+            report.sections.append(("Hint", marker.args[0]))
+    marker = item.get_closest_marker("points")
+    report.user_properties.append(("points", marker.args[0] if marker else 1))
+    return report
+
+
+@pytest.fixture(scope="session")
+def target(request) -> str:
+    return request.config.getoption("--target") or get_settings().course_target
+
+
+@pytest.fixture
+def db_url():
+    """URL of a brand-new, empty database (no extensions), dropped after the check."""
+    with database.temporary_database("check") as url:
+        yield url
+
+
+@pytest.fixture
+async def conn(db_url):
+    """An asyncpg connection to the check's own database (jsonb as dicts)."""
+    connection = await database.connect(db_url)
+    try:
+        yield connection
+    finally:
+        await connection.close()

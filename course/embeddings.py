@@ -1,0 +1,408 @@
+"""Embedding providers behind one async interface.
+
+    embedder = get_embedder()            # EMBEDDING_PROVIDER: local (default) | openai | gemini | hashing
+    vectors = await embedder.embed(["How do I create an HNSW index?"])
+    embedder.dimensions, embedder.model_id
+
+Every provider returns L2-normalised vectors of EMBEDDING_DIMENSIONS (1536) floats, so any of them fills the
+`vector(1536)` column. Vectors from different models are not comparable: each stored row records `model_id`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import logging
+import re
+from collections.abc import Sequence
+from email.utils import parsedate_to_datetime
+from functools import lru_cache
+from pathlib import Path
+from typing import Any, Protocol, runtime_checkable
+
+import httpx
+import numpy as np
+from tenacity import AsyncRetrying, retry_if_exception, stop_after_attempt, wait_exponential_jitter
+
+from course.settings import EMBEDDING_DIMENSIONS, Settings, get_settings
+
+log = logging.getLogger(__name__)
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# Errors
+# ---------------------------------------------------------------------------------------------------------------------
+class EmbeddingError(RuntimeError):
+    """An embedding provider could not produce vectors."""
+
+
+class EmbeddingUnavailable(EmbeddingError):
+    """The provider is down, rate-limiting or timing out (after retries). `retry_after` is in seconds, if known."""
+
+    def __init__(self, message: str, retry_after: float | None = None):
+        super().__init__(message)
+        self.retry_after = retry_after
+
+
+class EmbeddingRequestError(EmbeddingError, ValueError):
+    """The provider rejected the request itself (400, 401, 403, 404): retrying will not help."""
+
+    def __init__(self, message: str, status_code: int | None = None):
+        super().__init__(message)
+        self.status_code = status_code
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# Interface
+# ---------------------------------------------------------------------------------------------------------------------
+@runtime_checkable
+class Embedder(Protocol):
+    model_id: str
+    dimensions: int
+
+    async def embed(self, texts: Sequence[str]) -> list[list[float]]: ...
+
+
+def validate_texts(texts: Sequence[str]) -> list[str]:
+    """Refuse input no provider can embed meaningfully: an empty list item would become a zero (or NaN) vector,
+    and a zero vector has no direction, so cosine similarity with it is undefined."""
+    if isinstance(texts, str):
+        raise ValueError("embed() takes a list of texts, not a single string: use embed([text]).")
+    texts = list(texts)
+    for i, text in enumerate(texts):
+        if not isinstance(text, str):
+            raise ValueError(f"Text #{i} is {type(text).__name__}, not str.")
+        if not text.strip():
+            raise ValueError(f"Text #{i} is empty or whitespace only; an empty text has no meaningful embedding.")
+    return texts
+
+
+def _normalise_rows(matrix: np.ndarray) -> np.ndarray:
+    norms = np.linalg.norm(matrix, axis=1, keepdims=True)
+    if not np.all(np.isfinite(matrix)) or np.any(norms == 0):
+        raise EmbeddingError("The model returned a zero or non-finite vector.")
+    return matrix / norms
+
+
+def pad_to(matrix: np.ndarray, dimensions: int = EMBEDDING_DIMENSIONS) -> np.ndarray:
+    """Append zeros up to `dimensions`. Dot products and norms are unchanged, so cosine, L2 and inner product
+    between padded vectors are exactly those between the originals."""
+    rows, width = matrix.shape
+    if width > dimensions:
+        raise ValueError(f"Cannot pad {width}-dimensional vectors down to {dimensions}.")
+    out = np.zeros((rows, dimensions), dtype=np.float32)
+    out[:, :width] = matrix
+    return out
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# Offline providers
+# ---------------------------------------------------------------------------------------------------------------------
+@lru_cache(maxsize=1)
+def _wordllama():
+    root = logging.getLogger()
+    handlers, level = list(root.handlers), root.level
+    try:
+        import wordllama
+        from wordllama import WordLlama
+
+        # The weights ship inside the wheel; cache_dir must point at the package or it looks in ~/.cache.
+        return WordLlama.load(cache_dir=Path(wordllama.__file__).parent, disable_download=True)
+    finally:
+        # `import wordllama` configures the root logger; put it back the way the host program had it.
+        root.handlers[:], root.level = handlers, level
+
+
+class LocalEmbedder:
+    """WordLlama l2_supercat_256 (MIT, weights inside the PyPI wheel): a real semantic model that runs offline on a
+    CPU in about 0.1 s per 1,000 sentences. Its 256 dimensions are zero-padded to 1536."""
+
+    model_id = "wordllama/l2_supercat_256"
+    native_dimensions = 256
+    dimensions = EMBEDDING_DIMENSIONS
+
+    def embed_sync(self, texts: Sequence[str]) -> list[list[float]]:
+        texts = validate_texts(texts)
+        if not texts:
+            return []
+        matrix = np.asarray(_wordllama().embed(texts, norm=True), dtype=np.float32)
+        return pad_to(_normalise_rows(matrix)).tolist()
+
+    async def embed(self, texts: Sequence[str]) -> list[list[float]]:
+        texts = validate_texts(texts)
+        if len(texts) <= 64:  # ~ms of work: not worth a thread hop
+            return self.embed_sync(texts)
+        return await asyncio.to_thread(self.embed_sync, texts)
+
+
+_TOKEN = re.compile(r"\w+", re.UNICODE)
+
+
+class HashingEmbedder:
+    """Feature hashing of lower-cased words and word bigrams: deterministic, dependency-free and instant, but only
+    lexical (no notion of synonyms). For fast tests, not for teaching semantics."""
+
+    model_id = "hashing/words-1536"
+    dimensions = EMBEDDING_DIMENSIONS
+
+    def embed_sync(self, texts: Sequence[str]) -> list[list[float]]:
+        texts = validate_texts(texts)
+        out = np.zeros((len(texts), self.dimensions), dtype=np.float32)
+        for row, text in enumerate(texts):
+            words = _TOKEN.findall(text.lower()) or [text.strip()]
+            features = words + [f"{a} {b}" for a, b in zip(words, words[1:])]
+            for feature in features:
+                digest = hashlib.blake2b(feature.encode(), digest_size=8).digest()
+                bucket = int.from_bytes(digest[:4], "little") % self.dimensions
+                out[row, bucket] += 1.0 if digest[4] & 1 else -1.0
+            if not out[row].any():  # all features cancelled out: keep the vector non-zero
+                out[row, int.from_bytes(hashlib.blake2b(text.encode(), digest_size=4).digest(), "little") % self.dimensions] = 1.0
+        return _normalise_rows(out).tolist() if len(texts) else []
+
+    async def embed(self, texts: Sequence[str]) -> list[list[float]]:
+        return self.embed_sync(texts)
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# HTTP providers
+# ---------------------------------------------------------------------------------------------------------------------
+class _Retryable(Exception):
+    """A failed attempt worth retrying (429, 5xx, timeout, connection error)."""
+
+    def __init__(self, message: str, retry_after: float | None = None):
+        super().__init__(message)
+        self.retry_after = retry_after
+
+
+def _retry_after_seconds(response: httpx.Response) -> float | None:
+    value = response.headers.get("retry-after")
+    if not value:
+        return None
+    try:
+        return max(0.0, float(value))
+    except ValueError:
+        pass
+    try:
+        from datetime import datetime, timezone
+
+        return max(0.0, (parsedate_to_datetime(value) - datetime.now(timezone.utc)).total_seconds())
+    except (TypeError, ValueError):
+        return None
+
+
+class _HTTPEmbedder:
+    """Shared plumbing: batching, timeouts, retries with exponential backoff that honour Retry-After, and errors
+    that say what to do. Subclasses build the request and parse the response of their provider."""
+
+    provider = "http"
+    dimensions = EMBEDDING_DIMENSIONS
+    #: Upper bound on one Retry-After wait, so a misbehaving server cannot stall a request for minutes.
+    max_retry_after = 60.0
+
+    def __init__(
+        self,
+        *,
+        base_url: str,
+        model: str,
+        api_key: str | None,
+        timeout: float = 30.0,
+        max_retries: int = 4,
+        batch_size: int = 256,
+        client: httpx.AsyncClient | None = None,
+        backoff_initial: float = 0.5,
+        backoff_max: float = 20.0,
+    ):
+        if not api_key:
+            raise EmbeddingRequestError(
+                f"No API key for the {self.provider} embedding provider: set {self.provider.upper()}_API_KEY "
+                "(in the environment or .env), or use EMBEDDING_PROVIDER=local for the offline model."
+            )
+        self.base_url = base_url.rstrip("/")
+        self.model = model
+        self.model_id = f"{self.provider}/{model}"
+        self._api_key = api_key
+        self.timeout = timeout
+        self.max_retries = max_retries
+        self.batch_size = batch_size
+        self._client = client
+        self._owns_client = client is None
+        self._backoff = wait_exponential_jitter(initial=backoff_initial, max=backoff_max, jitter=backoff_initial)
+
+    # -- subclass hooks -----------------------------------------------------------------------------------------------
+    def _request(self, texts: list[str]) -> tuple[str, dict[str, str], dict[str, Any]]:
+        raise NotImplementedError
+
+    def _parse(self, payload: dict[str, Any], count: int) -> list[list[float]]:
+        raise NotImplementedError
+
+    # -- plumbing -----------------------------------------------------------------------------------------------------
+    @property
+    def client(self) -> httpx.AsyncClient:
+        if self._client is None:
+            self._client = httpx.AsyncClient(timeout=self.timeout)
+        return self._client
+
+    async def aclose(self) -> None:
+        if self._client is not None and self._owns_client:
+            await self._client.aclose()
+            self._client = None
+
+    async def __aenter__(self):
+        return self
+
+    async def __aexit__(self, *exc):
+        await self.aclose()
+
+    def _wait(self, retry_state) -> float:
+        exc = retry_state.outcome.exception()
+        if isinstance(exc, _Retryable) and exc.retry_after is not None:
+            return min(exc.retry_after, self.max_retry_after)
+        return self._backoff(retry_state)
+
+    async def embed(self, texts: Sequence[str]) -> list[list[float]]:
+        texts = validate_texts(texts)
+        vectors: list[list[float]] = []
+        for start in range(0, len(texts), self.batch_size):
+            vectors.extend(await self._embed_batch(texts[start : start + self.batch_size]))
+        return vectors
+
+    async def _embed_batch(self, texts: list[str]) -> list[list[float]]:
+        retrying = AsyncRetrying(
+            retry=retry_if_exception(lambda e: isinstance(e, _Retryable)),
+            stop=stop_after_attempt(self.max_retries + 1),
+            wait=self._wait,
+            reraise=True,
+        )
+        try:
+            async for attempt in retrying:
+                with attempt:
+                    return await self._attempt(texts)
+        except _Retryable as exc:
+            raise EmbeddingUnavailable(
+                f"The {self.provider} embedding API is unavailable after {self.max_retries + 1} attempts: {exc}",
+                retry_after=exc.retry_after,
+            ) from exc
+        raise AssertionError("unreachable")
+
+    async def _attempt(self, texts: list[str]) -> list[list[float]]:
+        url, headers, body = self._request(texts)
+        try:
+            response = await self.client.post(url, headers=headers, json=body, timeout=self.timeout)
+        except httpx.TimeoutException as exc:
+            raise _Retryable(f"timed out after {self.timeout:g} s") from exc
+        except httpx.TransportError as exc:
+            raise _Retryable(f"cannot reach {self.base_url}: {exc!r}") from exc
+        if response.status_code == 429 or response.status_code >= 500:
+            raise _Retryable(
+                f"HTTP {response.status_code}: {self._error_message(response)}", _retry_after_seconds(response)
+            )
+        if response.status_code in (401, 403):
+            raise EmbeddingRequestError(
+                f"The {self.provider} API refused the key (HTTP {response.status_code}: "
+                f"{self._error_message(response)}). Check {self.provider.upper()}_API_KEY.",
+                response.status_code,
+            )
+        if response.status_code >= 400:
+            raise EmbeddingRequestError(
+                f"The {self.provider} API rejected the request (HTTP {response.status_code}): "
+                f"{self._error_message(response)}",
+                response.status_code,
+            )
+        try:
+            payload = response.json()
+            vectors = self._parse(payload, len(texts))
+        except (ValueError, KeyError, TypeError, IndexError) as exc:
+            raise EmbeddingError(f"Unexpected response from the {self.provider} API: {exc}") from exc
+        matrix = np.asarray(vectors, dtype=np.float32)
+        if matrix.shape != (len(texts), self.dimensions):
+            raise EmbeddingError(
+                f"The {self.provider} API returned vectors of shape {matrix.shape}; expected "
+                f"({len(texts)}, {self.dimensions}). Is {self.model!r} a {self.dimensions}-dimension model?"
+            )
+        return _normalise_rows(matrix).tolist()
+
+    @staticmethod
+    def _error_message(response: httpx.Response) -> str:
+        try:
+            error = response.json().get("error")
+            if isinstance(error, dict) and error.get("message"):
+                return str(error["message"])
+        except (ValueError, AttributeError):
+            pass
+        return response.text[:200] or response.reason_phrase
+
+
+class OpenAIEmbedder(_HTTPEmbedder):
+    """OpenAI `POST {base_url}/embeddings` (also Azure OpenAI-compatible gateways and local OpenAI-style servers)."""
+
+    provider = "openai"
+
+    def _request(self, texts):
+        body: dict[str, Any] = {"model": self.model, "input": texts, "encoding_format": "float"}
+        if self.model.startswith("text-embedding-3"):
+            body["dimensions"] = self.dimensions  # v3 models can shorten; ada-002 is always 1536
+        return f"{self.base_url}/embeddings", {"Authorization": f"Bearer {self._api_key}"}, body
+
+    def _parse(self, payload, count):
+        items = sorted(payload["data"], key=lambda item: item["index"])  # the API does not promise order
+        if [item["index"] for item in items] != list(range(count)):
+            raise ValueError(f"expected indexes 0..{count - 1}, got {[item['index'] for item in items]}")
+        return [item["embedding"] for item in items]
+
+
+class GeminiEmbedder(_HTTPEmbedder):
+    """Gemini `POST {base_url}/models/{model}:batchEmbedContents` with outputDimensionality 1536. Gemini only
+    normalises full-size (3072) embeddings, so the vectors are normalised here."""
+
+    provider = "gemini"
+
+    def __init__(self, **kwargs):
+        kwargs["batch_size"] = min(kwargs.get("batch_size", 100), 100)  # the API's per-request limit
+        super().__init__(**kwargs)
+
+    def _request(self, texts):
+        model = self.model if self.model.startswith("models/") else f"models/{self.model}"
+        body = {
+            "requests": [
+                {
+                    "model": model,
+                    "content": {"parts": [{"text": text}]},
+                    "taskType": "SEMANTIC_SIMILARITY",
+                    "outputDimensionality": self.dimensions,
+                }
+                for text in texts
+            ]
+        }
+        return f"{self.base_url}/{model}:batchEmbedContents", {"x-goog-api-key": self._api_key}, body
+
+    def _parse(self, payload, count):
+        embeddings = payload["embeddings"]
+        if len(embeddings) != count:
+            raise ValueError(f"expected {count} embeddings, got {len(embeddings)}")
+        return [item["values"] for item in embeddings]
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# Factory
+# ---------------------------------------------------------------------------------------------------------------------
+def get_embedder(provider: str | None = None, settings: Settings | None = None, **kwargs) -> Embedder:
+    """The configured embedder (EMBEDDING_PROVIDER), or the one named."""
+    settings = settings or get_settings()
+    provider = provider or settings.embedding_provider
+    common = dict(
+        timeout=settings.embedding_timeout,
+        max_retries=settings.embedding_max_retries,
+        batch_size=settings.embedding_batch_size,
+    )
+    common.update(kwargs)
+    if provider == "local":
+        return LocalEmbedder()
+    if provider == "hashing":
+        return HashingEmbedder()
+    if provider == "openai":
+        key = settings.openai_api_key.get_secret_value() if settings.openai_api_key else None
+        return OpenAIEmbedder(base_url=settings.openai_base_url, model=settings.openai_embedding_model, api_key=key, **common)
+    if provider == "gemini":
+        key = settings.gemini_api_key.get_secret_value() if settings.gemini_api_key else None
+        return GeminiEmbedder(base_url=settings.gemini_base_url, model=settings.gemini_embedding_model, api_key=key, **common)
+    raise ValueError(f"Unknown embedding provider {provider!r}: use local, openai, gemini or hashing.")

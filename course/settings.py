@@ -1,0 +1,64 @@
+"""One settings object for the whole course, read from environment variables (and an optional `.env` file).
+
+Every knob a learner, instructor or CI job may turn lives here with its documented default; nothing else in the
+course reads `os.environ` directly.
+"""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field, SecretStr
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+
+#: Every vector in the course is stored with this many dimensions (the `vector(1536)` column).
+EMBEDDING_DIMENSIONS = 1536
+
+Provider = Literal["local", "openai", "gemini", "hashing"]
+Target = Literal["labs", "solutions"]
+
+
+class Settings(BaseSettings):
+    """Course configuration. Field names map to upper-case environment variables (e.g. DATABASE_URL)."""
+
+    model_config = SettingsConfigDict(env_file=REPO_ROOT / ".env", extra="ignore", populate_by_name=True)
+
+    # --- database -------------------------------------------------------------------------------------------------
+    database_url: str | None = Field(
+        None, description="Use this PostgreSQL server (with pgvector >= 0.8) instead of the embedded one."
+    )
+    course_pgdata: Path = Field(REPO_ROOT / ".pgdata", description="Data directory of the embedded server.")
+    course_database: str = Field("course", description="Database the embedded server creates for the course.")
+    maintenance_work_mem: str = Field(
+        "512MB", description="Per-connection maintenance_work_mem; 64MB (the default) cannot build IVFFlat lists=100."
+    )
+
+    # --- embeddings -----------------------------------------------------------------------------------------------
+    embedding_provider: Provider = Field("local", description="local | openai | gemini | hashing")
+    embedding_timeout: float = Field(30.0, description="Seconds per HTTP request to an embedding API.")
+    embedding_max_retries: int = Field(4, ge=0, le=10, description="Retries on 429/5xx/timeouts before giving up.")
+    embedding_batch_size: int = Field(256, ge=1, le=2048, description="Texts per embedding API request.")
+    openai_api_key: SecretStr | None = None
+    openai_base_url: str = "https://api.openai.com/v1"
+    openai_embedding_model: str = "text-embedding-ada-002"
+    gemini_api_key: SecretStr | None = None
+    gemini_base_url: str = "https://generativelanguage.googleapis.com/v1beta"
+    gemini_embedding_model: str = "gemini-embedding-001"
+
+    # --- course ---------------------------------------------------------------------------------------------------
+    course_target: Target = Field("labs", description="Which implementation notebooks and checks import.")
+    course_data_dir: Path = Field(REPO_ROOT / "data", description="Cache for the corpus (never committed).")
+    course_corpus: Literal["auto", "postgres-docs", "python-docs"] = Field(
+        "auto", description="auto = the PostgreSQL manual where apt is available, else CPython's documentation."
+    )
+    course_corpus_limit: int | None = Field(None, ge=1, description="Load only the first N chunks (quick runs).")
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    """The process-wide settings, read once. Tests that change the environment call `get_settings.cache_clear()`."""
+    return Settings()

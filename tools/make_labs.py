@@ -1,0 +1,143 @@
+"""Generate labs/ (the learner's starter code) from solutions/ (the reference), the single source of truth.
+
+In solutions/, each part a learner must write is a marked region:
+
+    def enable_extension(conn):
+        \"\"\"Docstring kept in the lab.\"\"\"
+        # BEGIN SOLUTION hint: what to do, shown to the learner
+        ...reference code...
+        # END SOLUTION
+
+In labs/ the region becomes `raise NotImplementedError("TODO: <hint>")`; everything else (imports, signatures,
+docstrings, helpers) is copied. Each generated file records a fingerprint of what was generated, so a lab the
+learner has edited is never overwritten without --force.
+
+    python tools/make_labs.py           # (re)generate labs/, keeping edited labs
+    python tools/make_labs.py --check   # exit 1 if labs/ is not exactly what solutions/ generates
+    python tools/make_labs.py --force   # regenerate everything, discarding edits
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import re
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+BEGIN = re.compile(r"^(?P<indent>\s*)# BEGIN SOLUTION(?:\s+hint:\s*(?P<hint>.*?))?\s*$")
+END = re.compile(r"^\s*# END SOLUTION\s*$")
+FINGERPRINT = re.compile(r"^# lab-fingerprint: (?P<digest>[0-9a-f]{16})$", re.MULTILINE)
+
+
+class MarkerError(ValueError):
+    pass
+
+
+def strip_solutions(source: str, origin: str = "<source>") -> str:
+    """Replace every BEGIN/END SOLUTION region with a NotImplementedError carrying the region's hint."""
+    out: list[str] = []
+    in_region = False
+    start_line = 0
+    for number, line in enumerate(source.splitlines(keepends=True), start=1):
+        begin = BEGIN.match(line)
+        if begin:
+            if in_region:
+                raise MarkerError(f"{origin}:{number}: BEGIN SOLUTION inside another region (from line {start_line})")
+            in_region, start_line = True, number
+            hint = (begin["hint"] or "implement this").replace("\\", "\\\\").replace('"', '\\"')
+            out.append(f'{begin["indent"]}raise NotImplementedError("TODO: {hint}")\n')
+        elif END.match(line):
+            if not in_region:
+                raise MarkerError(f"{origin}:{number}: END SOLUTION without BEGIN")
+            in_region = False
+        elif not in_region:
+            out.append(line)
+    if in_region:
+        raise MarkerError(f"{origin}:{start_line}: BEGIN SOLUTION is never closed")
+    return "".join(out)
+
+
+def _digest(body: str) -> str:
+    return hashlib.sha256(body.encode()).hexdigest()[:16]
+
+
+def render_lab(solution: Path, solutions_dir: Path) -> str:
+    """The full text of the lab generated from one solutions file."""
+    relative = solution.relative_to(solutions_dir.parent).as_posix()
+    source = solution.read_text(encoding="utf-8")
+    body = strip_solutions(source, relative)
+    if body == source and solution.name == "__init__.py" and not source.strip():
+        return source  # an empty package marker stays empty
+    header = (
+        f"# Starter code generated from {relative} by tools/make_labs.py. This file is yours: fill in every TODO.\n"
+        f"# `python -m checks N` (or check(N) in the notebook) grades it and gives hints.\n"
+    )
+    body = header + body
+    return f"# lab-fingerprint: {_digest(body)}\n" + body
+
+
+def is_edited(text: str) -> bool:
+    """True if a generated lab no longer matches its own fingerprint, i.e. someone changed it."""
+    match = FINGERPRINT.match(text)
+    if not match:
+        return bool(text.strip())  # no fingerprint: hand-written, treat as edited
+    body = text[match.end() + 1 :]
+    return match["digest"] != _digest(body)
+
+
+def plan(solutions_dir: Path, labs_dir: Path) -> dict[Path, str]:
+    """Every lab file path and the text it should have."""
+    return {
+        labs_dir / src.relative_to(solutions_dir): render_lab(src, solutions_dir)
+        for src in sorted(solutions_dir.rglob("*"))
+        if src.is_file() and "__pycache__" not in src.parts and src.suffix in {".py", ".html", ".js", ".css", ".sql"}
+    }
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--check", action="store_true", help="only report whether labs/ is up to date")
+    parser.add_argument("--force", action="store_true", help="overwrite labs even if they were edited")
+    parser.add_argument("--solutions", type=Path, default=ROOT / "solutions")
+    parser.add_argument("--labs", type=Path, default=ROOT / "labs")
+    args = parser.parse_args(argv)
+
+    try:
+        wanted = plan(args.solutions, args.labs)
+    except MarkerError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    existing = {p for p in args.labs.rglob("*") if p.is_file() and "__pycache__" not in p.parts} if args.labs.exists() else set()
+    stale = [p for p, text in wanted.items() if not p.exists() or p.read_text(encoding="utf-8") != text]
+    orphans = sorted(existing - set(wanted))
+
+    if args.check:
+        for p in stale:
+            print(f"stale: {p.relative_to(ROOT) if p.is_relative_to(ROOT) else p}", file=sys.stderr)
+        for p in orphans:
+            print(f"not generated from solutions/: {p}", file=sys.stderr)
+        if stale or orphans:
+            print("labs/ is out of date: run `python tools/make_labs.py`.", file=sys.stderr)
+            return 1
+        print(f"labs/ is up to date ({len(wanted)} files).")
+        return 0
+
+    skipped = []
+    for path in stale:
+        if path.exists() and is_edited(path.read_text(encoding="utf-8")) and not args.force:
+            skipped.append(path)
+            continue
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(wanted[path], encoding="utf-8")
+        print(f"wrote {path}")
+    for path in skipped:
+        print(f"kept {path}: it has been edited (use --force to overwrite)", file=sys.stderr)
+    for path in orphans:
+        print(f"note: {path} has no counterpart in solutions/", file=sys.stderr)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
