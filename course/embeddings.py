@@ -226,7 +226,7 @@ class _HTTPEmbedder:
         self.batch_size = batch_size
         self._client = client
         self._owns_client = client is None
-        self._backoff = wait_exponential_jitter(initial=backoff_initial, max=backoff_max, jitter=backoff_initial)
+        self._backoff = wait_exponential_jitter(multiplier=backoff_initial, max=backoff_max, jitter=backoff_initial)
 
     # -- subclass hooks -----------------------------------------------------------------------------------------------
     def _request(self, texts: list[str]) -> tuple[str, dict[str, str], dict[str, Any]]:

@@ -1,0 +1,51 @@
+# Thin, named entry points. Every target installs what it needs first (a .venv from requirements.txt).
+PYTHON ?= python3
+VENV   ?= .venv
+PY     := $(VENV)/bin/python
+OBJ    ?= 1
+JUPYTER_ARGS ?=
+export PYTHONDONTWRITEBYTECODE := 1
+
+.PHONY: help install lab test check labs db-start db-stop clean
+help:
+	@echo "make lab          install, start the database, load the corpus, open JupyterLab (the course)"
+	@echo "make test         install and run every test (runtime, checks both ways, notebooks)"
+	@echo "make check OBJ=1  grade your labs/objectiveN.py, with hints"
+	@echo "make labs         regenerate labs/ from solutions/ (keeps labs you edited)"
+	@echo "make db-stop      stop the embedded PostgreSQL (data is kept in .pgdata/)"
+
+$(VENV)/.installed: requirements.txt
+	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "Python 3.11 or newer is needed (found %s)" % sys.version.split()[0])'
+	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --disable-pip-version-check -q --upgrade pip
+	$(PY) -m pip install --disable-pip-version-check -q -r requirements.txt
+	$(PY) -m ipykernel install --sys-prefix --name python3 --display-name "Python 3 (course)" >/dev/null
+	@touch $@
+
+install: $(VENV)/.installed
+
+lab: install
+	$(PY) -m course setup
+	$(VENV)/bin/jupyter lab notebooks/ $(JUPYTER_ARGS)
+
+test: install
+	$(PY) tools/make_labs.py --check
+	$(PY) -m course setup
+	$(PY) -m pytest tests -p no:nbval
+	COURSE_TARGET=solutions $(PY) -m pytest --nbval-lax --nbval-cell-timeout=600 notebooks
+
+check: install
+	$(PY) -m checks $(OBJ)
+
+labs: install
+	$(PY) tools/make_labs.py
+
+db-start: install
+	$(PY) -m course db start
+
+db-stop: install
+	$(PY) -m course db stop
+
+clean:
+	-$(PY) -m course db stop
+	rm -rf .pgdata data $(VENV)

@@ -1,0 +1,74 @@
+"""The corpus: chunking, the manual's HTML, CPython docs, and idempotent loading."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from course import corpus, database
+from course.corpus import chunks_from_manual_page, split_text
+from course.embeddings import HashingEmbedder, LocalEmbedder
+
+PAGE = """<?xml version="1.0"?><html><head><title>11.2. Index Types</title></head><body>
+<div class="navheader"><a href="x">Prev</a> Navigation noise</div>
+<div class="sect1"><div class="titlepage"><h2 class="title">11.2. Index Types</h2></div>
+<div class="toc"><dl><dt>11.2.1. B-Tree</dt></dl></div>
+<p>PostgreSQL provides several index types: B-tree, Hash, GiST, SP-GiST, GIN, BRIN. Each index type uses a different
+algorithm that is best suited to different types of indexable clauses.</p>
+<pre class="programlisting">CREATE INDEX name ON table USING HASH (column);</pre>
+<div class="sect2"><div class="titlepage"><h3 class="title">11.2.5. GIN</h3></div>
+<p>GIN indexes are &ldquo;inverted indexes&rdquo; which are appropriate for data values that contain multiple component
+values, such as arrays. An inverted index contains a separate entry for each component value.</p></div></div>
+<div class="navfooter">Footer noise</div></body></html>"""
+
+
+def test_split_text_respects_the_limit_and_keeps_everything():
+    text = "\n\n".join(["word " * 50, "x" * 2500, "Short paragraph.", "sentence. " * 150])
+    pieces = split_text(text, limit=1000)
+    assert all(0 < len(p) <= 1000 for p in pieces)
+    assert "".join(pieces).replace("\n", "").replace(" ", "") == text.replace("\n", "").replace(" ", "")
+
+
+def test_manual_page_is_split_by_section_without_navigation(tmp_path):
+    page = tmp_path / "indexes-types.html"
+    page.write_text(PAGE)
+    chunks = chunks_from_manual_page(page)
+    assert [c.metadata["section"] for c in chunks] == ["11.2. Index Types", "11.2.5. GIN"]
+    first, gin = chunks
+    assert "USING HASH (column);" in first.content and "Navigation noise" not in first.content
+    assert "B-Tree" not in first.content, "tables of contents are skipped"
+    assert "“inverted indexes”" in gin.content and "Footer" not in gin.content
+    assert first.metadata | {"part": 0} == {"source": "postgres-docs", "page": "indexes-types.html",
+                                           "title": "11.2. Index Types", "section": "11.2. Index Types",
+                                           "language": "en", "part": 0}
+    assert chunks_from_manual_page(page)[1].id == gin.id, "ids are stable across builds"
+
+
+def test_python_docs_fallback_is_real_text():
+    chunks = corpus.python_docs_chunks(progress=False)
+    assert len(chunks) > 1000
+    assert len({c.id for c in chunks}) == len(chunks)
+    assert all(len(c.content) <= 1000 for c in chunks)
+    assert any("asyncio" in c.metadata["page"] for c in chunks)
+
+
+def test_the_built_corpus_is_about_ten_thousand_chunks():
+    path = corpus.build_corpus(progress=False)
+    rows = [json.loads(line) for line in path.open()]
+    assert 2000 < len(rows) < 15000
+    assert len({r["id"] for r in rows}) == len(rows)
+    assert all(len(r["content"]) <= 1000 and r["content"].strip() for r in rows)
+    assert {"source", "page", "title", "section", "language"} <= set(rows[0]["metadata"])
+
+
+async def test_loading_is_idempotent_and_replaces_another_models_rows():
+    async with database.temporary_connection("test_corpus") as conn:
+        assert await corpus.load_corpus(conn, HashingEmbedder(), limit=40, progress=False) == 40
+        assert await corpus.load_corpus(conn, HashingEmbedder(), limit=40, progress=False) == 0
+        assert await conn.fetchval("SELECT count(*) FROM embeddings") == 40
+        # a different model: its vectors are not comparable, so the corpus rows are replaced
+        assert await corpus.load_corpus(conn, LocalEmbedder(), limit=40, progress=False) == 40
+        models = await conn.fetch("SELECT DISTINCT metadata->>'model' AS m FROM embeddings")
+        assert [r["m"] for r in models] == [LocalEmbedder.model_id]

@@ -1,0 +1,55 @@
+"""course.database: the embedded server, URLs for every driver, throw-away databases, clear errors."""
+
+from __future__ import annotations
+
+import psycopg
+import pytest
+
+from course import database
+from course.settings import get_settings
+
+
+def test_embedded_server_runs_pgvector_0_8():
+    info = database.check_server()
+    assert info["server_version"].startswith("18")
+    assert tuple(int(x) for x in info["pgvector"].split(".")[:2]) >= (0, 8)
+    assert database.status()["running"] is True
+
+
+async def test_every_driver_gets_the_session_settings():
+    conn = await database.connect()
+    try:
+        assert await conn.fetchval("SHOW maintenance_work_mem") == get_settings().maintenance_work_mem
+        assert await conn.fetchval("SELECT '{\"a\": 1}'::jsonb") == {"a": 1}, "jsonb decodes to dicts"
+    finally:
+        await conn.close()
+    with database.connect_sync() as sync:
+        assert sync.execute("SHOW maintenance_work_mem").fetchone()[0] == get_settings().maintenance_work_mem
+    assert database.sqlalchemy_url().startswith("postgresql+asyncpg://")
+
+
+def test_temporary_databases_are_created_empty_and_dropped():
+    with database.temporary_database("test_db") as url:
+        with psycopg.connect(url) as conn:
+            assert conn.execute("SELECT count(*) FROM pg_extension WHERE extname = 'vector'").fetchone()[0] == 0
+        name = url.split("/")[-1].split("?")[0]
+    with psycopg.connect(database.libpq_url()) as conn:
+        assert conn.execute("SELECT count(*) FROM pg_database WHERE datname = %s", [name]).fetchone()[0] == 0
+
+
+def test_unreachable_server_gives_a_clear_error():
+    with pytest.raises(database.DatabaseError, match="Cannot connect"):
+        database.check_server("postgresql://nobody@127.0.0.1:9/none?connect_timeout=2")
+
+
+def test_url_forms_are_normalised(monkeypatch):
+    monkeypatch.setenv("DATABASE_URL", "postgres://u:p%40ss@db.example:5433/course")
+    get_settings.cache_clear()
+    try:
+        assert database.libpq_url() == "postgresql://u:p%40ss@db.example:5433/course"
+        assert database.sqlalchemy_url("other") == "postgresql+asyncpg://u:p%40ss@db.example:5433/other"
+        assert not database.is_embedded()
+        with pytest.raises(database.DatabaseError, match="does not manage"):
+            database.stop()
+    finally:
+        get_settings.cache_clear()

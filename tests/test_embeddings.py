@@ -1,0 +1,209 @@
+"""The embedding providers: the offline model, hashing, and the OpenAI/Gemini clients against a local server."""
+
+from __future__ import annotations
+
+import time
+
+import numpy as np
+import pytest
+
+from course.embeddings import (
+    EmbeddingRequestError,
+    EmbeddingUnavailable,
+    GeminiEmbedder,
+    HashingEmbedder,
+    LocalEmbedder,
+    OpenAIEmbedder,
+    get_embedder,
+    pad_to,
+)
+from course.fake_providers import FakeProviderServer, Step
+from course.settings import Settings
+
+
+def cos(a, b) -> float:
+    a, b = np.asarray(a), np.asarray(b)
+    return float(a @ b / np.linalg.norm(a) / np.linalg.norm(b))
+
+
+# --- offline -------------------------------------------------------------------------------------------------------
+async def test_local_model_is_semantic_normalised_and_1536_wide():
+    e = LocalEmbedder()
+    v = await e.embed([
+        "How do I create an index on a table?",
+        "Building an index for a database table",
+        "The weather is sunny at the beach today",
+    ])
+    assert np.asarray(v).shape == (3, 1536)
+    assert np.allclose(np.linalg.norm(v, axis=1), 1.0, atol=1e-5)
+    assert not np.any(np.asarray(v)[:, 256:]), "dimensions past the model's 256 are zero padding"
+    assert cos(v[0], v[1]) > cos(v[0], v[2]) + 0.2, "a paraphrase must be much closer than an unrelated sentence"
+
+
+async def test_local_model_batches_through_a_thread_and_matches_small_calls():
+    e = LocalEmbedder()
+    texts = [f"document number {i} about vacuum and indexes" for i in range(100)]
+    big = await e.embed(texts)
+    small = await e.embed(texts[:3])
+    assert np.allclose(big[:3], small, atol=1e-6)
+
+
+def test_padding_preserves_cosine_l2_and_inner_product_exactly():
+    rng = np.random.default_rng(0)
+    a, b = rng.normal(size=(2, 256)).astype(np.float32)
+    pa, pb = pad_to(np.stack([a, b]))
+    assert pa.shape == (1536,)
+    assert np.dot(pa, pb) == np.dot(a, b)
+    assert np.linalg.norm(pa - pb) == np.linalg.norm(a - b)
+    assert cos(pa, pb) == pytest.approx(cos(a, b), abs=0)
+    with pytest.raises(ValueError):
+        pad_to(np.zeros((1, 2000), dtype=np.float32))
+
+
+@pytest.mark.parametrize("provider", ["local", "hashing"])
+@pytest.mark.parametrize("bad", [[""], ["ok", "   \n\t"], "a bare string", [None]])
+async def test_empty_or_wrong_input_is_refused(provider, bad):
+    with pytest.raises(ValueError):
+        await get_embedder(provider).embed(bad)
+
+
+async def test_hashing_is_deterministic_and_lexical():
+    e = HashingEmbedder()
+    a1, a2, b = await e.embed(["vacuum full table", "vacuum full table", "completely different words"])
+    assert a1 == a2
+    assert cos(a1, b) < 0.3
+    assert e.model_id != LocalEmbedder.model_id
+
+
+def test_unknown_provider_and_missing_key_are_clear():
+    with pytest.raises(ValueError, match="Unknown embedding provider"):
+        get_embedder("word2vec")
+    with pytest.raises(EmbeddingRequestError, match="OPENAI_API_KEY"):
+        get_embedder("openai", settings=Settings(openai_api_key=None, _env_file=None))
+
+
+# --- HTTP providers against a local server --------------------------------------------------------------------------
+@pytest.fixture
+def server():
+    with FakeProviderServer() as s:
+        yield s
+
+
+def openai(server, **kw) -> OpenAIEmbedder:
+    kw.setdefault("backoff_initial", 0.01)
+    return OpenAIEmbedder(base_url=server.openai_base_url, model="text-embedding-ada-002", api_key="sk-test", **kw)
+
+
+def gemini(server, **kw) -> GeminiEmbedder:
+    kw.setdefault("backoff_initial", 0.01)
+    return GeminiEmbedder(base_url=server.gemini_base_url, model="gemini-embedding-001", api_key="g-test", **kw)
+
+
+async def test_openai_request_shape_order_and_batching(server):
+    texts = [f"text number {i}" for i in range(7)]
+    async with openai(server, batch_size=3) as e:
+        vectors = await e.embed(texts)
+    assert [len(r["json"]["input"]) for r in server.requests] == [3, 3, 1], "batches of batch_size"
+    first = server.requests[0]
+    assert first["path"] == "/v1/embeddings"
+    assert first["headers"]["Authorization"] == "Bearer sk-test"
+    assert first["json"]["model"] == "text-embedding-ada-002" and "dimensions" not in first["json"]
+    # the server shuffles `data`; the client must put each vector back with its text
+    assert np.allclose(vectors, server.vectors(texts), atol=1e-6)
+    assert e.model_id == "openai/text-embedding-ada-002"
+
+
+async def test_openai_v3_models_ask_for_1536_dimensions(server):
+    async with OpenAIEmbedder(base_url=server.openai_base_url, model="text-embedding-3-large", api_key="k") as e:
+        await e.embed(["hello"])
+    assert server.requests[0]["json"]["dimensions"] == 1536
+
+
+async def test_rate_limit_is_retried_honouring_retry_after(server):
+    server.script(Step(429, retry_after="0.3"), Step(503))
+    started = time.perf_counter()
+    async with openai(server) as e:
+        vectors = await e.embed(["hello there"])
+    assert len(server.requests) == 3, "two failures, then success"
+    assert time.perf_counter() - started >= 0.3, "Retry-After must be honoured"
+    assert np.allclose(vectors, server.vectors(["hello there"]), atol=1e-6)
+
+
+async def test_persistent_outage_raises_unavailable_with_retry_after(server):
+    server.fail_always(503, retry_after="0")
+    async with openai(server, max_retries=2) as e:
+        with pytest.raises(EmbeddingUnavailable) as info:
+            await e.embed(["hello"])
+    assert len(server.requests) == 3, "1 attempt + 2 retries, then give up"
+    assert info.value.retry_after == 0
+    assert "unavailable" in str(info.value)
+
+
+@pytest.mark.parametrize("status, text", [(400, "rejected the request"), (401, "OPENAI_API_KEY")])
+async def test_client_errors_are_not_retried_and_say_why(server, status, text):
+    server.script(Step(status, body="This model's maximum context length is 8191 tokens"))
+    async with openai(server) as e:
+        with pytest.raises(EmbeddingRequestError, match=text) as info:
+            await e.embed(["hello"])
+    assert len(server.requests) == 1
+    assert info.value.status_code == status
+    if status == 400:
+        assert "maximum context length" in str(info.value), "the provider's own message is passed on"
+
+
+async def test_timeouts_are_retried_then_reported(server):
+    server.script(Step(delay=1.0), Step(delay=1.0))
+    async with openai(server, timeout=0.2, max_retries=1) as e:
+        with pytest.raises(EmbeddingUnavailable, match="timed out"):
+            await e.embed(["slow"])
+    server.reset()
+    async with openai(server, timeout=0.2, max_retries=1) as e:
+        server.script(Step(delay=1.0))
+        assert len(await e.embed(["slow then fast"])) == 1
+
+
+async def test_unreachable_provider_is_unavailable():
+    e = OpenAIEmbedder(base_url="http://127.0.0.1:9", model="m", api_key="k", max_retries=1, backoff_initial=0.01)
+    with pytest.raises(EmbeddingUnavailable, match="cannot reach"):
+        await e.embed(["hello"])
+    await e.aclose()
+
+
+async def test_gemini_batch_request_normalises_vectors(server):
+    texts = [f"gemini text {i}" for i in range(130)]
+    async with gemini(server) as e:
+        vectors = await e.embed(texts)
+    assert [len(r["json"]["requests"]) for r in server.requests] == [100, 30], "Gemini allows 100 per batch"
+    req = server.requests[0]
+    assert req["path"] == "/v1beta/models/gemini-embedding-001:batchEmbedContents"
+    assert req["headers"]["x-goog-api-key"] == "g-test"
+    item = req["json"]["requests"][0]
+    assert item["model"] == "models/gemini-embedding-001" and item["outputDimensionality"] == 1536
+    assert item["content"]["parts"][0]["text"] == texts[0]
+    assert np.allclose(np.linalg.norm(vectors, axis=1), 1.0, atol=1e-5), "Gemini's 1536-d output is normalised here"
+    assert np.allclose(vectors, server.vectors(texts), atol=1e-6)
+
+
+async def test_gemini_errors(server):
+    server.script(Step(429, retry_after="0"), Step(403))
+    async with gemini(server) as e:
+        with pytest.raises(EmbeddingRequestError, match="GEMINI_API_KEY"):
+            await e.embed(["x"])
+    assert len(server.requests) == 2
+
+
+async def test_wrong_dimensions_from_provider_are_an_error():
+    with FakeProviderServer(dimensions=768) as s:
+        async with openai(s) as e:
+            with pytest.raises(Exception, match="shape"):
+                await e.embed(["hello"])
+
+
+async def test_factory_uses_settings(server):
+    settings = Settings(_env_file=None, openai_api_key="sk-x", openai_base_url=server.openai_base_url,
+                        openai_embedding_model="my-model")
+    e = get_embedder("openai", settings=settings)
+    assert isinstance(e, OpenAIEmbedder) and e.model == "my-model"
+    await e.embed(["hi"])
+    await e.aclose()
+    assert server.requests[0]["json"]["model"] == "my-model"
