@@ -20,6 +20,8 @@ $(VENV)/.installed: requirements.txt
 	$(PY) -m pip install --disable-pip-version-check -q --upgrade pip
 	$(PY) -m pip install --disable-pip-version-check -q -r requirements.txt
 	$(PY) -m ipykernel install --sys-prefix --name python3 --display-name "Python 3 (course)" >/dev/null
+	@# make the repository importable from notebooks/ and any working directory (course, labs, solutions, checks)
+	$(PY) -c 'import site, sys; open(site.getsitepackages()[0] + "/pgvector-course.pth", "w").write(sys.argv[1] + "\n")' "$(CURDIR)"
 	@touch $@
 
 install: $(VENV)/.installed
@@ -32,7 +34,7 @@ test: install
 	$(PY) tools/make_labs.py --check
 	$(PY) -m course setup
 	$(PY) -m pytest tests -p no:nbval
-	COURSE_TARGET=solutions $(PY) -m pytest --nbval-lax --nbval-cell-timeout=600 notebooks
+	COURSE_TARGET=solutions COURSE_STRICT_CHECKS=1 $(PY) -m pytest --nbval-lax --nbval-cell-timeout=600 notebooks
 
 check: install
 	$(PY) -m checks $(OBJ)

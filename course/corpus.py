@@ -96,6 +96,7 @@ def _split_long(paragraph: str, limit: int) -> Iterator[str]:
 # ---------------------------------------------------------------------------------------------------------------------
 _BLOCK_TAGS = {"p", "pre", "li", "dt", "dd", "tr", "div", "table", "blockquote", "br", "h1", "h2", "h3", "h4", "h5"}
 _SKIP_CLASSES = {"navheader", "navfooter", "toc", "footnotes"}
+_ADMONITIONS = {"note", "warning", "tip", "caution", "important"}  # their "Note"/"Tip" headings are not sections
 
 
 class _ManualPageParser(HTMLParser):
@@ -106,6 +107,7 @@ class _ManualPageParser(HTMLParser):
         self.page_title = ""
         self.sections: list[tuple[str, list[str]]] = []
         self._stack: list[tuple[str, bool]] = []  # (tag, skipping)
+        self._admonition_depth = 0
         self._heading: list[str] | None = None
         self._in_title = False
         self._in_pre = False
@@ -120,11 +122,14 @@ class _ManualPageParser(HTMLParser):
         skipping = self._skipping or tag in {"script", "style"} or bool(classes & _SKIP_CLASSES)
         if tag not in {"br", "img", "hr", "meta", "link", "col"}:
             self._stack.append((tag, skipping))
+        if tag == "div" and classes & _ADMONITIONS:
+            self._admonition_depth += 1
+            self._stack[-1] = ("div!", skipping)  # remember to decrement when this div closes
         if tag == "title":
             self._in_title = True
         if skipping:
             return
-        if tag in {"h1", "h2", "h3", "h4"} and "title" in classes:
+        if tag in {"h1", "h2", "h3", "h4"} and "title" in classes and not self._admonition_depth:
             self._flush()
             self._heading = []
             return
@@ -138,6 +143,9 @@ class _ManualPageParser(HTMLParser):
             self._in_title = False
         while self._stack:
             open_tag, _ = self._stack.pop()
+            if open_tag == "div!":
+                self._admonition_depth -= 1
+                open_tag = "div"
             if open_tag == tag:
                 break
         if tag in {"h1", "h2", "h3", "h4"} and self._heading is not None:
@@ -338,16 +346,23 @@ def _write_jsonl(path: Path, rows: Iterable[dict]) -> None:
 
 
 def read_corpus(name: str | None = None, limit: int | None = None) -> list[dict]:
-    """The chunks as dicts {id, content, metadata}; builds the corpus first if needed."""
-    path = build_corpus(name) if name else build_corpus()
-    limit = limit if limit is not None else get_settings().course_corpus_limit
-    rows = []
-    with path.open(encoding="utf-8") as fh:
-        for line in fh:
-            rows.append(json.loads(line))
-            if limit is not None and len(rows) >= limit:
-                break
-    return rows
+    """The chunks as dicts {id, content, metadata}; builds the corpus first if needed.
+
+    With a limit (or COURSE_CORPUS_LIMIT) the chunks are an evenly spaced sample across the whole corpus, so a
+    quick run still sees every part of the manual rather than its first pages."""
+    return _sample(_read_all(name), limit if limit is not None else get_settings().course_corpus_limit)
+
+
+def _read_all(name: str | None) -> list[dict]:
+    with build_corpus(name).open(encoding="utf-8") as fh:
+        return [json.loads(line) for line in fh]
+
+
+def _sample(rows: list[dict], limit: int | None) -> list[dict]:
+    if limit is None or limit >= len(rows):
+        return rows
+    step = len(rows) / limit
+    return [rows[int(i * step)] for i in range(limit)]
 
 
 async def load_corpus(conn, embedder=None, *, name: str | None = None, limit: int | None = None, progress: bool = True) -> int:
@@ -359,14 +374,18 @@ async def load_corpus(conn, embedder=None, *, name: str | None = None, limit: in
     from solutions import objective1
 
     embedder = embedder or get_embedder()
-    rows = read_corpus(name, limit)
+    all_rows = _read_all(name)
+    rows = _sample(all_rows, limit if limit is not None else get_settings().course_corpus_limit)
     await objective1.enable_extension(conn)
     await objective1.create_embeddings_table(conn)
+    # Rows from another model are not comparable; rows whose chunk left the corpus (a rebuilt corpus) are stale.
     stale = await conn.execute(
-        "DELETE FROM embeddings WHERE metadata ? 'corpus_id' AND metadata->>'model' <> $1", embedder.model_id
+        "DELETE FROM embeddings WHERE metadata ? 'corpus_id' "
+        "AND (metadata->>'model' <> $1 OR NOT (metadata->>'corpus_id' = ANY($2::text[])))",
+        embedder.model_id, [r["id"] for r in all_rows],
     )
     if stale != "DELETE 0":
-        log.info("Removed rows embedded with another model (%s)", stale)
+        log.info("Removed stale corpus rows (%s)", stale)
     have = {
         r["cid"] for r in await conn.fetch("SELECT metadata->>'corpus_id' AS cid FROM embeddings WHERE metadata ? 'corpus_id'")
     }

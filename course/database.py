@@ -256,6 +256,20 @@ def drop_database(url: str) -> None:
         conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
+def scratch_database(name: str, *, reset: bool = False) -> str:
+    """URL of a named practice database next to the course database (`course_<name>`), created if missing and
+    emptied first with reset=True. Notebook 1 uses one so the learner starts from a truly empty database."""
+    if not re.fullmatch(r"[a-z0-9_]{1,40}", name):
+        raise ValueError("Scratch database names use lower-case letters, digits and _ only.")
+    full = f"{database_name()}_{name}"
+    with psycopg.connect(libpq_url(), autocommit=True) as conn:
+        if reset:
+            conn.execute(f'DROP DATABASE IF EXISTS "{full}" WITH (FORCE)')
+        if not conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", [full]).fetchone():
+            conn.execute(f'CREATE DATABASE "{full}"')
+    return libpq_url(full)
+
+
 @contextlib.contextmanager
 def temporary_database(prefix: str = "course_tmp") -> Iterator[str]:
     url = create_database(prefix)

@@ -55,6 +55,9 @@ class Settings(BaseSettings):
     course_corpus: Literal["auto", "postgres-docs", "python-docs"] = Field(
         "auto", description="auto = the PostgreSQL manual where apt is available, else CPython's documentation."
     )
+    course_strict_checks: bool = Field(
+        False, description="check(N) in a notebook raises when a check fails (CI validates notebooks this way)."
+    )
     course_corpus_limit: int | None = Field(None, ge=1, description="Load only the first N chunks (quick runs).")
 
 

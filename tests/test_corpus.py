@@ -20,7 +20,9 @@ algorithm that is best suited to different types of indexable clauses.</p>
 <pre class="programlisting">CREATE INDEX name ON table USING HASH (column);</pre>
 <div class="sect2"><div class="titlepage"><h3 class="title">11.2.5. GIN</h3></div>
 <p>GIN indexes are &ldquo;inverted indexes&rdquo; which are appropriate for data values that contain multiple component
-values, such as arrays. An inverted index contains a separate entry for each component value.</p></div></div>
+values, such as arrays. An inverted index contains a separate entry for each component value.</p>
+<div class="tip"><h3 class="title">Tip</h3><p>GIN serves jsonb containment.</p></div>
+<p>Text after the tip belongs to GIN as well.</p></div></div>
 <div class="navfooter">Footer noise</div></body></html>"""
 
 
@@ -40,6 +42,7 @@ def test_manual_page_is_split_by_section_without_navigation(tmp_path):
     assert "USING HASH (column);" in first.content and "Navigation noise" not in first.content
     assert "B-Tree" not in first.content, "tables of contents are skipped"
     assert "“inverted indexes”" in gin.content and "Footer" not in gin.content
+    assert "Tip" in gin.content and "after the tip" in gin.content, "admonitions stay inside their section"
     assert first.metadata | {"part": 0} == {"source": "postgres-docs", "page": "indexes-types.html",
                                            "title": "11.2. Index Types", "section": "11.2. Index Types",
                                            "language": "en", "part": 0}
