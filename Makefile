@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV   ?= .venv
 PY     := $(VENV)/bin/python
 OBJ    ?= 1
-JUPYTER_ARGS ?=
+JUPYTER_ARGS ?= $(if $(filter 0,$(shell id -u)),--allow-root)
 export PYTHONDONTWRITEBYTECODE := 1
 
 .PHONY: help install lab test check labs db-start db-stop clean
