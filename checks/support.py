@@ -3,9 +3,13 @@
 from __future__ import annotations
 
 import math
+import uuid
 from collections.abc import Sequence
+from typing import Any
 
+import numpy as np
 import pytest
+from pgvector.asyncpg import register_vector
 
 from course.embeddings import EmbeddingUnavailable, HashingEmbedder
 from course.target import load_objective
@@ -40,3 +44,41 @@ class RecordingEmbedder(HashingEmbedder):
         if self.nan_on_call == len(self.calls):
             vectors[-1][0] = math.nan
         return vectors
+
+
+async def create_table(conn) -> None:
+    """The `embeddings` table exactly as Objective 1 specifies it, made by the check itself so that each check
+    grades one function only (a learner's Objective 1 mistakes don't cascade)."""
+    await conn.execute("CREATE EXTENSION IF NOT EXISTS vector")
+    await conn.execute(
+        """CREATE TABLE IF NOT EXISTS embeddings (id uuid PRIMARY KEY DEFAULT gen_random_uuid(),
+           content text NOT NULL, metadata jsonb NOT NULL DEFAULT '{}', embedding vector(1536) NOT NULL)"""
+    )
+    await register_vector(conn)
+
+
+async def seed(conn, vectors, contents: Sequence[str] | None = None,
+               metadata: Sequence[dict[str, Any]] | None = None) -> list[uuid.UUID]:
+    """Insert known rows (vectors as an array of shape (n, 1536)); returns their ids in order."""
+    await create_table(conn)
+    vectors = np.asarray(vectors, dtype=np.float32)
+    ids = [uuid.uuid4() for _ in range(len(vectors))]
+    contents = contents or [f"document {i}" for i in range(len(vectors))]
+    metadata = metadata or [{"n": i} for i in range(len(vectors))]
+    await conn.executemany(
+        "INSERT INTO embeddings (id, content, metadata, embedding) VALUES ($1, $2, $3, $4)",
+        list(zip(ids, contents, metadata, vectors)),
+    )
+    return ids
+
+
+def random_vectors(n: int, *, seed: int = 0, normalised: bool = False, dims: int = 1536) -> np.ndarray:
+    """n vectors with a few clusters (so neighbours are meaningful), unit length if `normalised`.
+    float32, exactly as PostgreSQL stores them, so numpy recomputations match the database."""
+    rng = np.random.default_rng(seed)
+    centres = rng.normal(size=(5, dims))
+    m = centres[rng.integers(0, 5, n)] + rng.normal(scale=0.8, size=(n, dims))
+    m *= rng.uniform(0.2, 3.0, size=(n, 1))  # different lengths: the metrics disagree
+    if normalised:
+        m /= np.linalg.norm(m, axis=1, keepdims=True)
+    return m.astype(np.float32)

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from pgvector.asyncpg import register_vector
 
-from checks.support import RecordingEmbedder, objective
+from checks.support import RecordingEmbedder, create_table, objective
 from course.embeddings import EmbeddingUnavailable
 
 lab = objective(1)
@@ -24,12 +24,7 @@ DOCS = [
 
 
 async def _setup(lab, conn):
-    """The table as the objective specifies it, made here so each check grades one function only."""
-    await conn.execute("CREATE EXTENSION IF NOT EXISTS vector")
-    await conn.execute(
-        """CREATE TABLE embeddings (id uuid PRIMARY KEY DEFAULT gen_random_uuid(), content text NOT NULL,
-           metadata jsonb NOT NULL DEFAULT '{}', embedding vector(1536) NOT NULL)"""
-    )
+    await create_table(conn)
 
 
 async def _count(conn) -> int:

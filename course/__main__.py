@@ -59,7 +59,7 @@ async def _corpus_status() -> dict:
 
 
 async def _load() -> int:
-    from course.corpus import load_corpus
+    from course.corpus import ensure_search_index, load_corpus
 
     conn = await database.connect()
     try:
@@ -67,6 +67,9 @@ async def _load() -> int:
         added = await load_corpus(conn)
         total = await conn.fetchval("SELECT count(*) FROM embeddings")
         print(f"Corpus loaded: {added} rows added, {total} in `embeddings` ({time.perf_counter() - started:.1f} s)")
+        started = time.perf_counter()
+        if await ensure_search_index(conn):
+            print(f"HNSW index built ({time.perf_counter() - started:.1f} s)")
     finally:
         await conn.close()
     return 0

@@ -401,3 +401,18 @@ async def load_corpus(conn, embedder=None, *, name: str | None = None, limit: in
             added += len(await objective1.insert_documents(conn, embedder, docs))
             bar.update(len(docs))
     return added
+
+
+#: The index the later objectives and the service search through (Objective 2 teaches how it is built).
+SEARCH_INDEX = "embeddings_embedding_hnsw_cosine_idx"
+
+
+async def ensure_search_index(conn) -> bool:
+    """Create the HNSW cosine index on `embeddings` if missing (about 10 s for the corpus). True if it was built."""
+    exists = await conn.fetchval("SELECT to_regclass($1) IS NOT NULL", SEARCH_INDEX)
+    if not exists:
+        await conn.execute(
+            f"CREATE INDEX IF NOT EXISTS {SEARCH_INDEX} ON embeddings USING hnsw (embedding vector_cosine_ops) "
+            "WITH (m = 16, ef_construction = 64)"
+        )
+    return not exists
