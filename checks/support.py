@@ -73,11 +73,13 @@ async def seed(conn, vectors, contents: Sequence[str] | None = None,
 
 
 def random_vectors(n: int, *, seed: int = 0, normalised: bool = False, dims: int = 1536) -> np.ndarray:
-    """n vectors with a few clusters (so neighbours are meaningful), unit length if `normalised`.
+    """n vectors with a few clusters, unit length if `normalised`. Like real embeddings they have a low intrinsic
+    dimension (a 32-d latent space projected to `dims`), so approximate indexes behave as they do on text.
     float32, exactly as PostgreSQL stores them, so numpy recomputations match the database."""
     rng = np.random.default_rng(seed)
-    centres = rng.normal(size=(5, dims))
-    m = centres[rng.integers(0, 5, n)] + rng.normal(scale=0.8, size=(n, dims))
+    projection = np.random.default_rng(12345).normal(size=(32, dims))  # the same space for every call
+    centres = rng.normal(size=(5, 32))
+    m = (centres[rng.integers(0, 5, n)] + rng.normal(scale=0.8, size=(n, 32))) @ projection
     m *= rng.uniform(0.2, 3.0, size=(n, 1))  # different lengths: the metrics disagree
     if normalised:
         m /= np.linalg.norm(m, axis=1, keepdims=True)

@@ -28,6 +28,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 BEGIN = re.compile(r"^(?P<indent>\s*)# BEGIN SOLUTION(?:\s+hint:\s*(?P<hint>.*?))?\s*$")
 END = re.compile(r"^\s*# END SOLUTION\s*$")
+YIELD = re.compile(r"(^|[\s(=])yield\b")
 FINGERPRINT = re.compile(r"^# lab-fingerprint: (?P<digest>[0-9a-f]{16})$", re.MULTILINE)
 
 
@@ -40,18 +41,25 @@ def strip_solutions(source: str, origin: str = "<source>") -> str:
     out: list[str] = []
     in_region = False
     start_line = 0
+    region_indent = ""
+    region_yields = False
     for number, line in enumerate(source.splitlines(keepends=True), start=1):
         begin = BEGIN.match(line)
         if begin:
             if in_region:
                 raise MarkerError(f"{origin}:{number}: BEGIN SOLUTION inside another region (from line {start_line})")
-            in_region, start_line = True, number
+            in_region, start_line, region_indent, region_yields = True, number, begin["indent"], False
             hint = (begin["hint"] or "implement this").replace("\\", "\\\\").replace('"', '\\"')
             out.append(f'{begin["indent"]}raise NotImplementedError("TODO: {hint}")\n')
         elif END.match(line):
             if not in_region:
                 raise MarkerError(f"{origin}:{number}: END SOLUTION without BEGIN")
+            if region_yields:
+                # keep a generator (e.g. an @asynccontextmanager) a generator, so the TODO is what the learner sees
+                out.append(f"{region_indent}yield  # unreachable: keeps this function a generator like the solution\n")
             in_region = False
+        elif in_region and YIELD.search(line):
+            region_yields = True
         elif not in_region:
             out.append(line)
     if in_region:

@@ -1,0 +1,160 @@
+"""Checks for Objective 2 — HNSW and IVFFlat indexes, scoped query settings, EXPLAIN, recall and the benchmark."""
+
+from __future__ import annotations
+
+import pytest
+
+from checks.support import objective, random_vectors, seed
+
+lab = objective(2)
+
+
+async def catalog(conn, name: str) -> dict:
+    """What PostgreSQL itself says about an index (not what the SQL text said)."""
+    row = await conn.fetchrow(
+        """SELECT a.amname AS method, o.opcname AS opclass, c.reloptions AS options, i.indrelid::regclass::text AS tbl
+           FROM pg_class c JOIN pg_index i ON i.indexrelid = c.oid JOIN pg_am a ON a.oid = c.relam
+           JOIN pg_opclass o ON o.oid = i.indclass[0] WHERE c.relname = $1""", name)
+    assert row is not None, f"there is no index named {name!r}"
+    return {"method": row["method"], "opclass": row["opclass"], "table": row["tbl"],
+            "options": dict(opt.split("=") for opt in row["options"] or [])}
+
+
+async def vector_indexes(conn) -> list[str]:
+    return [r[0] for r in await conn.fetch(
+        """SELECT c.relname FROM pg_index i JOIN pg_class c ON c.oid = i.indexrelid JOIN pg_am a ON a.oid = c.relam
+           WHERE i.indrelid = 'embeddings'::regclass AND a.amname IN ('hnsw', 'ivfflat') ORDER BY 1""")]
+
+
+@pytest.fixture
+async def data(conn):
+    """1,500 clustered vectors in the check's own database."""
+    matrix = random_vectors(1500, seed=2, normalised=True)
+    await seed(conn, matrix)
+    return matrix
+
+
+@pytest.mark.hint("CREATE INDEX … USING hnsw (embedding vector_cosine_ops) WITH (m = …, ef_construction = …)")
+@pytest.mark.points(2)
+async def test_hnsw_index_has_the_right_method_opclass_and_options(lab, conn, data):
+    """create_index('hnsw') builds an HNSW index with the operator class and options asked for"""
+    info = await lab.create_index(conn, "hnsw", m=8, ef_construction=32)
+    found = await catalog(conn, info.name)
+    assert found["method"] == "hnsw" and found["table"] == "embeddings"
+    assert found["opclass"] == "vector_cosine_ops", f"opclass is {found['opclass']}"
+    assert found["options"] == {"m": "8", "ef_construction": "32"}, f"options are {found['options']}"
+    assert info.size_bytes == await conn.fetchval("SELECT pg_relation_size($1::regclass)", info.name)
+    assert info.build_seconds > 0 and info.kind == "hnsw"
+    ip = await lab.create_index(conn, "hnsw", metric="inner_product", name="ip_idx")
+    assert (await catalog(conn, "ip_idx"))["opclass"] == "vector_ip_ops" and ip.name == "ip_idx"
+
+
+@pytest.mark.hint("CREATE INDEX … USING ivfflat (embedding vector_l2_ops) WITH (lists = …)")
+async def test_ivfflat_index_has_the_right_method_opclass_and_options(lab, conn, data):
+    """create_index('ivfflat') builds an IVFFlat index with the operator class and lists asked for"""
+    info = await lab.create_index(conn, "ivfflat", metric="l2", lists=10)
+    found = await catalog(conn, info.name)
+    assert (found["method"], found["opclass"], found["options"]) == ("ivfflat", "vector_l2_ops", {"lists": "10"})
+    assert info.size_bytes > 0
+
+
+@pytest.mark.hint("Find the indexes through pg_index/pg_class/pg_am (amname hnsw or ivfflat) and drop only those.")
+async def test_drop_vector_indexes_drops_only_vector_indexes(lab, conn, data):
+    """drop_vector_indexes() removes HNSW and IVFFlat indexes and nothing else"""
+    await conn.execute("CREATE INDEX a_hnsw ON embeddings USING hnsw (embedding vector_cosine_ops)")
+    await conn.execute("CREATE INDEX b_ivf ON embeddings USING ivfflat (embedding vector_l2_ops) WITH (lists = 5)")
+    await conn.execute("CREATE INDEX c_btree ON embeddings (content)")
+    dropped = await lab.drop_vector_indexes(conn)
+    assert sorted(dropped) == ["a_hnsw", "b_ivf"], f"dropped {dropped}"
+    assert await vector_indexes(conn) == []
+    assert await conn.fetchval("SELECT to_regclass('c_btree') IS NOT NULL"), "the btree index must survive"
+    assert await lab.drop_vector_indexes(conn) == [], "nothing left to drop"
+
+
+@pytest.mark.hint("EXPLAIN (ANALYZE, BUFFERS, FORMAT JSON); walk plan['Plan']['Plans'] down to the node whose type is a scan.")
+@pytest.mark.points(2)
+async def test_explain_shows_the_index_or_the_seq_scan(lab, conn, data):
+    """explain_top_k() reports an index scan when an index exists and a seq scan when indexes are disabled"""
+    await conn.execute("CREATE INDEX my_hnsw ON embeddings USING hnsw (embedding vector_cosine_ops)")
+    await conn.execute("ANALYZE embeddings")
+    query = data[0]
+    with_index = await lab.explain_top_k(conn, query, 10)
+    assert with_index["access"] == "Index Scan" and with_index["index"] == "my_hnsw", with_index["access"]
+    assert isinstance(with_index["execution_ms"], float) and with_index["execution_ms"] > 0
+    exact = await lab.explain_top_k(conn, query, 10, exact=True)
+    assert "Seq Scan" in exact["access"] and exact["index"] is None, f"exact=True must use a seq scan, got {exact['access']}"
+
+
+@pytest.mark.hint("Use SET LOCAL inside `async with conn.transaction()`: the setting ends with the transaction.")
+@pytest.mark.points(2)
+async def test_query_settings_apply_to_one_query_only(lab, conn, data):
+    """ef_search/probes set by query_settings() hold inside it and are gone afterwards"""
+    default_ef = await conn.fetchval("SHOW hnsw.ef_search")
+    default_probes = await conn.fetchval("SHOW ivfflat.probes")
+    async with lab.query_settings(conn, ef_search=123, probes=7):
+        assert await conn.fetchval("SHOW hnsw.ef_search") == "123"
+        assert await conn.fetchval("SHOW ivfflat.probes") == "7"
+    assert await conn.fetchval("SHOW hnsw.ef_search") == default_ef, "hnsw.ef_search leaked out of the query"
+    assert await conn.fetchval("SHOW ivfflat.probes") == default_probes, "ivfflat.probes leaked out of the query"
+    await lab.top_k_ids(conn, data[0], 5, ef_search=200)
+    assert await conn.fetchval("SHOW hnsw.ef_search") == default_ef
+    async with lab.query_settings(conn, exact=True):
+        assert await conn.fetchval("SHOW enable_indexscan") == "off"
+    assert await conn.fetchval("SHOW enable_indexscan") == "on"
+
+
+@pytest.mark.hint("recall = |first k of approximate ∩ first k of exact| / |first k of exact|; empty exact → 1.0")
+@pytest.mark.parametrize("approx, exact, k, expected", [
+    ([1, 2, 3], [1, 2, 3], None, 1.0),
+    ([3, 2, 1], [1, 2, 3], None, 1.0),
+    ([1, 2, 4], [1, 2, 3], None, 2 / 3),
+    ([1, 1, 1], [1, 2, 3], None, 1 / 3),
+    ([1], [1, 2, 3], None, 1 / 3),
+    ([], [1, 2, 3], None, 0.0),
+    ([], [], None, 1.0),
+    ([9, 8, 1, 2, 3], [1, 2, 3, 4, 5], 3, 1 / 3),
+    (["a", "b"], ["b", "c", "d", "e"], 2, 0.5),
+])
+def test_recall_at_k_on_hand_made_cases(lab, approx, exact, k, expected):
+    """recall_at_k() is exact on hand-made cases (order, duplicates, fewer than k, empty)"""
+    assert lab.recall_at_k(approx, exact, k) == pytest.approx(expected)
+
+
+@pytest.mark.hint("Validate against pgvector's ranges and name them: m 2..100, ef_construction 4..1000 (>= 2·m), "
+                  "lists 1..32768, ef_search 1..1000, k >= 1; unknown kinds are an error too.")
+@pytest.mark.parametrize("call, bounds", [
+    (lambda lab: lab.index_sql("btree"), ["hnsw", "ivfflat"]),
+    (lambda lab: lab.index_sql("hnsw", m=1), ["2", "100"]),
+    (lambda lab: lab.index_sql("hnsw", m=101), ["2", "100"]),
+    (lambda lab: lab.index_sql("hnsw", ef_construction=3), ["4", "1000"]),
+    (lambda lab: lab.index_sql("hnsw", m=32, ef_construction=40), ["64"]),
+    (lambda lab: lab.index_sql("ivfflat", lists=0), ["1", "32768"]),
+    (lambda lab: lab.index_sql("ivfflat", lists=40000), ["1", "32768"]),
+    (lambda lab: lab.index_sql("hnsw", metric="hamming"), ["cosine"]),
+    (lambda lab: lab.recall_at_k([1], [1], 0), ["k"]),
+])
+def test_bad_parameters_name_the_valid_range(lab, call, bounds):
+    """bad index kinds, parameters and k raise ValueError naming what is valid"""
+    with pytest.raises(ValueError) as info:
+        call(lab)
+    for bound in bounds:
+        assert bound in str(info.value), f"the message {str(info.value)!r} should mention {bound!r}"
+
+
+@pytest.mark.hint("benchmark(): exact answers with indexes disabled, then each index swept; recall vs those answers.")
+@pytest.mark.points(3)
+async def test_benchmark_table_and_recall_that_rises(lab, conn, data):
+    """benchmark() returns the table, recall 1.0 for the seq scan, and recall rising with ef_search and probes"""
+    queries = list(random_vectors(15, seed=9, normalised=True))
+    df = await lab.benchmark(conn, queries, k=10, ef_search_values=(1, 100), probes_values=(1, 20),
+                             hnsw_params={"m": 16, "ef_construction": 64}, ivfflat_params={"lists": 20})
+    assert list(df.columns) == ["method", "parameter", "p50_ms", "p95_ms", "recall_at_10"]
+    assert list(df["method"]) == ["seq scan", "hnsw", "hnsw", "ivfflat", "ivfflat"]
+    recall = dict(zip(df["method"] + ":" + df["parameter"], df["recall_at_10"]))
+    assert recall["seq scan:exact"] == 1.0
+    assert recall["hnsw:ef_search=1"] < recall["hnsw:ef_search=100"], f"recall must rise with ef_search: {recall}"
+    assert recall["hnsw:ef_search=100"] >= 0.9
+    assert recall["ivfflat:probes=1"] < recall["ivfflat:probes=20"] == pytest.approx(1.0), recall
+    assert (df["p95_ms"] >= df["p50_ms"]).all() and (df["p50_ms"] > 0).all()
+    assert [i.kind for i in df.attrs["indexes"]] == ["hnsw", "ivfflat"]
+    assert await vector_indexes(conn) == [], "benchmark() must not leave its indexes behind"

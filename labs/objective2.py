@@ -1,0 +1,144 @@
+# lab-fingerprint: 09801874a644240f
+# Starter code generated from solutions/objective2.py by tools/make_labs.py. This file is yours: fill in every TODO.
+# `python -m checks N` (or check(N) in the notebook) grades it and gives hints.
+"""Objective 2 — HNSW and IVFFlat indexes, measured: build time, size, latency and recall.
+
+An approximate index trades a little recall (the share of the true nearest neighbours it finds) for a lot of
+speed. Two index types, each with a build-time and a query-time knob:
+
+    HNSW     m (links per node, 2..100), ef_construction (4..1000, >= 2·m)   query: hnsw.ef_search (1..1000)
+    IVFFlat  lists (clusters, 1..32768)                                      query: ivfflat.probes (1..lists)
+
+Everything here is measured against the exact answer from a sequential scan.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import time
+from collections.abc import AsyncIterator, Iterable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import asyncpg
+import numpy as np
+import pandas as pd
+
+#: metric -> operator class (the index only serves the operator of its class)
+OPCLASSES = {"cosine": "vector_cosine_ops", "l2": "vector_l2_ops", "inner_product": "vector_ip_ops"}
+OPERATORS = {"cosine": "<=>", "l2": "<->", "inner_product": "<#>"}
+INDEX_KINDS = ("hnsw", "ivfflat")
+#: pgvector's accepted ranges (from its source: hnsw.h, ivfflat.h)
+RANGES = {"m": (2, 100), "ef_construction": (4, 1000), "lists": (1, 32768), "ef_search": (1, 1000), "probes": (1, 32768)}
+
+
+@dataclass(frozen=True)
+class IndexInfo:
+    name: str
+    kind: str
+    build_seconds: float
+    size_bytes: int
+
+
+def _check_range(name: str, value: Any) -> int:
+    low, high = RANGES[name]
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or not low <= value <= high:
+        raise ValueError(f"{name} must be an integer from {low} to {high}, got {value!r}.")
+    return int(value)
+
+
+def _check_k(k: Any) -> int:
+    if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or k < 1:
+        raise ValueError(f"k must be a positive integer, got {k!r}.")
+    return int(k)
+
+
+def _check_metric(metric: str) -> str:
+    if metric not in OPCLASSES:
+        raise ValueError(f"Unknown metric {metric!r}: use one of {', '.join(OPCLASSES)}.")
+    return metric
+
+
+def index_sql(kind: str, *, metric: str = "cosine", name: str | None = None, **params: int) -> str:
+    """The CREATE INDEX statement for an `hnsw` (params m, ef_construction) or `ivfflat` (params lists) index on
+    embeddings.embedding. Parameters are validated against pgvector's ranges (ValueError naming the range)."""
+    raise NotImplementedError("TODO: validate kind, metric and each parameter with _check_range; HNSW also needs ef_construction >= 2*m; build \"CREATE INDEX <name> ON embeddings USING <kind> (embedding <opclass>) WITH (...)\"")
+
+
+async def create_index(conn: asyncpg.Connection, kind: str, *, metric: str = "cosine", name: str | None = None, **params: int) -> IndexInfo:
+    """Build a vector index and report its name, kind, build time (seconds) and size (bytes)."""
+    sql = index_sql(kind, metric=metric, name=name, **params)
+    raise NotImplementedError("TODO: time conn.execute(sql) with time.perf_counter(); the name is the 3rd word of the SQL; size from pg_relation_size(name::regclass)")
+
+
+async def drop_vector_indexes(conn: asyncpg.Connection) -> list[str]:
+    """Drop every HNSW or IVFFlat index on `embeddings` (found in the catalog) and return their names."""
+    raise NotImplementedError("TODO: find indexes on 'embeddings'::regclass whose access method (pg_am.amname) is hnsw or ivfflat, DROP each")
+
+
+@contextlib.asynccontextmanager
+async def query_settings(
+    conn: asyncpg.Connection, *, ef_search: int | None = None, probes: int | None = None, exact: bool = False
+) -> AsyncIterator[asyncpg.Connection]:
+    """A transaction whose settings last for it only: hnsw.ef_search, ivfflat.probes, and with exact=True no index
+    scans (so the planner must do the exact sequential scan). `SET LOCAL` ends with the transaction."""
+    raise NotImplementedError("TODO: async with conn.transaction(): SET LOCAL hnsw.ef_search / ivfflat.probes (validated with _check_range) and, if exact, SET LOCAL enable_indexscan = off")
+    yield  # unreachable: keeps this function a generator like the solution
+
+
+def top_k_sql(metric: str = "cosine") -> str:
+    op = OPERATORS[_check_metric(metric)]
+    return f"SELECT id FROM embeddings ORDER BY embedding {op} $1 LIMIT $2"
+
+
+async def top_k_ids(conn: asyncpg.Connection, query: Sequence[float], k: int = 10, *, metric: str = "cosine", **settings) -> list:
+    """Ids of the k nearest rows under `metric`, with query_settings(**settings) for this query only."""
+    k = _check_k(k)
+    async with query_settings(conn, **settings):
+        return [r["id"] for r in await conn.fetch(top_k_sql(metric), np.asarray(query, dtype=np.float32), k)]
+
+
+async def explain_top_k(conn: asyncpg.Connection, query: Sequence[float], k: int = 10, *, metric: str = "cosine", **settings) -> dict[str, Any]:
+    """EXPLAIN (ANALYZE, BUFFERS, FORMAT JSON) of the top-k query. Returns {"access": "Index Scan" | "Seq Scan" | ...,
+    "index": the index name or None, "execution_ms": float, "plan": the JSON plan}."""
+    k = _check_k(k)
+    raise NotImplementedError("TODO: run EXPLAIN (ANALYZE, BUFFERS, FORMAT JSON) <top_k_sql> inside query_settings; walk the plan's \"Plans\" down to the scan node")
+
+
+def recall_at_k(approximate_ids: Sequence, exact_ids: Sequence, k: int | None = None) -> float:
+    """Share of the true k nearest (the first k of `exact_ids`) found among the first k of `approximate_ids`.
+    Duplicates count once; k defaults to len(exact_ids); with nothing to find (empty exact) recall is 1.0."""
+    raise NotImplementedError("TODO: truth = set(exact_ids[:k]); found = set(approximate_ids[:k]) & truth; return len(found) / len(truth) (1.0 if truth is empty)")
+
+
+async def _measure(conn, queries, k, metric, exact_answers, **settings) -> dict[str, float]:
+    latencies, recalls = [], []
+    for query, truth in zip(queries, exact_answers):
+        started = time.perf_counter()
+        ids = await top_k_ids(conn, query, k, metric=metric, **settings)
+        latencies.append((time.perf_counter() - started) * 1000)
+        recalls.append(recall_at_k(ids, truth, k))
+    return {"p50_ms": float(np.percentile(latencies, 50)), "p95_ms": float(np.percentile(latencies, 95)),
+            f"recall_at_{k}": float(np.mean(recalls))}
+
+
+async def benchmark(
+    conn: asyncpg.Connection,
+    queries: Sequence[Sequence[float]],
+    *,
+    k: int = 10,
+    metric: str = "cosine",
+    ef_search_values: Iterable[int] = (10, 20, 40, 100, 200, 400),
+    probes_values: Iterable[int] = (1, 2, 5, 10, 20, 50, 100),
+    hnsw_params: dict[str, int] | None = None,
+    ivfflat_params: dict[str, int] | None = None,
+) -> pd.DataFrame:
+    """Sequential scan vs HNSW (each ef_search) vs IVFFlat (each probes) on the same queries.
+
+    Returns a DataFrame with columns method, parameter, p50_ms, p95_ms, recall_at_<k>; the indexes built are in
+    `df.attrs["indexes"]` (IndexInfo). Existing vector indexes are dropped first and none are left behind."""
+    k = _check_k(k)
+    if not queries:
+        raise ValueError("benchmark() needs at least one query.")
+    raise NotImplementedError("TODO: drop_vector_indexes; exact answers via top_k_ids(..., exact=True) timed as the seq-scan row; then create_index hnsw, sweep ef_search, drop; create ivfflat, sweep probes (<= lists), drop")
