@@ -6,11 +6,12 @@ OBJ    ?= 1
 JUPYTER_ARGS ?= $(if $(filter 0,$(shell id -u)),--allow-root)
 export PYTHONDONTWRITEBYTECODE := 1
 
-.PHONY: help install lab test check labs db-start db-stop clean
+.PHONY: help install lab test check labs bench db-start db-stop clean
 help:
 	@echo "make lab          install, start the database, load the corpus, open JupyterLab (the course)"
 	@echo "make test         install and run every test (runtime, checks both ways, notebooks)"
 	@echo "make check OBJ=1  grade your labs/objectiveN.py, with hints"
+	@echo "make bench        benchmarks that print same-run ratios (indexes, ...)"
 	@echo "make labs         regenerate labs/ from solutions/ (keeps labs you edited)"
 	@echo "make db-stop      stop the embedded PostgreSQL (data is kept in .pgdata/)"
 
@@ -38,6 +39,10 @@ test: install
 
 check: install
 	$(PY) -m checks $(OBJ)
+
+bench: install
+	$(PY) -m course setup
+	$(PY) -m bench
 
 labs: install
 	$(PY) tools/make_labs.py

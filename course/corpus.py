@@ -416,3 +416,36 @@ async def ensure_search_index(conn) -> bool:
             "WITH (m = 16, ef_construction = 64)"
         )
     return not exists
+
+
+async def clone_corpus(dst, *, limit: int | None = None, storage: str | None = None) -> int:
+    """Copy the course database's `embeddings` rows into the database of connection `dst` (a scratch database for
+    experiments that drop indexes or change storage), with binary COPY. `storage` ('plain' or 'external') sets how
+    the vector column is stored before loading. Returns the number of rows copied."""
+    import io
+
+    from course import database
+
+    if storage not in (None, "plain", "external"):
+        raise ValueError("storage must be 'plain' or 'external'.")
+    await dst.execute("CREATE EXTENSION IF NOT EXISTS vector")
+    await dst.execute("DROP TABLE IF EXISTS embeddings")
+    await dst.execute(
+        "CREATE TABLE embeddings (id uuid PRIMARY KEY DEFAULT gen_random_uuid(), content text NOT NULL, "
+        "metadata jsonb NOT NULL DEFAULT '{}', embedding vector(1536) NOT NULL)"
+    )
+    if storage:
+        await dst.execute(f"ALTER TABLE embeddings ALTER COLUMN embedding SET STORAGE {storage.upper()}")
+    src = await database.connect()
+    try:
+        buffer = io.BytesIO()
+        query = "SELECT id, content, metadata, embedding FROM embeddings ORDER BY id"
+        if limit is not None:
+            query += f" LIMIT {int(limit)}"
+        await src.copy_from_query(query, output=buffer, format="binary")
+    finally:
+        await src.close()
+    buffer.seek(0)
+    status = await dst.copy_to_table("embeddings", source=buffer, format="binary")
+    await dst.execute("ANALYZE embeddings")
+    return int(status.split()[-1])
