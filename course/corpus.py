@@ -47,9 +47,13 @@ class Chunk:
         return {"id": self.id, "content": self.content, "metadata": self.metadata}
 
 
+#: Bump when chunking or metadata change: ids change with it, so `load_corpus` replaces the old rows.
+CORPUS_VERSION = 2
+
+
 def _chunk_id(*key: object) -> str:
     """A stable id, so reloading the same corpus finds the rows it already has."""
-    return str(uuid.uuid5(_NAMESPACE, "|".join(map(str, key))))
+    return str(uuid.uuid5(_NAMESPACE, "|".join(map(str, (CORPUS_VERSION, *key)))))
 
 
 # ---------------------------------------------------------------------------------------------------------------------
@@ -200,6 +204,7 @@ def chunks_from_manual_page(path: Path) -> list[Chunk]:
         for part, piece in enumerate(split_text(body)):
             metadata = {
                 "source": "postgres-docs",
+                "topic": path.stem.split("-")[0],  # sql, functions, plpgsql, monitoring, ...: filters of every selectivity
                 "page": path.name,
                 "title": title,
                 "section": section or title,
@@ -247,7 +252,8 @@ def _is_root() -> bool:
 
 
 def postgres_manual_chunks(cache: Path, progress: bool = True) -> list[Chunk]:
-    pages = sorted(_download_manual(cache).glob("*.html"))
+    # bookindex*.html is the book's alphabetical index: lists of terms, not prose
+    pages = sorted(p for p in _download_manual(cache).glob("*.html") if not p.name.startswith("bookindex"))
     chunks: list[Chunk] = []
     for page in tqdm(pages, desc="Chunking the PostgreSQL manual", unit="page", disable=not progress):
         chunks.extend(chunks_from_manual_page(page))
@@ -263,7 +269,7 @@ def python_docs_chunks(progress: bool = True) -> list[Chunk]:
 
     for name, text in sorted(topics.items()):
         for part, piece in enumerate(split_text(_clean(text))):
-            meta = {"source": "python-docs", "page": "reference", "title": name, "section": name, "language": "en", "part": part}
+            meta = {"source": "python-docs", "topic": "reference", "page": "reference", "title": name, "section": name, "language": "en", "part": part}
             chunks.append(Chunk(piece, meta, _chunk_id("python-topic", name, part)))
     stdlib = Path(sysconfig.get_paths()["stdlib"])
     files = sorted(p for p in stdlib.rglob("*.py") if not ({"test", "tests", "idlelib", "site-packages"} & set(p.parts)))
@@ -277,7 +283,7 @@ def python_docs_chunks(progress: bool = True) -> list[Chunk]:
             if len(doc) < 200:
                 continue
             for part, piece in enumerate(split_text(doc)):
-                meta = {"source": "python-docs", "page": module, "title": module, "section": qualname, "language": "en", "part": part}
+                meta = {"source": "python-docs", "topic": module.split(".")[0], "page": module, "title": module, "section": qualname, "language": "en", "part": part}
                 chunks.append(Chunk(piece, meta, _chunk_id("python-doc", qualname, part)))
     return chunks
 
@@ -390,6 +396,10 @@ async def load_corpus(conn, embedder=None, *, name: str | None = None, limit: in
         r["cid"] for r in await conn.fetch("SELECT metadata->>'corpus_id' AS cid FROM embeddings WHERE metadata ? 'corpus_id'")
     }
     missing = [r for r in rows if r["id"] not in have]
+    # Inserting into an HNSW index row by row is ~3x slower than building it afterwards (29 s vs 10 s for the corpus)
+    rebuild_index = len(missing) > 1000 and await conn.fetchval("SELECT to_regclass($1) IS NOT NULL", SEARCH_INDEX)
+    if rebuild_index:
+        await conn.execute(f"DROP INDEX {SEARCH_INDEX}")
     added = 0
     batch = 500
     with tqdm(total=len(missing), desc=f"Embedding with {embedder.model_id}", unit="chunk", disable=not progress or not missing) as bar:
@@ -400,6 +410,8 @@ async def load_corpus(conn, embedder=None, *, name: str | None = None, limit: in
             ]
             added += len(await objective1.insert_documents(conn, embedder, docs))
             bar.update(len(docs))
+    if rebuild_index:
+        await ensure_search_index(conn)
     return added
 
 

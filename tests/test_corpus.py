@@ -43,7 +43,7 @@ def test_manual_page_is_split_by_section_without_navigation(tmp_path):
     assert "B-Tree" not in first.content, "tables of contents are skipped"
     assert "“inverted indexes”" in gin.content and "Footer" not in gin.content
     assert "Tip" in gin.content and "after the tip" in gin.content, "admonitions stay inside their section"
-    assert first.metadata | {"part": 0} == {"source": "postgres-docs", "page": "indexes-types.html",
+    assert first.metadata | {"part": 0} == {"source": "postgres-docs", "topic": "indexes", "page": "indexes-types.html",
                                            "title": "11.2. Index Types", "section": "11.2. Index Types",
                                            "language": "en", "part": 0}
     assert chunks_from_manual_page(page)[1].id == gin.id, "ids are stable across builds"
@@ -63,7 +63,7 @@ def test_the_built_corpus_is_about_ten_thousand_chunks():
     assert 2000 < len(rows) < 15000
     assert len({r["id"] for r in rows}) == len(rows)
     assert all(len(r["content"]) <= 1000 and r["content"].strip() for r in rows)
-    assert {"source", "page", "title", "section", "language"} <= set(rows[0]["metadata"])
+    assert {"source", "topic", "page", "title", "section", "language"} <= set(rows[0]["metadata"])
 
 
 async def test_loading_is_idempotent_and_replaces_another_models_rows():

@@ -1,0 +1,181 @@
+"""Checks for Objective 4 — GIN indexes, validated filters, filtered vector search, hybrid scores and RRF."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+
+from checks.support import objective, random_vectors, seed
+
+lab = objective(4)
+
+WORDS = ["vacuum", "index", "backup", "replication", "json", "trigger"]
+
+
+def corpus(n: int):
+    """n documents: two topic words each, a topic and a language in metadata, clustered unit vectors."""
+    contents, metadata = [], []
+    for i in range(n):
+        a, b = WORDS[i % 6], WORDS[(i // 6) % 6]
+        contents.append(f"Notes about {a} and {b}, item {i}.")
+        metadata.append({"topic": "rare" if i % 100 == 7 else ("sql" if i % 3 == 0 else "other"),
+                         "language": "en" if i % 2 == 0 else "de", "n": i})
+    return contents, metadata, random_vectors(n, seed=4, normalised=True)
+
+
+@pytest.fixture
+async def docs(conn):
+    contents, metadata, vectors = corpus(150)
+    ids = await seed(conn, vectors, contents, metadata)
+    return {"ids": ids, "contents": contents, "metadata": metadata, "vectors": vectors, "by_id": dict(zip(ids, range(150)))}
+
+
+async def text_ranks(conn, query_text: str) -> dict:
+    """Independent: ts_rank(…, 32) of every matching row, computed by the check in SQL."""
+    rows = await conn.fetch(
+        """SELECT id, ts_rank(to_tsvector('english', content), websearch_to_tsquery('english', $1), 32) AS r
+           FROM embeddings WHERE to_tsvector('english', content) @@ websearch_to_tsquery('english', $1)""", query_text)
+    return {r["id"]: r["r"] for r in rows}
+
+
+def expected_hybrid(docs, ranks, query, filters, top_k, wv, wt):
+    scored = []
+    for row_id, i in docs["by_id"].items():
+        if all(docs["metadata"][i].get(k) == v for k, v in (filters or {}).items()):
+            sim = float(docs["vectors"][i].astype(np.float64) @ query.astype(np.float64))
+            scored.append((wv * sim + wt * ranks.get(row_id, 0.0), row_id, sim))
+    scored.sort(key=lambda t: -t[0])
+    return scored[:top_k]
+
+
+@pytest.mark.hint("GIN on metadata (jsonb_ops or jsonb_path_ops serve @>) and GIN on to_tsvector('english', content).")
+async def test_gin_indexes_serve_containment_and_full_text(lab, conn, docs):
+    """create_hybrid_indexes() builds a GIN index used by `metadata @>` and one on to_tsvector('english', content)"""
+    names = await lab.create_hybrid_indexes(conn)
+    assert len(names) == 2
+    defs = {r["indexname"]: r["indexdef"] for r in await conn.fetch("SELECT indexname, indexdef FROM pg_indexes WHERE tablename = 'embeddings'")}
+    assert any("USING gin (metadata" in d for d in defs.values()), f"no GIN index on metadata: {defs}"
+    assert any("USING gin (to_tsvector('english'::regconfig, content))" in d for d in defs.values()), "no full-text GIN index"
+    async with conn.transaction():
+        await conn.execute("SET LOCAL enable_seqscan = off")
+        plan = "\n".join(r[0] for r in await conn.fetch("EXPLAIN SELECT id FROM embeddings WHERE metadata @> $1::jsonb", {"topic": "sql"}))
+        fts = "\n".join(r[0] for r in await conn.fetch(
+            "EXPLAIN SELECT id FROM embeddings WHERE to_tsvector('english', content) @@ websearch_to_tsquery('english', 'vacuum')"))
+    assert "Bitmap Index Scan" in plan, f"the metadata filter is not served by a GIN index:\n{plan}"
+    assert "Bitmap Index Scan" in fts, f"the text match is not served by a GIN index:\n{fts}"
+    assert await lab.create_hybrid_indexes(conn) == names, "running it twice must be safe"
+
+
+@pytest.mark.hint("None → {}; parse JSON strings; require an object with non-empty string keys and scalar values.")
+@pytest.mark.parametrize("bad", [["topic", "sql"], "not json {", '["a"]', {"topic": {"$ne": "x"}}, {"topic": ["a", "b"]},
+                                 {"": "x"}, {"n": math.nan}, 42])
+def test_bad_filters_are_refused(lab, bad):
+    """validate_filters() refuses non-objects, malformed JSON, nested values, empty keys and NaN"""
+    assert lab.validate_filters('{"topic": "sql", "n": 3}') == {"topic": "sql", "n": 3}, "JSON strings are parsed"
+    assert lab.validate_filters(None) == {}
+    with pytest.raises(ValueError):
+        lab.validate_filters(bad)
+
+
+@pytest.mark.hint("With an HNSW index, SET LOCAL hnsw.iterative_scan = relaxed_order and re-sort; "
+                  "always return min(top_k, matching rows).")
+@pytest.mark.points(3)
+async def test_selective_filter_with_hnsw_still_returns_top_k(lab, conn):
+    """filtered_vector_search() returns min(top_k, matches), all matching, in exact order, even with HNSW"""
+    contents, metadata, vectors = corpus(2000)
+    ids = await seed(conn, vectors, contents, metadata)
+    await conn.execute("CREATE INDEX ON embeddings USING hnsw (embedding vector_cosine_ops)")
+    await conn.execute("ANALYZE embeddings")
+    query = random_vectors(1, seed=41, normalised=True)[0]
+    for filters, top_k in (({"topic": "rare"}, 10), ({"topic": "rare", "language": "de"}, 10), ({"topic": "sql"}, 10),
+                           ({"topic": "nothing-matches"}, 5)):
+        matching = [i for i, m in enumerate(metadata) if all(m.get(k) == v for k, v in filters.items())]
+        results = await lab.filtered_vector_search(conn, query, filters, top_k=top_k)
+        assert len(results) == min(top_k, len(matching)), \
+            f"{filters}: {len(results)} results, expected {min(top_k, len(matching))} ({len(matching)} rows match)"
+        exact = sorted(matching, key=lambda i: -float(vectors[i] @ query))[:top_k]
+        if filters == {"topic": "rare"}:  # small enough for the iterative scan to be exact
+            assert [r[0] for r in results] == [ids[i] for i in exact], "wrong rows or order"
+        assert all(metadata[ids.index(r[0])].get("topic") == filters["topic"] for r in results)
+        sims = [r[1] for r in results]
+        assert sims == sorted(sims, reverse=True), "results must be ordered best first"
+
+
+@pytest.mark.hint("score = vector_weight · (1 - (embedding <=> q)) + text_weight · ts_rank(to_tsvector(...), websearch_to_tsquery(...), 32)")
+@pytest.mark.points(3)
+async def test_hybrid_scores_equal_the_formula(lab, conn, docs):
+    """hybrid_search() returns the true top-k by 0.7·similarity + 0.3·ts_rank, with both parts"""
+    query = random_vectors(1, seed=42, normalised=True)[0]
+    ranks = await text_ranks(conn, "vacuum backup")
+    assert 0 < len(ranks) < 100
+    results = await lab.hybrid_search(conn, query, "vacuum backup", top_k=8)
+    expected = expected_hybrid(docs, ranks, query, None, 8, 0.7, 0.3)
+    assert [r.id for r in results] == [e[1] for e in expected], "not the top 8 by the combined score"
+    for r, (score, _, sim) in zip(results, expected):
+        assert r.vector_similarity == pytest.approx(sim, abs=1e-5)
+        assert r.text_rank == pytest.approx(ranks.get(r.id, 0.0), abs=1e-6)
+        assert r.score == pytest.approx(score, abs=1e-5)
+    assert any(r.text_rank > 0 for r in results) and any(r.text_rank == 0 for r in results), \
+        "rows with and without a text match both appear"
+
+
+@pytest.mark.hint("Pass the weights into the SQL; a text weight of 1 puts text matches first.")
+async def test_weights_change_the_order(lab, conn, docs):
+    """the weights decide the order: text-only puts matches first, vector-only follows similarity"""
+    query = random_vectors(1, seed=43, normalised=True)[0]
+    ranks = await text_ranks(conn, "replication")
+    text_only = await lab.hybrid_search(conn, query, "replication", top_k=10, vector_weight=0.0, text_weight=1.0)
+    vector_only = await lab.hybrid_search(conn, query, "replication", top_k=10, vector_weight=1.0, text_weight=0.0)
+    assert all(r.text_rank > 0 for r in text_only), "with text_weight 1 the text matches come first"
+    assert [r.id for r in vector_only] == [e[1] for e in expected_hybrid(docs, ranks, query, None, 10, 1.0, 0.0)]
+    assert [r.id for r in text_only] != [r.id for r in vector_only]
+
+
+@pytest.mark.hint("Rows without a text match get text_rank 0 and still rank by vector similarity.")
+async def test_no_text_match_still_ranks_by_vector_within_the_filter(lab, conn, docs):
+    """a query whose words match nothing returns the filter's nearest rows by similarity"""
+    query = random_vectors(1, seed=44, normalised=True)[0]
+    results = await lab.hybrid_search(conn, query, "zebra unicorn", {"language": "de"}, top_k=6)
+    expected = expected_hybrid(docs, {}, query, {"language": "de"}, 6, 0.7, 0.3)
+    assert [r.id for r in results] == [e[1] for e in expected]
+    assert all(r.text_rank == 0 and r.metadata["language"] == "de" for r in results)
+    few = await lab.hybrid_search(conn, query, "vacuum", {"topic": "rare"}, top_k=10)
+    assert len(few) == sum(m["topic"] == "rare" for m in docs["metadata"]), "min(top_k, matching rows)"
+
+
+@pytest.mark.hint("RRF score = Σ 1 / (k + rank), rank from 1; sort by score, highest first.")
+def test_rrf_fuses_a_hand_made_case(lab):
+    """rrf_fuse() computes reciprocal rank fusion exactly"""
+    fused = lab.rrf_fuse([["a", "b", "c"], ["c", "a", "d"]], k=60)
+    expected = {"a": 1 / 61 + 1 / 62, "c": 1 / 63 + 1 / 61, "b": 1 / 62, "d": 1 / 63}
+    assert [item for item, _ in fused] == ["a", "c", "b", "d"]
+    for item, score in fused:
+        assert score == pytest.approx(expected[item])
+    assert lab.rrf_fuse([["x"], []], k=1) == [("x", 0.5)]
+
+
+@pytest.mark.hint("Send filters as one jsonb parameter (metadata @> $n::jsonb); never build SQL from keys or values.")
+@pytest.mark.points(2)
+async def test_hostile_filters_return_nothing_extra(lab, conn, docs):
+    """filter keys and values containing quotes or SQL match nothing and break nothing"""
+    query = random_vectors(1, seed=45, normalised=True)[0]
+    for hostile in ({"topic": "x' OR '1'='1"}, {"topic') OR true; --": "sql"}, {"topic": "sql'; DROP TABLE embeddings; --"}):
+        assert await lab.hybrid_search(conn, query, "vacuum", hostile, top_k=5) == []
+        assert await lab.filtered_vector_search(conn, query, hostile, top_k=5) == []
+    assert await conn.fetchval("SELECT count(*) FROM embeddings") == 150
+    only_sql = await lab.hybrid_search(conn, query, "vacuum", '{"topic": "sql"}', top_k=20)
+    assert only_sql and all(r.metadata["topic"] == "sql" for r in only_sql)
+
+
+@pytest.mark.hint("Validate filters, weights and text before any SQL; raise ValueError with a message.")
+@pytest.mark.parametrize("kwargs", [
+    {"query_text": "   "}, {"vector_weight": -0.1}, {"vector_weight": 0.0, "text_weight": 0.0},
+    {"text_weight": math.nan}, {"filters": "[1, 2]"}, {"filters": {"a": {"b": 1}}}, {"top_k": 0},
+])
+async def test_bad_hybrid_input_is_refused(lab, kwargs):
+    """hybrid_search() refuses empty text, bad weights, bad filters and bad top_k"""
+    args = {"query_text": "vacuum", "filters": None, **kwargs}
+    with pytest.raises(ValueError):
+        await lab.hybrid_search(None, [0.1] * 1536, args.pop("query_text"), args.pop("filters"), **args)
