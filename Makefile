@@ -33,6 +33,7 @@ lab: install
 
 test: install
 	$(PY) tools/make_labs.py --check
+	$(PY) tools/notebooks/build.py --check
 	$(PY) -m course setup
 	$(PY) -m pytest tests -p no:nbval
 	COURSE_TARGET=solutions COURSE_STRICT_CHECKS=1 $(PY) -m pytest --nbval-lax --nbval-cell-timeout=600 notebooks

@@ -1,0 +1,194 @@
+CELLS = [
+r'''md:
+# Objective 2 — HNSW and IVFFlat: build them, measure them, choose one
+
+Without an index, a top-k query computes the distance to **every** row (a sequential scan). pgvector's two
+approximate indexes look at a small part of the data instead, and may miss a few true neighbours:
+
+* **HNSW** — a layered graph of nearest-neighbour links. Build knobs `m` (links per node) and `ef_construction`;
+  query knob `hnsw.ef_search` (candidates kept while searching; it also caps the rows returned).
+* **IVFFlat** — k-means clusters ("lists"); a query scans the `ivfflat.probes` nearest lists.
+
+The measure of "may miss" is **recall@10**: the share of the true 10 nearest that the index returned. You will write,
+in `labs/objective2.py`: index creation from validated parameters, dropping vector indexes, per-query settings,
+an EXPLAIN reader, `recall_at_k()` and the benchmark. Every number below is measured on this machine, now.''',
+r'''%load_ext autoreload
+%autoreload 2
+
+import numpy as np
+import pandas as pd
+import matplotlib.pyplot as plt
+from pgvector.asyncpg import register_vector
+from course import database
+from course.corpus import clone_corpus, ensure_search_index
+from course.embeddings import get_embedder
+from course.target import load_objective
+from checks import check
+
+obj = load_objective(2)
+# Experiments drop and rebuild indexes, so they run on a copy of the corpus in a practice database.
+url = database.scratch_database("objective2", reset=True)
+conn = await database.connect(url)
+rows = await clone_corpus(conn)
+await register_vector(conn)
+table_mb = await conn.fetchval("SELECT pg_total_relation_size('embeddings') / 1e6")
+print(f"{obj.__name__}: {rows} rows of 1536-d vectors, table {table_mb:.1f} MB")''',
+r'''md:
+Queries: 100 section titles of the manual, embedded with the same model — questions the corpus can answer, not
+random vectors (random vectors in 1536 dimensions are all about equally far apart, which makes every index look bad).''',
+r'''embedder = get_embedder()
+titles = [r[0] for r in await conn.fetch(
+    "SELECT s FROM (SELECT DISTINCT metadata->>'section' AS s FROM embeddings) t ORDER BY md5(s) LIMIT 100")]
+queries = [np.asarray(v, dtype=np.float32) for v in await embedder.embed(titles)]
+print(len(queries), "queries, e.g.", titles[:3])''',
+r'''md:
+## 1. Build an HNSW index
+
+`index_sql()` validates the parameters against pgvector's ranges and writes the `CREATE INDEX`; `create_index()`
+times the build and reads the index size from the catalog.''',
+r'''print(obj.index_sql("hnsw", m=16, ef_construction=64))
+hnsw = await obj.create_index(conn, "hnsw", m=16, ef_construction=64)
+print(f"built {hnsw.name} in {hnsw.build_seconds:.1f} s, {hnsw.size_bytes / 1e6:.1f} MB")
+try:
+    obj.index_sql("hnsw", m=200)
+except ValueError as exc:
+    print("refused:", exc)''',
+r'''md:
+## 2. Is the index used? `EXPLAIN`
+
+An index serves only `ORDER BY embedding <=> $1 LIMIT k`. `explain_top_k()` runs
+`EXPLAIN (ANALYZE, BUFFERS, FORMAT JSON)` and reports the scan node; `exact=True` disables index scans for that
+query only, which is how we get the true answer to measure recall against.''',
+r'''for exact in (False, True):
+    e = await obj.explain_top_k(conn, queries[0], 10, exact=exact)
+    print(f"exact={exact!s:5}  {e['access']:<18} index={e['index']!s:<32} {e['execution_ms']:.2f} ms")''',
+r'''md:
+## 3. Query-time settings for one query only
+
+`SET hnsw.ef_search = 100` would change every later query on that connection (and, through a pool, other
+requests). `query_settings()` uses `SET LOCAL` inside a transaction, so the setting dies with it.''',
+r'''print("before:", await conn.fetchval("SHOW hnsw.ef_search"))
+async with obj.query_settings(conn, ef_search=100):
+    print("inside:", await conn.fetchval("SHOW hnsw.ef_search"))
+print("after: ", await conn.fetchval("SHOW hnsw.ef_search"))
+for ef in (1, 10, 40):
+    ids = await obj.top_k_ids(conn, queries[0], 10, ef_search=ef)
+    print(f"ef_search={ef:<3} returns {len(ids)} rows")   # ef_search also caps how many rows HNSW can return''',
+r'''md:
+## 4. Memory for building: `maintenance_work_mem`
+
+IVFFlat runs k-means over a sample of the table in memory. With too little `maintenance_work_mem` the build fails
+(on 10K × 1536 vectors `lists = 100` needs 65 MB — just over PostgreSQL's 64MB default). The course sets 512MB on
+its connections; here we lower it for one transaction to see the failure.''',
+r'''import asyncpg
+await obj.drop_vector_indexes(conn)
+try:
+    async with conn.transaction():
+        await conn.execute("SET LOCAL maintenance_work_mem = '16MB'")
+        await obj.create_index(conn, "ivfflat", lists=100)
+except asyncpg.PostgresError as exc:
+    print(f"16MB:  {type(exc).__name__}: {exc}")
+print("course setting:", await conn.fetchval("SHOW maintenance_work_mem"))
+ivf = await obj.create_index(conn, "ivfflat", lists=100)
+print(f"built {ivf.name} in {ivf.build_seconds:.1f} s, {ivf.size_bytes / 1e6:.1f} MB")''',
+r'''md:
+## 5. The benchmark: latency vs recall
+
+`benchmark()` computes the exact top 10 with a sequential scan, then sweeps HNSW `ef_search` and IVFFlat `probes`
+over the same 100 queries.''',
+r'''df = await obj.benchmark(conn, queries, k=10)
+df.style.format({"p50_ms": "{:.2f}", "p95_ms": "{:.2f}", "recall_at_10": "{:.3f}"})''',
+r'''fig, ax = plt.subplots(figsize=(7.5, 4.2))
+seq = df[df.method == "seq scan"].iloc[0]
+for method, marker in (("hnsw", "o-"), ("ivfflat", "s-")):
+    part = df[df.method == method]
+    ax.plot(part.p50_ms, part.recall_at_10, marker, label=method)
+    for _, r in part.iterrows():
+        ax.annotate(r.parameter.split("=")[1], (r.p50_ms, r.recall_at_10), textcoords="offset points", xytext=(4, -10), fontsize=8)
+ax.axvline(seq.p50_ms, color="grey", ls="--", label=f"seq scan ({seq.p50_ms:.1f} ms, recall 1.0)")
+ax.set_xscale("log"); ax.xaxis.set_major_formatter(plt.matplotlib.ticker.ScalarFormatter()); ax.set_xlabel("p50 latency per query (ms, log scale)"); ax.set_ylabel("recall@10")
+ax.set_title(f"{rows} corpus vectors, 100 queries (labels: ef_search / probes)"); ax.legend(loc="lower right")
+plt.tight_layout(); plt.show()''',
+r'''md:
+Look at the IVFFlat points with many probes: they can land at the sequential scan's latency. Scanning 50 of 100
+lists costs the planner about as much as reading the table, so it may choose the plain scan instead. `EXPLAIN` tells:''',
+r'''await obj.drop_vector_indexes(conn)
+await obj.create_index(conn, "ivfflat", lists=100)
+for probes in (10, 50):
+    e = await obj.explain_top_k(conn, queries[0], 10, probes=probes)
+    print(f"probes={probes:<3} → {e['access']} ({e['execution_ms']:.1f} ms)")''',
+r'''md:
+## 6. How the vectors are stored matters: TOAST vs `SET STORAGE PLAIN`
+
+A 1536-d vector is 6 KB, so PostgreSQL stores it *out of line* (TOAST, storage EXTERNAL) and every exact distance
+first fetches it from a side table. `ALTER TABLE … ALTER COLUMN embedding SET STORAGE PLAIN` keeps it in the row
+(it still fits in an 8 KB page). Same data, two copies:''',
+r'''import time
+plain_url = database.scratch_database("objective2_plain", reset=True)
+plain = await database.connect(plain_url)
+await clone_corpus(plain, storage="plain")
+await register_vector(plain)
+async def seq_scan_p50(c, n=30):
+    times = []
+    for q in queries[:n]:
+        start = time.perf_counter()
+        await obj.top_k_ids(c, q, 10, exact=True)
+        times.append((time.perf_counter() - start) * 1000)
+    return float(np.median(times))
+await obj.drop_vector_indexes(conn)
+storage = pd.DataFrame([
+    {"storage": "EXTERNAL (default)", "seq scan p50 ms": await seq_scan_p50(conn),
+     "HNSW build s": (await obj.create_index(conn, "hnsw")).build_seconds},
+    {"storage": "PLAIN", "seq scan p50 ms": await seq_scan_p50(plain),
+     "HNSW build s": (await obj.create_index(plain, "hnsw")).build_seconds},
+])
+ratio = storage["seq scan p50 ms"][0] / storage["seq scan p50 ms"][1]
+print(f"PLAIN makes the exact scan {ratio:.1f}× faster; PLAIN lets HNSW builds use parallel workers")
+storage.round(2)''',
+r'''md:
+## 7. Recall at a fixed `ef_search` falls as the data grows
+
+An HNSW search explores about `ef_search` candidates; in a bigger graph that is a smaller share of the
+neighbourhood. Same queries, same settings, three sizes:''',
+r'''growth = []
+for n in (1000, 3000, rows):
+    c = await database.connect(database.scratch_database("objective2_size", reset=True))
+    await clone_corpus(c, limit=n); await register_vector(c)
+    truth = [await obj.top_k_ids(c, q, 10, exact=True) for q in queries]
+    await obj.create_index(c, "hnsw")
+    for ef in (10, 40):
+        found = [await obj.top_k_ids(c, q, 10, ef_search=ef) for q in queries]
+        growth.append({"rows": n, "ef_search": ef, "recall_at_10": np.mean([obj.recall_at_k(f, t) for f, t in zip(found, truth)])})
+    await c.close()
+pd.DataFrame(growth).pivot(index="rows", columns="ef_search", values="recall_at_10").round(3)''',
+r'''md:
+## 8. HNSW or IVFFlat? Read it off your own table''',
+r'''def best(method):
+    part = df[(df.method == method) & (df.recall_at_10 >= 0.99)]
+    return part.sort_values("p50_ms").iloc[0] if len(part) else None
+h, i = best("hnsw"), best("ivfflat")
+summary = pd.DataFrame([
+    {"": "seq scan", "setting": "exact", "p50 ms": seq.p50_ms, "recall@10": 1.0, "build s": 0.0, "size MB": 0.0},
+    *[{"": m, "setting": r.parameter, "p50 ms": r.p50_ms, "recall@10": r.recall_at_10, "build s": info.build_seconds,
+       "size MB": info.size_bytes / 1e6} for m, r, info in (("hnsw", h, hnsw), ("ivfflat", i, ivf)) if r is not None],
+])
+summary["speed-up"] = seq.p50_ms / summary["p50 ms"]
+print(f"table: {table_mb:.1f} MB")
+summary.round(3)''',
+r'''md:
+How to read it (the numbers above are yours; the reasons hold everywhere):
+
+* **Latency at high recall** — compare the `p50 ms` of the cheapest setting that reaches recall ≥ 0.99.
+* **Build time and memory** — IVFFlat builds faster and needs `maintenance_work_mem` for k-means; HNSW builds are
+  slower but parallelise with `SET STORAGE PLAIN`.
+* **Rebuild needs** — IVFFlat's lists are k-means centroids of the data *at build time*: build it after loading,
+  and rebuild when the data drifts. HNSW inserts new rows into the graph as they arrive — no retraining.
+* **Growth** — at a fixed `ef_search` HNSW recall falls as rows are added (section 7); raise `ef_search` with size.
+
+For a corpus that changes and a service that needs predictable recall, HNSW is the default choice; IVFFlat wins
+when builds must be quick or memory is tight, and the data is loaded once.''',
+r'''await plain.close(); await conn.close()
+async with (await database.create_pool(max_size=1)).acquire() as main:
+    await ensure_search_index(main)          # the course database keeps its HNSW index for Objectives 3–6
+check(2)''',
+]

@@ -1,0 +1,125 @@
+CELLS = [
+r'''md:
+# Objective 4 — hybrid search: filters, full-text relevance and vectors together
+
+Pure vector search finds *meaning*; it is weak on exact terms (`pg_stat_activity`, an error code) and knows nothing
+about your metadata. In `labs/objective4.py` you will build:
+
+1. GIN indexes: one on `metadata` for containment filters (`metadata @> '{"topic": "sql"}'`), one on
+   `to_tsvector('english', content)` for full-text matches;
+2. `validate_filters()` — filters arrive from users: a JSON object of scalar values, nothing else;
+3. `filtered_vector_search()` — and the trap that makes a naive one return too few rows;
+4. `hybrid_search()` — score = 0.7 · vector similarity + 0.3 · text rank, with both parts reported;
+5. `rrf_fuse()` — reciprocal rank fusion, a second way to combine rankings.''',
+r'''%load_ext autoreload
+%autoreload 2
+
+import time
+import numpy as np
+import pandas as pd
+import matplotlib.pyplot as plt
+from course import database
+from course.corpus import ensure_search_index
+from course.embeddings import get_embedder
+from course.target import load_objective
+from checks import check
+
+obj = load_objective(4)
+pool = await database.create_pool()
+embedder = get_embedder()
+async with pool.acquire() as conn:
+    await ensure_search_index(conn)
+    print(await obj.create_hybrid_indexes(conn))
+    topics = await conn.fetch("""SELECT metadata->>'topic' AS topic, count(*) AS rows,
+                                        round(100.0 * count(*) / sum(count(*)) OVER (), 1) AS percent
+                                 FROM embeddings GROUP BY 1 ORDER BY 2 DESC LIMIT 8""")
+pd.DataFrame(map(dict, topics))''',
+r'''md:
+## 1. Filters the GIN index can serve
+
+The default GIN operator classes for `jsonb` serve `@>` (containment), **not** `metadata->>'topic' = 'sql'`. Write
+filters as one JSON parameter: `metadata @> $1::jsonb`. That is also what keeps them injection-free — keys and values
+never become SQL text.''',
+r'''async with pool.acquire() as conn, conn.transaction():
+    for sql, arg in [("metadata @> $1::jsonb", {"topic": "monitoring"}), ("metadata->>'topic' = $1", "monitoring")]:
+        plan = [r[0] for r in await conn.fetch(f"EXPLAIN SELECT count(*) FROM embeddings WHERE {sql}", arg)]
+        print(f"{sql:24} → {plan[1].strip()}")
+print(obj.validate_filters('{"topic": "monitoring", "language": "en"}'))
+for bad in ['{"topic": {"$ne": 1}}', '["topic"]', "{oops"]:
+    try:
+        obj.validate_filters(bad)
+    except ValueError as exc:
+        print(f"refused {bad!r}: {exc}")''',
+r'''md:
+## 2. The filtered-HNSW trap
+
+An HNSW scan collects `hnsw.ef_search` (40) nearest candidates **first** and applies the `WHERE` filter **after**.
+If only 1% of rows match, about 0.4 of those 40 candidates survive — you asked for 10 and get 0 or 1. pgvector 0.8
+added `SET hnsw.iterative_scan = relaxed_order`: the scan continues until enough rows pass the filter
+(`relaxed_order` may return them slightly out of order, so re-sort). Measured over 30 queries:''',
+r'''questions = ["How do I see which queries are running right now?", "What does a trigger function return?",
+             "How can I grant select on all tables?", "Which function formats a timestamp?",
+             "How does a foreign key constraint work?", "How do I loop over query results?"] * 5
+qvecs = [np.asarray(v, dtype=np.float32) for v in await embedder.embed(questions)]
+
+async def rows_through_hnsw(conn, q, topic, mode):
+    # force the HNSW plan (no seq scan, no GIN bitmap) to see what the index alone returns
+    async with conn.transaction():
+        await conn.execute("SET LOCAL enable_seqscan = off")
+        await conn.execute("SET LOCAL enable_bitmapscan = off")
+        await conn.execute(f"SET LOCAL hnsw.iterative_scan = {mode}")
+        return len(await conn.fetch("SELECT id FROM embeddings WHERE metadata @> $2::jsonb "
+                                    "ORDER BY embedding <=> $1 LIMIT 10", q, {"topic": topic}))
+rows = []
+async with pool.acquire() as conn:
+    for topic in ("sql", "functions", "plpgsql", "monitoring"):
+        for mode in ("off", "strict_order", "relaxed_order"):
+            rows.append({"filter": topic, "hnsw.iterative_scan": mode,
+                         "rows": np.mean([await rows_through_hnsw(conn, q, topic, mode) for q in qvecs])})
+        rows.append({"filter": topic, "hnsw.iterative_scan": "your filtered_vector_search()",
+                     "rows": np.mean([len(await obj.filtered_vector_search(conn, q, {"topic": topic}, top_k=10)) for q in qvecs])})
+trap = pd.DataFrame(rows).pivot(index="filter", columns="hnsw.iterative_scan", values="rows")
+trap = trap.loc[["sql", "functions", "plpgsql", "monitoring"]]
+ax = trap.plot.bar(figsize=(9, 3.4), rot=0, title="Filtered top-10 through the HNSW index (ef_search 40), 30 queries")
+ax.set_ylabel("rows returned (of 10)"); ax.legend(title="hnsw.iterative_scan", loc="upper left", bbox_to_anchor=(1, 1))
+plt.tight_layout(); plt.show()
+trap.round(2)''',
+r'''md:
+Left to itself, the planner often picks the GIN index plus an exact sort for selective filters (always complete)
+and HNSW for broad ones — where the trap bites. It decides from statistics, so `filtered_vector_search()` must be
+right under either plan: iterative scan on, results re-sorted.
+
+## 3. Hybrid search
+
+`websearch_to_tsquery` accepts what users type (`"exact phrase" -excluded or`), and `ts_rank(…, 32)` maps
+the rank into [0, 1) so it can be weighed against a cosine similarity. Compare a pure vector search with the hybrid
+one for a question that names an exact identifier:''',
+r'''question = "pg_stat_activity wait_event"
+[q] = await embedder.embed([question])
+vector_only = await obj.hybrid_search(pool, q, question, top_k=5, vector_weight=1.0, text_weight=0.0)
+hybrid = await obj.hybrid_search(pool, q, question, top_k=5)
+def table(results):
+    return pd.DataFrame([{"section": r.metadata["section"][:45], "vector": round(r.vector_similarity, 3),
+                          "text": round(r.text_rank, 3), "score": round(r.score, 3)} for r in results])
+pd.concat({"vector only": table(vector_only), "0.7 vector + 0.3 text": table(hybrid)}, axis=1)''',
+r'''md:
+## 4. Reciprocal rank fusion
+
+Weighted scores need the parts on comparable scales. **RRF** ignores scores and adds `1 / (60 + rank)` from each
+ranking — robust, parameter-light, and the usual default in search engines. How much do the two strategies agree?''',
+r'''queries = ["vacuum full locks the table", "create index concurrently", "json path operators",
+           "streaming replication slots", "row level security policy", "pl/pgsql exception handling"]
+overlap = []
+for text in queries:
+    [v] = await embedder.embed([text])
+    weighted = [r.id for r in await obj.hybrid_search(pool, v, text, top_k=10)]
+    rrf = [row_id for row_id, _ in await obj.hybrid_search_rrf(pool, v, text, top_k=10)]
+    overlap.append({"query": text, "shared in top 10": len(set(weighted) & set(rrf)),
+                    "same #1": weighted[0] == rrf[0]})
+pd.DataFrame(overlap)''',
+r'''md:
+Where they differ, RRF favours documents that are decent in *both* rankings; the weighted score lets a very high
+similarity win alone. Tune the weights on your own queries — there is no universal best.''',
+r'''check(4)''',
+r'''await pool.close()''',
+]
