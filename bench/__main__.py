@@ -6,7 +6,7 @@ import asyncio
 import importlib
 import sys
 
-BENCHMARKS = ["indexes"]
+BENCHMARKS = ["indexes", "orm"]
 
 
 def main(argv: list[str]) -> int:

@@ -44,6 +44,18 @@ def test_regions_are_replaced_keeping_signatures_and_docstrings():
         namespace["area"](1.0)
 
 
+def test_starter_regions_give_importable_code():
+    source = '''class Model:
+    # BEGIN SOLUTION starter
+    # starter: name = "TODO"  # add the other fields
+    name = "full"
+    size = 3
+    # END SOLUTION
+'''
+    out = strip_solutions(source)
+    assert out == 'class Model:\n    name = "TODO"  # add the other fields\n'
+
+
 @pytest.mark.parametrize("bad", ["# BEGIN SOLUTION\nx = 1\n", "# END SOLUTION\n",
                                  "# BEGIN SOLUTION\n# BEGIN SOLUTION\n# END SOLUTION\n"])
 def test_broken_markers_are_reported(bad):

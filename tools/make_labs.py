@@ -27,6 +27,8 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 BEGIN = re.compile(r"^(?P<indent>\s*)# BEGIN SOLUTION(?:\s+hint:\s*(?P<hint>.*?))?\s*$")
+STARTER_BEGIN = re.compile(r"^(?P<indent>\s*)# BEGIN SOLUTION starter\s*$")
+STARTER_LINE = re.compile(r"^(?P<indent>\s*)# starter: ?(?P<code>.*)$")
 END = re.compile(r"^\s*# END SOLUTION\s*$")
 YIELD = re.compile(r"(^|[\s(=])yield\b")
 FINGERPRINT = re.compile(r"^# lab-fingerprint: (?P<digest>[0-9a-f]{16})$", re.MULTILINE)
@@ -43,12 +45,20 @@ def strip_solutions(source: str, origin: str = "<source>") -> str:
     start_line = 0
     region_indent = ""
     region_yields = False
+    starter = False
     for number, line in enumerate(source.splitlines(keepends=True), start=1):
         begin = BEGIN.match(line)
-        if begin:
+        starter_begin = STARTER_BEGIN.match(line)
+        if starter_begin:
+            # a region whose lab version is given as "# starter: <code>" lines (for code that must still import,
+            # like a class body); the starter lines are emitted uncommented, the rest is dropped
             if in_region:
                 raise MarkerError(f"{origin}:{number}: BEGIN SOLUTION inside another region (from line {start_line})")
-            in_region, start_line, region_indent, region_yields = True, number, begin["indent"], False
+            in_region, start_line, region_indent, region_yields, starter = True, number, starter_begin["indent"], False, True
+        elif begin:
+            if in_region:
+                raise MarkerError(f"{origin}:{number}: BEGIN SOLUTION inside another region (from line {start_line})")
+            in_region, start_line, region_indent, region_yields, starter = True, number, begin["indent"], False, False
             hint = (begin["hint"] or "implement this").replace("\\", "\\\\").replace('"', '\\"')
             out.append(f'{begin["indent"]}raise NotImplementedError("TODO: {hint}")\n')
         elif END.match(line):
@@ -58,6 +68,10 @@ def strip_solutions(source: str, origin: str = "<source>") -> str:
                 # keep a generator (e.g. an @asynccontextmanager) a generator, so the TODO is what the learner sees
                 out.append(f"{region_indent}yield  # unreachable: keeps this function a generator like the solution\n")
             in_region = False
+        elif in_region and starter:
+            code = STARTER_LINE.match(line)
+            if code:
+                out.append(f"{code['indent']}{code['code']}\n")
         elif in_region and YIELD.search(line):
             region_yields = True
         elif not in_region:
