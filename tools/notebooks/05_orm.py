@@ -1,0 +1,130 @@
+CELLS = [
+r'''md:
+# Objective 5 — an async ORM layer: SQLAlchemy 2 + pgvector + FastAPI
+
+Raw SQL is perfect for learning pgvector; an application wants typed models, a repository, transactions handled
+in one place and dependency injection. In `labs/objective5.py` you will write:
+
+1. the `Embedding` model (typed `Mapped[...]` columns, the HNSW index declared on the model),
+2. `EmbeddingRepository`: `add_embedding`, `get`, `search` (with similarity and filters), `delete_by_source`, and
+   `add_many` — one executemany, all or nothing,
+3. FastAPI dependencies `get_session` and `get_repository` (with `Annotated` aliases) used by a small router.''',
+r'''%load_ext autoreload
+%autoreload 2
+
+import time
+import numpy as np
+import pandas as pd
+import httpx
+from sqlalchemy import delete, event
+from course import database
+from course.embeddings import get_embedder
+from course.target import load_objective
+from checks import check
+
+obj = load_objective(5)
+url = database.scratch_database("objective5", reset=True)
+raw = await database.connect(url)
+await raw.execute("CREATE EXTENSION IF NOT EXISTS vector")      # the codec needs the type to exist
+engine = obj.create_engine(url)
+async with engine.begin() as conn:
+    await conn.run_sync(obj.Base.metadata.create_all)            # the table *and* the HNSW index from the model
+Session = obj.create_session_factory(engine)
+embedder = get_embedder()
+print(await raw.fetchval("SELECT indexdef FROM pg_indexes WHERE indexname LIKE '%hnsw%'"))''',
+r'''md:
+## 1. The vector column type — and pgvector-python issue #114
+
+pgvector's SQLAlchemy `Vector` type binds a vector as **text** (`'[0.0123,-0.0456,…]'`): 1,536 Python float
+formats per row. Registering pgvector's fast binary asyncpg codec does not help with that type: the codec then
+receives the already-formatted string and fails with *could not convert string to float* (pgvector-python #114).
+
+The course registers the codec on every engine connection (`create_engine()`) **and** uses `BinaryVector`, the same
+column type with the text conversion switched off, so arrays go to the codec untouched. `make bench` measures the
+difference; here is a small version:''',
+r'''from pgvector.sqlalchemy import Vector
+from sqlalchemy import Column, MetaData, Table, Text, Uuid, insert
+import uuid
+vectors = np.random.default_rng(0).normal(size=(2000, 1536)).astype(np.float32)
+text_table = Table("text_vectors", MetaData(), Column("id", Uuid, primary_key=True), Column("content", Text), Column("embedding", Vector(1536)))
+plain_engine = obj.create_async_engine(obj.database.sqlalchemy_url(url.split("/")[-1].split("?")[0]))   # no codec
+async with plain_engine.begin() as c:
+    await c.run_sync(text_table.metadata.create_all)
+    started = time.perf_counter()
+    await c.execute(insert(text_table), [{"id": uuid.uuid4(), "content": "x", "embedding": v} for v in vectors[:500]])
+    text_rate = 500 / (time.perf_counter() - started)
+await plain_engine.dispose()
+await raw.execute("DROP INDEX embeddings_embedding_hnsw_orm_idx")   # bulk load first, index after (see Objective 2)
+started = time.perf_counter()
+async with Session() as session:
+    await obj.EmbeddingRepository(session).add_many([{"content": f"row {i}", "embedding": v} for i, v in enumerate(vectors)])
+    await session.commit()
+binary_rate = len(vectors) / (time.perf_counter() - started)
+print(f"text literals: {text_rate:,.0f} rows/s   binary (BinaryVector + codec): {binary_rate:,.0f} rows/s   → {binary_rate / text_rate:.0f}×")''',
+r'''md:
+## 2. One statement, many rows — observed
+
+`add_many()` must send **one** executemany (`session.execute(insert(Embedding), [row, row, …])`), not a loop of
+`INSERT`s. SQLAlchemy's `before_cursor_execute` event shows what actually reaches the driver:''',
+r'''seen = []
+@event.listens_for(engine.sync_engine, "before_cursor_execute")
+def watch(conn, cursor, statement, parameters, context, executemany):
+    seen.append({"statement": statement.split("(")[0].strip(), "executemany": executemany,
+                 "parameter sets": len(parameters) if executemany else 1})
+async with Session() as session:
+    await obj.EmbeddingRepository(session).add_many([{"content": f"batch {i}", "embedding": v, "metadata": {"source": "batch"}} for i, v in enumerate(vectors[:300])])
+    await session.commit()
+event.remove(engine.sync_engine, "before_cursor_execute", watch)
+pd.DataFrame(seen)''',
+r'''md:
+All or nothing: one bad row (here a NaN) and nothing of the batch is written.''',
+r'''before = await raw.fetchval("SELECT count(*) FROM embeddings")
+bad = [{"content": f"row {i}", "embedding": v} for i, v in enumerate(vectors[:50])]
+bad[25]["embedding"] = np.full(1536, np.nan)
+async with Session() as session:
+    try:
+        await obj.EmbeddingRepository(session).add_many(bad)
+    except ValueError as exc:
+        print("refused:", exc)
+print("rows before:", before, "after:", await raw.fetchval("SELECT count(*) FROM embeddings"))''',
+r'''md:
+## 3. Real documents, searched through the repository''',
+r'''from course.corpus import read_corpus
+docs = read_corpus(limit=1500)
+doc_vectors = await embedder.embed([d["content"] for d in docs])
+async with Session() as session:
+    repo = obj.EmbeddingRepository(session)
+    print("deleted synthetic rows:", await repo.delete_by_source("batch"))
+    await session.execute(delete(obj.Embedding))                 # start clean for the demo
+    await repo.add_many([{"content": d["content"], "embedding": v, "metadata": d["metadata"]} for d, v in zip(docs, doc_vectors)])
+    await session.commit()
+    [q] = await embedder.embed(["How do I restore a database from a dump?"])
+    hits = await repo.search(q, top_k=5)
+    filtered = await repo.search(q, top_k=5, filters={"topic": "app"})
+pd.concat({"all": pd.DataFrame([{"section": h.embedding.metadata_["section"][:40], "similarity": round(h.similarity, 3)} for h in hits]),
+           "topic = app": pd.DataFrame([{"section": h.embedding.metadata_["section"][:40], "similarity": round(h.similarity, 3)} for h in filtered])}, axis=1)''',
+r'''md:
+## 4. FastAPI: dependencies you can swap
+
+`get_session` opens one session per request and commits after the handler (rolls back if it raises);
+`get_repository` builds the repository on it. The routes ask for `RepositoryDep` — so a test can replace the
+repository with `app.dependency_overrides` and never touch the database. httpx's ASGI transport calls the app
+in-process:''',
+r'''app = obj.create_app(engine=engine, embedder=embedder)
+async with app.router.lifespan_context(app):
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://course") as client:
+        created = await client.post("/documents", json={"content": "pg_restore restores a database from an archive made by pg_dump.", "metadata": {"source": "notes"}})
+        print(created.status_code, created.json()["id"])
+        print((await client.get(f"/documents/{created.json()['id']}")).json()["content"])
+        hits = (await client.post("/documents/search", json={"query": "restore a dump", "top_k": 3})).json()
+        print([round(h["similarity"], 3) for h in hits])
+
+        class EmptyRepository:
+            async def get(self, document_id):
+                return None
+        app.dependency_overrides[obj.get_repository] = EmptyRepository
+        print("with the override:", (await client.get(f"/documents/{created.json()['id']}")).status_code)
+        app.dependency_overrides.clear()''',
+r'''check(5)''',
+r'''await engine.dispose(); await raw.close()''',
+]
