@@ -30,7 +30,7 @@ log = logging.getLogger(__name__)
 MIN_PGVECTOR_VERSION = (0, 8, 0)
 
 PGVECTOR_HELP = (
-    "Use the course's own server (unset DATABASE_URL), `docker compose up -d db` (image pgvector/pgvector:0.8.1-pg18), "
+    "Use the course's own server (unset DATABASE_URL), `docker compose up -d db` (image pgvector/pgvector:0.8.2-pg18), "
     "or install pgvector >= 0.8 on your server: https://github.com/pgvector/pgvector#installation"
 )
 
@@ -191,11 +191,19 @@ def check_server(url: str | None = None) -> dict[str, str]:
             ).fetchone()
     except psycopg.OperationalError as exc:
         raise DatabaseError(f"Cannot connect to PostgreSQL at {_redacted(url)}: {str(exc).strip()}") from exc
-    if row is None:
-        raise DatabaseError(f"The server at {_redacted(url)} (PostgreSQL {server_version}) has no pgvector. {PGVECTOR_HELP}")
-    if _version_tuple(row[0]) < MIN_PGVECTOR_VERSION:
-        raise DatabaseError(f"The server has pgvector {row[0]}; the course needs >= 0.8. {PGVECTOR_HELP}")
+    problem = pgvector_problem(row[0] if row else None)
+    if problem:
+        raise DatabaseError(f"The server at {_redacted(url)} (PostgreSQL {server_version}) {problem}")
     return {"server_version": server_version, "pgvector": row[0], "url": _redacted(url)}
+
+
+def pgvector_problem(available_version: str | None) -> str | None:
+    """Why a server's pgvector (its pg_available_extensions default_version, None if absent) won't do, or None."""
+    if available_version is None:
+        return f"has no pgvector. {PGVECTOR_HELP}"
+    if _version_tuple(available_version) < MIN_PGVECTOR_VERSION:
+        return f"has pgvector {available_version}; the course needs >= 0.8 (iterative index scans). {PGVECTOR_HELP}"
+    return None
 
 
 def _redacted(url: str) -> str:

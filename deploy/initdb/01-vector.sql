@@ -1,0 +1,2 @@
+-- Runs once, when the compose database is first created.
+CREATE EXTENSION IF NOT EXISTS vector;

