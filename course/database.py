@@ -239,7 +239,8 @@ async def create_pool(url: str | None = None, *, register_vector: bool = True, *
 
     kwargs.setdefault("min_size", 1)
     kwargs.setdefault("max_size", 10)
-    return await asyncpg.create_pool(url or libpq_url(), server_settings=session_settings(), init=init, **kwargs)
+    kwargs["server_settings"] = {**session_settings(), **kwargs.get("server_settings", {})}
+    return await asyncpg.create_pool(url or libpq_url(), init=init, **kwargs)
 
 
 def connect_sync(url: str | None = None, **kwargs) -> psycopg.Connection:

@@ -54,6 +54,15 @@ class Settings(BaseSettings):
     gemini_base_url: str = "https://generativelanguage.googleapis.com/v1beta"
     gemini_embedding_model: str = "gemini-embedding-001"
 
+    # --- the search service (Objective 6) -------------------------------------------------------------------------
+    search_cache_size: int = Field(1024, ge=0, description="Result cache entries (0 disables the cache).")
+    search_cache_ttl: float = Field(300.0, gt=0, description="Seconds a cached result lives (bounds staleness from "
+                                    "writes made outside the service).")
+    embedding_cache_size: int = Field(4096, ge=0, description="Query-text -> embedding cache entries.")
+    embedding_cache_ttl: float = Field(3600.0, gt=0, description="Seconds a cached query embedding lives.")
+    search_max_query_chars: int = Field(2000, ge=1, description="Longest query text accepted (422 beyond).")
+    search_db_timeout: float = Field(10.0, gt=0, description="Seconds to wait for a pooled connection or a query.")
+
     # --- course ---------------------------------------------------------------------------------------------------
     course_target: Target = Field("labs", description="Which implementation notebooks and checks import.")
     course_data_dir: Path = Field(REPO_ROOT / "data", description="Cache for the corpus (never committed).")

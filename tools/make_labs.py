@@ -89,6 +89,8 @@ def render_lab(solution: Path, solutions_dir: Path) -> str:
     """The full text of the lab generated from one solutions file."""
     relative = solution.relative_to(solutions_dir.parent).as_posix()
     source = solution.read_text(encoding="utf-8")
+    if solution.suffix != ".py":
+        return source  # pages, scripts and SQL are given as they are
     body = strip_solutions(source, relative)
     if body == source and solution.name == "__init__.py" and not source.strip():
         return source  # an empty package marker stays empty

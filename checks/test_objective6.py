@@ -1,0 +1,231 @@
+"""Checks for Objective 6 — the search service: ranking, parameters, caching, metrics and errors."""
+
+from __future__ import annotations
+
+import json
+
+import httpx
+import numpy as np
+import pytest
+from prometheus_client.parser import text_string_to_metric_families
+
+from checks.support import RecordingEmbedder, objective, seed
+from course import database
+from course.embeddings import OpenAIEmbedder
+from course.fake_providers import FakeProviderServer, Step
+from course.settings import Settings
+
+lab = objective(6)
+
+TOPICS = ["vacuum", "index", "backup", "replication", "trigger", "json"]
+CONTENTS = [f"{a} and {b} notes: how {a} works with {b} in practice, part {i}"
+            for i, (a, b) in enumerate((a, b) for a in TOPICS for b in TOPICS)] + \
+           [f"a {b} guide mentioning {a} once, chapter {i}" for i, (a, b) in enumerate((a, b) for a in TOPICS for b in TOPICS)]
+
+
+@pytest.fixture
+async def data(conn):
+    embedder = RecordingEmbedder()
+    vectors = np.asarray(embedder.embed_sync(CONTENTS), dtype=np.float32)
+    metadata = [{"topic": CONTENTS[i].split()[0], "n": i} for i in range(len(CONTENTS))]
+    ids = await seed(conn, vectors, CONTENTS, metadata)
+    return {"ids": ids, "vectors": vectors, "metadata": metadata, "embedder": embedder}
+
+
+def settings(**overrides) -> Settings:
+    return Settings(_env_file=None, **overrides)
+
+
+@pytest.fixture
+async def client(lab, data, db_url):
+    app = lab.create_app(embedder=data["embedder"], database_url=db_url, settings=settings())
+    async with app.router.lifespan_context(app):
+        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://test") as c:
+            yield c
+
+
+async def search(client, query: str, **params) -> httpx.Response:
+    return await client.post("/search", json={"query": query}, params=params)
+
+
+def metric(text: str, name: str, **labels) -> float:
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            if sample.name == name and all(sample.labels.get(k) == v for k, v in labels.items()):
+                return sample.value
+    return 0.0
+
+
+@pytest.mark.hint("json.loads the filter; it must be an object of scalar values; raise ValueError otherwise.")
+@pytest.mark.parametrize("bad", ["{oops", "[1, 2]", '"text"', '{"a": {"b": 1}}', '{"a": [1]}', '{"a": null}'])
+def test_parse_filter(lab, bad):
+    """parse_filter() accepts JSON objects of scalars and refuses everything else"""
+    assert lab.parse_filter('{"topic": "sql", "n": 2, "ok": true}') == {"topic": "sql", "n": 2, "ok": True}
+    assert lab.parse_filter(None) is None and lab.parse_filter("") is None
+    with pytest.raises(ValueError):
+        lab.parse_filter(bad)
+
+
+@pytest.mark.hint("Hash the float32 bytes of the embedding together with top_k, min_score and json.dumps(filter, sort_keys=True).")
+def test_result_cache_key(lab):
+    """result_cache_key() is stable, ignores filter key order, and changes with every input"""
+    e = np.random.default_rng(0).normal(size=1536).astype(np.float32)
+    key = lab.result_cache_key(e, 10, 0.3, {"a": 1, "b": "x"})
+    assert key == lab.result_cache_key(e.copy(), 10, 0.3, {"b": "x", "a": 1})
+    other = e.copy()
+    other[5] += 1e-3
+    variants = [lab.result_cache_key(other, 10, 0.3, {"a": 1, "b": "x"}), lab.result_cache_key(e, 11, 0.3, {"a": 1, "b": "x"}),
+                lab.result_cache_key(e, 10, 0.31, {"a": 1, "b": "x"}), lab.result_cache_key(e, 10, 0.3, {"a": 2, "b": "x"}),
+                lab.result_cache_key(e, 10, 0.3, None)]
+    assert len({key, *variants}) == 6, "every change of input must change the key"
+
+
+@pytest.mark.hint("Look the model up in CALIBRATED_MIN_SCORE; unknown models get FALLBACK_MIN_SCORE.")
+def test_default_min_score_is_calibrated_per_model(lab):
+    """default_min_score() uses the per-model calibration"""
+    assert lab.default_min_score("wordllama/l2_supercat_256") == lab.CALIBRATED_MIN_SCORE["wordllama/l2_supercat_256"]
+    assert lab.default_min_score("openai/text-embedding-ada-002") == lab.CALIBRATED_MIN_SCORE["openai/text-embedding-ada-002"]
+    assert lab.default_min_score("some/unknown-model") == lab.service.FALLBACK_MIN_SCORE
+
+
+@pytest.mark.hint("search(): embed the query, run self.query(...), and return the SearchResponse with count and results.")
+@pytest.mark.points(3)
+async def test_ranking_scores_and_parameters_match_an_independent_computation(lab, client, data):
+    """POST /search ranks by cosine similarity like numpy and honours top_k, min_score and filter"""
+    query = "how vacuum works with backup"
+    q = np.asarray(data["embedder"].embed_sync([query])[0], dtype=np.float64)
+    sims = data["vectors"].astype(np.float64) @ q
+    for params in ({"top_k": 5, "min_score": 0.0}, {"top_k": 50, "min_score": 0.4},
+                   {"top_k": 7, "min_score": 0.0, "filter": json.dumps({"topic": "backup"})}):
+        response = await search(client, query, **params)
+        assert response.status_code == 200, response.text
+        body = response.json()
+        allowed = [i for i in np.argsort(-sims, kind="stable") if sims[i] >= params["min_score"]
+                   and ("filter" not in params or data["metadata"][i]["topic"] == "backup")][: params["top_k"]]
+        assert body["count"] == len(body["results"]) == len(allowed), f"{params}: {body['count']} results, expected {len(allowed)}"
+        assert sorted(h["id"] for h in body["results"]) == sorted(str(data["ids"][i]) for i in allowed)
+        assert [h["score"] for h in body["results"]] == pytest.approx(sorted((sims[i] for i in allowed), reverse=True), abs=1e-5)
+    default = (await search(client, query)).json()
+    assert default["min_score"] == lab.default_min_score(data["embedder"].model_id), "min_score defaults to the calibrated value"
+
+
+@pytest.mark.hint("Keep a TTLCache of results keyed by result_cache_key() and one of embeddings keyed by the query text.")
+@pytest.mark.points(3)
+async def test_repeat_is_a_cache_hit_without_a_second_embedding(lab, client, data):
+    """a repeated search is served from the cache: identical results, cached=true, no second embedding call"""
+    first = await search(client, "replication and trigger", top_k=5, min_score=0.1)
+    calls = len(data["embedder"].calls)
+    second = await search(client, "replication and trigger", top_k=5, min_score=0.1)
+    assert first.status_code == second.status_code == 200
+    assert first.json()["cached"] is False and second.json()["cached"] is True
+    assert second.json()["results"] == first.json()["results"]
+    assert len(data["embedder"].calls) == calls, "the embedding API must not be called again for the same query"
+    third = await search(client, "replication and trigger", top_k=6, min_score=0.1)
+    assert third.json()["cached"] is False, "another top_k is another result"
+    assert len(data["embedder"].calls) == calls, "…but the query's embedding is reused"
+
+
+@pytest.mark.hint("Clear the result cache when a document is added (POST /documents).")
+async def test_cache_is_invalidated_by_an_insert(lab, client):
+    """adding a document invalidates cached results, and the new document can be found"""
+    query = "json index backup unique marker"
+    before = await search(client, query, top_k=3, min_score=0.0)
+    assert (await search(client, query, top_k=3, min_score=0.0)).json()["cached"] is True
+    created = await client.post("/documents", json={"content": query, "metadata": {"topic": "new"}})
+    assert created.status_code == 201
+    after = (await search(client, query, top_k=3, min_score=0.0)).json()
+    assert after["cached"] is False, "a cached result must not survive an insert"
+    assert after["results"][0]["id"] == created.json()["id"] and after["results"][0]["score"] == pytest.approx(1.0, abs=1e-5)
+    assert after["results"] != before.json()["results"]
+
+
+@pytest.mark.hint("Count cache hits/misses, observe search latency and result counts, and time the embedding call.")
+@pytest.mark.points(2)
+async def test_metrics_move_and_parse(lab, client):
+    """/metrics parses with Prometheus' parser and its counters and histograms move as expected"""
+    await search(client, "vacuum index", top_k=3, min_score=0.0)
+    await search(client, "vacuum index", top_k=3, min_score=0.0)
+    await search(client, "vacuum index", top_k=3, min_score=0.0, filter="{broken")
+    text = (await client.get("/metrics")).text
+    families = {f.name for f in text_string_to_metric_families(text)}
+    assert {"search_request_seconds", "search_results", "embedding_request_seconds", "search_cache_requests",
+            "search_errors"} <= families, f"missing metric families: {families}"
+    assert metric(text, "search_cache_requests_total", cache="result", outcome="miss") == 1
+    assert metric(text, "search_cache_requests_total", cache="result", outcome="hit") == 1
+    assert metric(text, "search_cache_requests_total", cache="embedding", outcome="hit") == 1
+    assert metric(text, "search_request_seconds_count", cache="miss") == 1
+    assert metric(text, "search_request_seconds_count", cache="hit") == 1
+    assert metric(text, "search_results_count") == 2 and metric(text, "search_results_sum") == 6
+    assert metric(text, "embedding_request_seconds_count") == 1
+    assert metric(text, "search_errors_total", kind="validation") == 1
+
+
+@pytest.mark.hint("Let EmbeddingUnavailable propagate from search(): the app turns it into 503 with Retry-After.")
+@pytest.mark.points(2)
+@pytest.mark.parametrize("failure", ["outage", "rate_limit", "timeout"])
+async def test_provider_failures_are_503_with_retry_after(lab, data, db_url, failure):
+    """a provider that is down, rate-limiting or timing out gives 503 + Retry-After after bounded retries"""
+    with FakeProviderServer() as provider:
+        embedder = OpenAIEmbedder(base_url=provider.openai_base_url, model="text-embedding-ada-002", api_key="sk-test",
+                                  max_retries=1, timeout=0.3, backoff_initial=0.01)
+        app = lab.create_app(embedder=embedder, database_url=db_url, settings=settings())
+        async with app.router.lifespan_context(app):
+            async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://test") as client:
+                ok = await search(client, "vacuum", min_score=0.0)
+                assert ok.status_code == 200, f"a healthy provider must work first: {ok.text}"
+                step = {"outage": Step(503, retry_after="7"), "rate_limit": Step(429, retry_after="7"),
+                        "timeout": Step(delay=1.0)}[failure]
+                provider.script(step, step)
+                response = await search(client, "backup")
+                assert response.status_code == 503, response.text
+                assert "Retry-After" in response.headers and int(response.headers["Retry-After"]) >= 1
+                assert "embedding provider" in response.json()["detail"]
+                assert len(provider.requests) == 3, "1 good call, then 1 attempt + 1 retry"
+                text = (await client.get("/metrics")).text
+                assert metric(text, "search_errors_total", kind="embedding_unavailable") == 1
+        await embedder.aclose()
+
+
+@pytest.mark.hint("Validate parameters (FastAPI Query bounds, parse_filter) so bad input is a 422 with a message.")
+@pytest.mark.points(2)
+@pytest.mark.parametrize("params, body", [
+    ({"filter": "{not json"}, {"query": "vacuum"}),
+    ({"filter": "[1,2]"}, {"query": "vacuum"}),
+    ({"top_k": 0}, {"query": "vacuum"}),
+    ({"top_k": 101}, {"query": "vacuum"}),
+    ({"min_score": 1.5}, {"query": "vacuum"}),
+    ({}, {"query": ""}),
+    ({}, {"query": "   "}),
+    ({}, {"query": "x" * 2001}),
+    ({}, {"nothing": "here"}),
+])
+async def test_bad_input_is_422_with_a_message(lab, client, params, body):
+    """bad parameters, malformed filter JSON and bad queries get 422 with a readable message"""
+    assert (await search(client, "vacuum", min_score=0.0)).status_code == 200, "a good search must work first"
+    response = await client.post("/search", json=body, params=params)
+    assert response.status_code == 422, response.text
+    detail = response.json()["detail"]
+    assert isinstance(detail, str) and len(detail) > 5, f"the message should explain the problem: {detail!r}"
+
+
+@pytest.mark.hint("Database errors surface as DatabaseUnavailable from query(); the app maps them to 503.")
+async def test_dead_database_is_503_and_unhealthy(lab, data, db_url):
+    """when the database disappears, /search answers 503 (not a 500 traceback) and /healthz reports it"""
+    url = database.create_database("check_dead")
+    conn = await database.connect(url)
+    await seed(conn, data["vectors"][:10], CONTENTS[:10])
+    await conn.close()
+    app = lab.create_app(embedder=RecordingEmbedder(), database_url=url, settings=settings())
+    try:
+        async with app.router.lifespan_context(app):
+            async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://test") as client:
+                assert (await search(client, "vacuum", min_score=0.0)).status_code == 200
+                health = await client.get("/healthz")
+                assert health.status_code == 200 and health.json()["database"]["ready"] is True
+                database.drop_database(url)
+                response = await search(client, "backup things")
+                assert response.status_code == 503 and "Retry-After" in response.headers, response.text
+                assert "database" in response.json()["detail"].lower()
+                assert (await client.get("/healthz")).status_code == 503
+    finally:
+        database.drop_database(url)

@@ -1,0 +1,20 @@
+"""Objective 6 — the semantic search service. `uvicorn solutions.objective6:app` serves the course database."""
+
+from __future__ import annotations
+
+from .service import (  # noqa: F401
+    CALIBRATED_MIN_SCORE,
+    Metrics,
+    SearchService,
+    create_app,
+    default_min_score,
+    parse_filter,
+    result_cache_key,
+)
+
+
+def __getattr__(name: str):
+    # `uvicorn solutions.objective6:app` builds the app on first use, not on import (tests import the factory).
+    if name == "app":
+        return create_app()
+    raise AttributeError(name)
