@@ -6,7 +6,7 @@ import asyncio
 import importlib
 import sys
 
-BENCHMARKS = ["indexes", "orm"]
+BENCHMARKS = ["indexes", "orm", "service"]
 
 
 def main(argv: list[str]) -> int:
