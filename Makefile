@@ -3,18 +3,21 @@ PYTHON ?= python3
 VENV   ?= .venv
 PY     := $(VENV)/bin/python
 OBJ    ?= 1
+SUBMISSIONS ?= submissions/*
+GRADE_ARGS  ?= -j 2 --csv scores.csv
 HOST   ?= 127.0.0.1
 PORT   ?= 8000
 JUPYTER_ARGS ?= $(if $(filter 0,$(shell id -u)),--allow-root)
 export PYTHONDONTWRITEBYTECODE := 1
 
-.PHONY: help install lab serve test check labs bench browser db-start db-stop clean
+.PHONY: help install lab serve test check grade labs bench browser db-start db-stop clean
 help:
 	@echo "make lab          install, start the database, load the corpus, open JupyterLab (the course)"
 	@echo "make serve        install, start the database, load the corpus, serve the search API on $(HOST):$(PORT)"
 	@echo "make test         install and run every test (runtime, checks both ways, notebooks)"
 	@echo "make check OBJ=1  grade your labs/objectiveN.py, with hints"
 	@echo "make bench        benchmarks that print same-run ratios (indexes, ...)"
+	@echo "make grade        grade every folder in submissions/ (SUBMISSIONS=..., GRADE_ARGS=...) into scores.json/csv"
 	@echo "make labs         regenerate labs/ from solutions/ (keeps labs you edited)"
 	@echo "make db-stop      stop the embedded PostgreSQL (data is kept in .pgdata/)"
 
@@ -58,6 +61,9 @@ check: install
 bench: install
 	$(PY) -m course setup
 	$(PY) -m bench
+
+grade: install
+	$(PY) -m checks.grade $(SUBMISSIONS) --out scores.json $(GRADE_ARGS)
 
 labs: install
 	$(PY) tools/make_labs.py

@@ -254,10 +254,21 @@ def connect_sync(url: str | None = None, **kwargs) -> psycopg.Connection:
 # ---------------------------------------------------------------------------------------------------------------------
 def create_database(prefix: str = "course_tmp") -> str:
     """Create an empty database (no extensions) and return its URL."""
-    name = f"{prefix}_{uuid.uuid4().hex[:10]}"
+    name = f"{get_settings().course_tmp_prefix}{prefix}_{uuid.uuid4().hex[:10]}"
     with psycopg.connect(libpq_url(), autocommit=True) as conn:
         conn.execute(f'CREATE DATABASE "{name}"')
     return libpq_url(name)
+
+
+def drop_databases_with_prefix(prefix: str) -> list[str]:
+    """Drop every database whose name starts with `prefix` (what a killed or crashed run left behind)."""
+    if not re.fullmatch(r"[a-z0-9_]+", prefix):
+        raise ValueError("prefix must be lower-case letters, digits and _.")
+    with psycopg.connect(libpq_url(), autocommit=True) as conn:
+        names = [r[0] for r in conn.execute("SELECT datname FROM pg_database WHERE datname LIKE %s", [prefix + "%"])]
+        for name in names:
+            conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    return names
 
 
 def drop_database(url: str) -> None:

@@ -72,6 +72,10 @@ class Settings(BaseSettings):
     course_strict_checks: bool = Field(
         False, description="check(N) in a notebook raises when a check fails (CI validates notebooks this way)."
     )
+    course_tmp_prefix: str = Field(
+        "", pattern=r"^[a-z0-9_]*$", description="Prefix for throw-away database names (the grader sets one per "
+        "submission, so it can drop whatever a killed run left behind).",
+    )
     course_corpus_limit: int | None = Field(None, ge=1, description="Load only the first N chunks (quick runs).")
 
 

@@ -1,0 +1,116 @@
+"""The instructor grader: full marks for the reference, zero for the starter (by assertion or NotImplementedError,
+never an import error), and broken submissions scored correctly without affecting one another."""
+
+from __future__ import annotations
+
+import csv
+import json
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def variant(base: Path, name: str, edits: dict[str, tuple[str, str]]) -> Path:
+    """A copy of the reference as a learner's labs folder, with text replacements per file."""
+    target = base / name / "labs"
+    shutil.copytree(ROOT / "solutions", target, ignore=shutil.ignore_patterns("__pycache__"))
+    for file, (old, new) in edits.items():
+        path = target / file
+        text = path.read_text()
+        assert old in text, f"{old!r} not in {file}"
+        path.write_text(text.replace(old, new, 1))
+    return target.parent
+
+
+def grade(paths: list[Path], out: Path, *extra: str) -> dict:
+    result = subprocess.run([sys.executable, "-m", "checks.grade", *map(str, paths), "--out", str(out), *extra],
+                            cwd=ROOT, capture_output=True, text=True, timeout=1500)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    return {s["name"]: s for s in json.loads(out.read_text())["submissions"]}
+
+
+def test_reference_scores_full_marks_and_starter_zero_everywhere(tmp_path):
+    reference = variant(tmp_path, "reference", {})
+    starter = tmp_path / "starter"
+    shutil.copytree(ROOT / "labs", starter / "labs", ignore=shutil.ignore_patterns("__pycache__"))
+    scores = grade([reference, starter], tmp_path / "scores.json", "-j", "2", "--csv", str(tmp_path / "s.csv"),
+                   "--junit", str(tmp_path / "junit"))
+    ref, start = scores["reference"], scores["starter"]
+    assert {int(n) for n in ref["objectives"]} == {1, 2, 3, 4, 5, 6}
+    failing = [(c["nodeid"], c["message"][:200]) for c in ref["checks"] if c["outcome"] != "passed"]
+    assert not failing and ref["total"] == ref["max_points"] > 0, failing
+    for check in start["checks"]:
+        assert check["outcome"] == "failed", f"{check['nodeid']}: {check['outcome']} {check['message'][:200]}"
+        assert check["message"].startswith(("NotImplementedError", "AssertionError", "assert", "Failed: DID NOT RAISE")), \
+            f"{check['nodeid']} fails for the wrong reason: {check['message'][:200]}"
+        assert check["hint"], f"{check['nodeid']} gives no hint"
+    assert all(part["points"] == 0 for part in start["objectives"].values())
+    rows = list(csv.DictReader((tmp_path / "s.csv").open()))
+    assert {r["submission"]: float(r["total"]) for r in rows} == {"reference": ref["max_points"], "starter": 0.0}
+    assert (tmp_path / "junit" / "starter.xml").read_text().count("<failure") == len(start["checks"])
+
+
+def points_of(score: dict, fragment: str) -> float:
+    return sum(c["max_points"] for c in score["checks"] if fragment in c["nodeid"])
+
+
+def test_broken_submissions_cost_only_their_own_points(tmp_path):
+    subs = [
+        variant(tmp_path, "reference", {}),
+        variant(tmp_path, "hanging", {"objective1.py": (
+            '    await conn.execute("CREATE EXTENSION IF NOT EXISTS vector")\n',
+            '    import asyncio\n    await asyncio.sleep(3600)\n')}),
+        variant(tmp_path, "syntax_error", {"objective3.py": ("def top_k_sql(metric: str) -> str:", "def top_k_sql(metric: str) -> str\n")}),
+        variant(tmp_path, "drops_table", {"objective3.py": (
+            "    vector = validate_search(", '    await db.execute("DROP TABLE embeddings")\n    vector = validate_search(')}),
+        variant(tmp_path, "wrong_operator", {"objective3.py": ('OPERATORS = {"cosine": "<=>"', 'OPERATORS = {"cosine": "<->"')}),
+        variant(tmp_path, "crashes", {"objective1.py": (
+            '    rows = await conn.fetch("SELECT vector_dims', '    import os\n    os._exit(3)\n    rows = await conn.fetch("SELECT vector_dims')}),
+    ]
+    hidden = tmp_path / "hidden"
+    hidden.mkdir()
+    (hidden / "test_objective1_hidden.py").write_text(
+        "import pytest\nfrom checks.support import objective\nlab = objective(1)\n\n"
+        "@pytest.mark.points(5)\n@pytest.mark.hint('dimensions is a parameter')\n"
+        "def test_two_dimensional_vectors(lab):\n    \"\"\"hidden: validate_embedding honours dimensions\"\"\"\n"
+        "    assert lab.validate_embedding([1, 2], dimensions=2) == [1.0, 2.0]\n")
+    args = ("--objectives", "1,3", "-j", "2", "--timeout", "5", "--hidden", str(hidden))
+    scores = grade(subs, tmp_path / "scores.json", *args)
+    full = scores["reference"]["max_points"]
+    assert scores["reference"]["total"] == full, "the reference scores full marks next to broken submissions"
+    assert points_of(scores["reference"], "test_objective1_hidden.py") == 5, "hidden checks count, with their points"
+
+    hanging = scores["hanging"]
+    hung = [c for c in hanging["checks"] if c["outcome"] != "passed"]
+    assert [c["nodeid"].split("::")[1] for c in hung] == ["test_enable_extension_installs_pgvector"]
+    assert "Timeout" in hung[0]["message"] and hanging["total"] == full - hung[0]["max_points"]
+
+    syntax = scores["syntax_error"]
+    assert syntax["objectives"]["3"]["points"] == 0 and syntax["objectives"]["1"]["points"] == scores["reference"]["objectives"]["1"]["points"]
+    assert all("SyntaxError" in c["message"] or "expected ':'" in c["message"] for c in syntax["checks"] if "objective3" in c["nodeid"])
+
+    dropped = scores["drops_table"]
+    assert dropped["objectives"]["1"]["points"] == scores["reference"]["objectives"]["1"]["points"]
+    assert 0 < dropped["objectives"]["3"]["points"] < scores["reference"]["objectives"]["3"]["points"]
+
+    wrong = scores["wrong_operator"]
+    lost = {c["nodeid"].split("::")[1] for c in wrong["checks"] if c["outcome"] != "passed"}
+    assert "test_ranking_and_similarity_match_numpy[cosine]" in lost
+    assert "test_ranking_and_similarity_match_numpy[l2]" not in lost, "only the cosine checks should fail"
+
+    crashed = scores["crashes"]
+    assert crashed["error"] and 0 < crashed["total"] < full
+    assert any(c["outcome"] == "not run" for c in crashed["checks"])
+
+    again = grade([subs[4]], tmp_path / "again.json", *args)
+    assert again["wrong_operator"]["total"] == wrong["total"], "a rerun gives the same scores"
+
+    from course import database
+    with database.connect_sync() as conn:
+        leftovers = conn.execute("SELECT count(*) FROM pg_database WHERE datname LIKE 'g%\\_check\\_%'").fetchone()[0]
+    assert leftovers == 0, "every submission's databases are dropped, even after a crash or a hang"
