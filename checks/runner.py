@@ -9,6 +9,8 @@ from pathlib import Path
 
 import pytest
 
+from checks.reporting import check_info, failure_message
+
 CHECKS_DIR = Path(__file__).resolve().parent
 
 
@@ -31,6 +33,11 @@ class Collector:
     """A pytest plugin that keeps one CheckResult per test, whatever phase failed."""
 
     results: dict[str, CheckResult] = field(default_factory=dict)
+    info: dict[str, dict] = field(default_factory=dict)
+
+    def pytest_collection_modifyitems(self, items):
+        for item in items:
+            self.info[item.nodeid] = check_info(item)
 
     def pytest_runtest_logreport(self, report):
         props = dict(report.user_properties)
@@ -45,32 +52,15 @@ class Collector:
             outcome = "passed"
         else:
             return
+        info = self.info.get(report.nodeid, {"title": report.nodeid.split("::")[-1], "points": 1.0})
         self.results[report.nodeid] = CheckResult(
             nodeid=report.nodeid,
-            title=_titles.get(report.nodeid, report.nodeid.split("::")[-1]),
+            title=info["title"],
             outcome=outcome,
-            points=float(props.get("points", 1)),
-            message=_message(report) if report.failed else "",
+            points=float(props.get("points", info["points"])),
+            message=failure_message(report) if report.failed else "",
             hint=props.get("hint", "") if report.failed else "",
         )
-
-    def pytest_collection_modifyitems(self, items):
-        for item in items:
-            doc = (getattr(item.function, "__doc__", None) or "").strip().splitlines()
-            title = doc[0] if doc else item.name
-            if "[" in item.name:
-                title += " [" + item.name.split("[", 1)[1]
-            _titles[item.nodeid] = title
-
-
-_titles: dict[str, str] = {}
-
-
-def _message(report) -> str:
-    crash = getattr(report.longrepr, "reprcrash", None)
-    if crash is not None:
-        return crash.message.strip()
-    return str(report.longrepr).strip().splitlines()[-1] if report.longrepr else "failed"
 
 
 def run_checks(objective: int, target: str | None = None, extra_args: list[str] | None = None, quiet: bool = True) -> list[CheckResult]:
