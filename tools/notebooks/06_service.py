@@ -128,7 +128,7 @@ r'''md:
 
 ```bash
 make serve                       # http://127.0.0.1:8000 — the page at /, OpenAPI docs at /docs
-curl -s -X POST 'http://127.0.0.1:8000/search?top_k=3&filter={"topic":"sql"}' \
+curl -sg -X POST 'http://127.0.0.1:8000/search?top_k=3&filter={"topic":"sql"}' \
      -H 'content-type: application/json' -d '{"query": "how do I rename a column?"}'
 ```
 
