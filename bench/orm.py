@@ -18,6 +18,7 @@ from sqlalchemy.dialects.postgresql import JSONB
 
 from bench.common import banner
 from course import database
+from course.corpus import EMBEDDINGS_TABLE_DDL
 from solutions import objective5 as obj
 
 ROWS = 10_000
@@ -25,8 +26,7 @@ ROWS = 10_000
 
 async def _fresh(conn) -> None:
     await conn.execute("DROP TABLE IF EXISTS embeddings")
-    await conn.execute("CREATE TABLE embeddings (id uuid PRIMARY KEY DEFAULT gen_random_uuid(), content text NOT NULL, "
-                       "metadata jsonb NOT NULL DEFAULT '{}', embedding vector(1536) NOT NULL)")
+    await conn.execute(EMBEDDINGS_TABLE_DDL)
 
 
 async def run() -> dict[str, float]:

@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 from pgvector.asyncpg import register_vector
 
+from course.corpus import EMBEDDINGS_TABLE_DDL
 from course.embeddings import EmbeddingUnavailable, HashingEmbedder
 from course.target import load_objective
 
@@ -50,10 +51,7 @@ async def create_table(conn) -> None:
     """The `embeddings` table exactly as Objective 1 specifies it, made by the check itself so that each check
     grades one function only (a learner's Objective 1 mistakes don't cascade)."""
     await conn.execute("CREATE EXTENSION IF NOT EXISTS vector")
-    await conn.execute(
-        """CREATE TABLE IF NOT EXISTS embeddings (id uuid PRIMARY KEY DEFAULT gen_random_uuid(),
-           content text NOT NULL, metadata jsonb NOT NULL DEFAULT '{}', embedding vector(1536) NOT NULL)"""
-    )
+    await conn.execute(EMBEDDINGS_TABLE_DDL)
     await register_vector(conn)
 
 

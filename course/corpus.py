@@ -47,6 +47,13 @@ class Chunk:
         return {"id": self.id, "content": self.content, "metadata": self.metadata}
 
 
+#: The `embeddings` table as Objective 1 specifies it, for the runtime's own scratch copies, checks and benchmarks.
+#: (Learners write theirs in Objective 1; the reference there is the teaching copy of this statement.)
+EMBEDDINGS_TABLE_DDL = (
+    "CREATE TABLE IF NOT EXISTS embeddings (id uuid PRIMARY KEY DEFAULT gen_random_uuid(), content text NOT NULL, "
+    "metadata jsonb NOT NULL DEFAULT '{}', embedding vector(1536) NOT NULL)"
+)
+
 #: Bump when chunking or metadata change: ids change with it, so `load_corpus` replaces the old rows.
 CORPUS_VERSION = 2
 
@@ -442,10 +449,7 @@ async def clone_corpus(dst, *, limit: int | None = None, storage: str | None = N
         raise ValueError("storage must be 'plain' or 'external'.")
     await dst.execute("CREATE EXTENSION IF NOT EXISTS vector")
     await dst.execute("DROP TABLE IF EXISTS embeddings")
-    await dst.execute(
-        "CREATE TABLE embeddings (id uuid PRIMARY KEY DEFAULT gen_random_uuid(), content text NOT NULL, "
-        "metadata jsonb NOT NULL DEFAULT '{}', embedding vector(1536) NOT NULL)"
-    )
+    await dst.execute(EMBEDDINGS_TABLE_DDL)
     if storage:
         await dst.execute(f"ALTER TABLE embeddings ALTER COLUMN embedding SET STORAGE {storage.upper()}")
     src = await database.connect()

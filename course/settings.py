@@ -32,7 +32,8 @@ class Settings(BaseSettings):
         None, description="Use this PostgreSQL server (with pgvector >= 0.8) instead of the embedded one."
     )
     course_pgdata: Path = Field(REPO_ROOT / ".pgdata", description="Data directory of the embedded server.")
-    course_database: str = Field("course", description="Database the embedded server creates for the course.")
+    course_database: str = Field("course", pattern=r"^[a-z0-9_]+$",
+                                 description="Database the embedded server creates for the course.")
     maintenance_work_mem: str = Field(
         "512MB", description="Per-connection maintenance_work_mem; 64MB (the default) cannot build IVFFlat lists=100."
     )

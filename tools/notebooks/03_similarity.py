@@ -113,12 +113,13 @@ For unit-length vectors, ‖a − b‖² = 2 − 2 cos θ and a·b = cos θ: all
 cheapest one (inner product) or the clearest (cosine). They disagree when lengths vary. To see it, we copy 2,000
 corpus vectors into a practice database and give each a random length.''',
 r'''from pgvector.asyncpg import register_vector
+from course.corpus import EMBEDDINGS_TABLE_DDL
 url = database.scratch_database("objective3", reset=True)
 async with pool.acquire() as src:
     sample = await src.fetch("SELECT id, content, metadata, embedding FROM embeddings ORDER BY id LIMIT 2000")
 scratch = await database.connect(url)
 await scratch.execute("CREATE EXTENSION IF NOT EXISTS vector")
-await scratch.execute("CREATE TABLE embeddings (id uuid PRIMARY KEY, content text NOT NULL, metadata jsonb NOT NULL, embedding vector(1536) NOT NULL)")
+await scratch.execute(EMBEDDINGS_TABLE_DDL)
 await register_vector(scratch)
 lengths = np.random.default_rng(0).uniform(0.2, 3.0, len(sample))
 await scratch.executemany("INSERT INTO embeddings VALUES ($1, $2, $3, $4)",
