@@ -17,7 +17,6 @@ import numpy as np
 import pandas as pd
 
 from bench.common import banner
-from course import database
 from solutions.objective6 import create_app
 from solutions.objective6.service import SEARCH_SQL
 

@@ -68,9 +68,9 @@ def find_labs(path: Path) -> Path:
     raise ValueError(f"{path} has neither a labs/ folder nor objective*.py files")
 
 
-def _slug(name: str, path: Path) -> str:
-    digest = hashlib.sha1(str(path).encode()).hexdigest()[:8]
-    return f"g{digest}_"
+def _db_prefix(path: Path) -> str:
+    """Names of this submission's throw-away databases start with this, so leftovers can be dropped."""
+    return f"g{hashlib.sha1(str(path).encode()).hexdigest()[:8]}_"
 
 
 def _prepare_checks(workdir: Path, hidden: Path | None, objectives: list[int] | None) -> list[Path]:
@@ -93,7 +93,7 @@ def grade_submission(path: Path, *, hidden: Path | None = None, objectives: list
 
     started = time.perf_counter()
     score = SubmissionScore(name=path.name if path.name != "labs" else path.parent.name, path=str(path))
-    prefix = _slug(score.name, path)
+    prefix = _db_prefix(path)
     with tempfile.TemporaryDirectory(prefix="grade-") as tmp:
         workdir = Path(tmp)
         try:

@@ -8,7 +8,7 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 
-from checks.support import create_table, objective, random_vectors, seed
+from checks.support import objective, random_vectors, seed
 from course import database
 
 lab = objective(3)

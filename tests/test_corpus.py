@@ -3,9 +3,7 @@
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
-import pytest
 
 from course import corpus, database
 from course.corpus import chunks_from_manual_page, split_text

@@ -1,4 +1,4 @@
-# lab-fingerprint: f1e1bcfb36278548
+# lab-fingerprint: 057959b5e10d2212
 # Starter code generated from solutions/objective6/service.py by tools/make_labs.py. This file is yours: fill in every TODO.
 # `python -m checks N` (or check(N) in the notebook) grades it and gives hints.
 """Objective 6 — the semantic search service: POST /search with caching, metrics and errors that help.
@@ -29,7 +29,7 @@ from typing import Any
 import asyncpg
 import numpy as np
 from cachetools import TTLCache
-from fastapi import FastAPI, HTTPException, Query, Request, status
+from fastapi import FastAPI, Query, Request, status
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import FileResponse, JSONResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Histogram, generate_latest

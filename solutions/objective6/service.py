@@ -26,7 +26,7 @@ from typing import Any
 import asyncpg
 import numpy as np
 from cachetools import TTLCache
-from fastapi import FastAPI, HTTPException, Query, Request, status
+from fastapi import FastAPI, Query, Request, status
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import FileResponse, JSONResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Histogram, generate_latest
