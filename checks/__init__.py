@@ -10,20 +10,21 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 
 
-def check(objective: int, target: str | None = None) -> bool:
+def check(objective: int | None = None, target: str | None = None) -> bool:
     """Grade one objective in a fresh process (so your latest edits to labs/ are what is graded) and print
-    ✅/❌ per check with hints. Returns True if every check passed. With COURSE_STRICT_CHECKS=1 a failure raises."""
+    ✅/❌ per check with hints; with no objective, your progress over all of them. Returns True if every check
+    passed. With COURSE_STRICT_CHECKS=1 a failure raises."""
     from course.settings import get_settings
 
     settings = get_settings()
     env = {**os.environ, "COURSE_TARGET": target or settings.course_target}
     result = subprocess.run(
-        [sys.executable, "-m", "checks", str(objective)], cwd=ROOT, env=env, capture_output=True, text=True
+        [sys.executable, "-m", "checks", *([] if objective is None else [str(objective)])], cwd=ROOT, env=env, capture_output=True, text=True
     )
     print(result.stdout.strip())
     if result.returncode not in (0, 1):
         print(result.stderr[-3000:], file=sys.stderr)
     passed = result.returncode == 0
     if settings.course_strict_checks and not passed:
-        raise AssertionError(f"Objective {objective}: some checks failed (COURSE_STRICT_CHECKS is set).")
+        raise AssertionError(f"Objective {objective or 'progress'}: some checks failed (COURSE_STRICT_CHECKS is set).")
     return passed

@@ -1,8 +1,9 @@
-"""Learner CLI: `python -m checks 1` (or `make check OBJ=1`) grades your labs/objective1.py.
+"""Learner CLI: `python -m checks` (or `make check`) shows your progress; `python -m checks 1` grades one objective.
 
-    python -m checks 1                      # your work (COURSE_TARGET, default labs)
+    python -m checks                        # progress over every objective, then what to fix next
+    python -m checks 1                      # your labs/objective1.py, every check with hints
     python -m checks 1 --target solutions   # the reference, to see what passing looks like
-    python -m checks all
+    python -m checks all                    # every objective in full
 """
 
 from __future__ import annotations
@@ -10,7 +11,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from checks.runner import CHECKS_DIR, run_checks
+from checks.runner import CHECKS_DIR, CheckResult, run_checks
 
 TITLES = {
     1: "pgvector setup",
@@ -26,30 +27,85 @@ def available() -> list[int]:
     return sorted(int(p.stem.removeprefix("test_objective")) for p in CHECKS_DIR.glob("test_objective*.py"))
 
 
-def report(objective: int, target: str | None, verbose: bool = False) -> bool:
-    results = run_checks(objective, target)
+def _target_name(target: str | None) -> str:
     from course.settings import get_settings
 
-    shown_target = target or get_settings().course_target
-    print(f"\nObjective {objective} — {TITLES.get(objective, '')}  (grading {shown_target}/)")
+    return target or get_settings().course_target
+
+
+def _score(results: list[CheckResult]) -> tuple[float, float, int]:
+    return (sum(r.points for r in results if r.passed), sum(r.points for r in results), sum(r.passed for r in results))
+
+
+def print_objective(objective: int, results: list[CheckResult], target: str, only_failures: bool = False) -> None:
+    """✅/❌ per check; the cases of one parametrised check share a line, and a failure that repeats the one
+    above (one root cause, several checks) is not printed again."""
+    print(f"\nObjective {objective} — {TITLES.get(objective, '')}  (grading {target}/)")
+    groups: dict[str, list[CheckResult]] = {}
     for r in results:
-        print(f"  {'✅' if r.passed else '❌'} {r.title}")
-        if not r.passed:
-            print(f"       {r.message.splitlines()[0] if r.message else r.outcome}")
-            if r.hint:
-                print(f"       hint: {r.hint}")
-    earned = sum(r.points for r in results if r.passed)
-    total = sum(r.points for r in results)
-    passed = sum(r.passed for r in results)
+        groups.setdefault(r.title.split(" [", 1)[0], []).append(r)
+    last_message = None
+    for title, cases in groups.items():
+        failed = [r for r in cases if not r.passed]
+        if only_failures and not failed:
+            continue
+        count = f" ({len(cases) - len(failed)} of {len(cases)} cases pass)" if len(cases) > 1 and failed else ""
+        print(f"  {'❌' if failed else '✅'} {title}{count}")
+        if not failed:
+            continue
+        if len(cases) > 1:
+            print("       failing: " + ", ".join(r.title.split(" [", 1)[1].rstrip("]") for r in failed if " [" in r.title))
+        first = failed[0]
+        message = first.message.splitlines()[0] if first.message else first.outcome
+        if message == last_message:
+            print("       (the same error as above: fix that first)")
+        else:
+            print(f"       {message}")
+        if first.hint:
+            print(f"       hint: {first.hint}")
+        last_message = message
+    earned, total, passed = _score(results)
     print(f"  Score: {earned:g}/{total:g} points ({passed} of {len(results)} checks passed)")
-    return passed == len(results) and bool(results)
+
+
+def report(objective: int, target: str | None) -> bool:
+    results = run_checks(objective, target)
+    print_objective(objective, results, _target_name(target))
+    return bool(results) and all(r.passed for r in results)
+
+
+def progress(target: str | None) -> bool:
+    """One line per objective (checks passed, points), then the failing checks of the first unfinished one."""
+    shown = _target_name(target)
+    per_objective = {}
+    print(f"Your progress (grading {shown}/)\n")
+    print(f"  {'objective':<46} {'checks':>8} {'points':>9}")
+    for n in available():
+        results = per_objective[n] = run_checks(n, target)
+        earned, total, passed = _score(results)
+        mark = "✅" if results and passed == len(results) else ("❌" if passed == 0 else "…")
+        print(f"  {mark} {n} {TITLES.get(n, ''):<42} {passed:>3}/{len(results):<4} {earned:>4g}/{total:<4g}", flush=True)
+    earned = sum(_score(r)[0] for r in per_objective.values())
+    total = sum(_score(r)[1] for r in per_objective.values())
+    print(f"  {'total':<46} {'':>8} {earned:>4g}/{total:<4g}")
+    unfinished = [n for n, results in per_objective.items() if not results or not all(r.passed for r in results)]
+    if not unfinished:
+        print("\nEvery check passes. Well done!")
+        return True
+    n = unfinished[0]
+    print(f"\nNext: objective {n}. Open notebooks/{n:02d}_… beside labs/objective{n}, or run `make check OBJ={n}`.")
+    print_objective(n, per_objective[n], shown, only_failures=True)
+    return False
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m checks", description=__doc__.split("\n\n")[0])
-    parser.add_argument("objective", help="objective number, or 'all'")
+    parser.add_argument("objective", nargs="?", default=None,
+                        help="objective number, or 'all'; leave it out for your progress over every objective")
     parser.add_argument("--target", choices=["labs", "solutions"], default=None)
     args = parser.parse_args(argv)
+    if args.objective is None:
+        return 0 if progress(args.target) else 1
     numbers = available() if args.objective == "all" else [int(args.objective)]
     ok = all([report(n, args.target) for n in numbers])
     return 0 if ok else 1

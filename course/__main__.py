@@ -3,6 +3,7 @@
     python -m course db start|stop|status|url|psql   the database (embedded by default, or DATABASE_URL)
     python -m course corpus build|load|status         the document set in data/ and in the embeddings table
     python -m course setup                            start the database, build and load the corpus (make lab)
+    python -m course lab [--objective N] [jupyter args]  JupyterLab on one objective's notebook and lab file
 """
 
 from __future__ import annotations
@@ -101,7 +102,12 @@ def main(argv: list[str] | None = None) -> int:
     corpus = sub.add_parser("corpus", help="the course documents")
     corpus.add_argument("action", choices=["build", "load", "status"])
     sub.add_parser("setup", help="start the database, build and load the corpus")
-    args, _ = parser.parse_known_args(argv)
+    sub.add_parser("lab", help="JupyterLab opened on one objective (--objective N), extra arguments go to jupyter lab")
+    args, rest = parser.parse_known_args(argv)
+    if args.command == "lab":
+        from course import lab
+
+        return lab.main(rest)
     try:
         if args.command == "db":
             return _db(args.action)

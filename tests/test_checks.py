@@ -21,3 +21,40 @@ def test_learner_cli_prints_marks_hints_and_score():
                                capture_output=True, text=True, timeout=600)
     assert solutions.returncode == 0, solutions.stdout
     assert "❌" not in solutions.stdout and "✅" in solutions.stdout
+
+
+def test_progress_table_over_every_objective():
+    """`python -m checks` with no objective: one line per objective, then the first unfinished one's failures."""
+    from checks.__main__ import TITLES, available
+
+    env = {**__import__("os").environ, "COURSE_TARGET": "labs"}
+    labs = subprocess.run([sys.executable, "-m", "checks"], cwd=ROOT, capture_output=True, text=True, env=env, timeout=900)
+    assert labs.returncode == 1, labs.stdout + labs.stderr
+    table = labs.stdout.split("\n\n")[1]
+    rows = [line for line in table.splitlines() if line.strip()[:1] in "❌✅…"]
+    assert [row.split()[1] for row in rows] == [str(n) for n in available()] == [str(n) for n in TITLES]
+    assert all(" 0/" in row for row in rows), table
+    assert "Next: objective 1" in labs.stdout and "hint:" in labs.stdout and "Objective 2 —" not in labs.stdout
+    done = subprocess.run([sys.executable, "-m", "checks", "--target", "solutions"], cwd=ROOT, capture_output=True,
+                          text=True, timeout=900)
+    assert done.returncode == 0, done.stdout[-3000:]
+    assert "❌" not in done.stdout and "Every check passes" in done.stdout
+
+
+def test_vscode_tasks_offer_every_objective():
+    """Codespaces / VS Code learners get the same loop: a task per objective, the .venv interpreter, the files open."""
+    import json
+
+    from checks.__main__ import available
+
+    tasks = json.loads((ROOT / ".vscode/tasks.json").read_text())["tasks"]
+    by_label = {t["label"]: t for t in tasks}
+    for n in available():
+        task = by_label[f"check objective {n}"]
+        assert task["args"] == ["-m", "checks", str(n)] and task["command"].endswith(".venv/bin/python")
+    assert by_label["check my progress"]["args"] == ["-m", "checks"]
+    settings = json.loads((ROOT / ".vscode/settings.json").read_text())
+    assert settings["python.defaultInterpreterPath"].endswith(".venv/bin/python")
+    devcontainer = json.loads((ROOT / ".devcontainer/devcontainer.json").read_text())
+    opened = devcontainer["customizations"]["codespaces"]["openFiles"]
+    assert opened == ["notebooks/01_setup.ipynb", "labs/objective1.py"] and all((ROOT / f).is_file() for f in opened)

@@ -1,0 +1,167 @@
+"""`make lab` as a learner meets it: JupyterLab on the repository root, notebook 01 beside labs/objective1.py,
+editable through the browser's own API, changes picked up by a re-run cell, no first-run prompts.
+
+The server is started exactly as `make lab` starts it (`python -m course lab`), on a scratch copy of notebooks/
+and labs/ so that the test can write to labs/ without touching the learner's files."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+import pytest
+from jupyter_client.manager import start_new_kernel
+
+from course import lab
+
+ROOT = Path(__file__).resolve().parent.parent
+TOKEN = "course-test-token"
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def workspace_root(tmp_path_factory) -> Path:
+    root = tmp_path_factory.mktemp("learner")
+    shutil.copytree(ROOT / "notebooks", root / "notebooks")
+    shutil.copytree(ROOT / "labs", root / "labs", ignore=shutil.ignore_patterns("__pycache__"))
+    for hidden in ("data", ".venv", ".pgdata", "__pycache__"):  # what a learner's checkout has beside the course
+        (root / hidden).mkdir()
+    return root
+
+
+@pytest.fixture(scope="module")
+def server(workspace_root, tmp_path_factory):
+    """`python -m course lab --objective 1` on its own port and token; stopped (with its kernels) afterwards."""
+    port = free_port()
+    env = {**os.environ, "PYTHONPATH": str(workspace_root), "JUPYTER_RUNTIME_DIR": str(tmp_path_factory.mktemp("rt"))}
+    process = subprocess.Popen(
+        [sys.executable, "-m", "course", "lab", "--objective", "1", "--root", str(workspace_root),
+         "--workspaces-dir", str(tmp_path_factory.mktemp("ws")), "--no-browser", f"--port={port}",
+         "--ServerApp.ip=127.0.0.1", f"--IdentityProvider.token={TOKEN}"],
+        cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True)
+    base = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 90
+    while True:
+        assert process.poll() is None, f"JupyterLab exited: {process.stdout.read()[-3000:]}"
+        try:
+            if httpx.get(f"{base}/api/status", params={"token": TOKEN}, timeout=2).status_code == 200:
+                break
+        except httpx.HTTPError:
+            pass
+        assert time.monotonic() < deadline, "JupyterLab did not start in 90 s"
+        time.sleep(0.3)
+    yield base
+    os.killpg(process.pid, 15)
+    try:
+        process.wait(timeout=20)
+    except subprocess.TimeoutExpired:
+        os.killpg(process.pid, 9)
+
+
+def api(base: str) -> httpx.Client:
+    return httpx.Client(base_url=base, headers={"Authorization": f"token {TOKEN}"}, timeout=30)
+
+
+def test_workspace_layout_for_every_objective():
+    """`make lab OBJ=N` opens objective N's notebook beside the file the learner edits."""
+    for n in range(1, 7):
+        data = lab.workspace(n)["data"]
+        dock = data["layout-restorer:data"]["main"]["dock"]
+        widgets = [area["widgets"][0] for area in dock["children"]]
+        assert widgets[0].startswith(f"notebook:notebooks/{n:02d}_") and widgets[0].endswith(".ipynb")
+        assert widgets[1] in (f"editor:labs/objective{n}.py", f"editor:labs/objective{n}/service.py")
+        for widget in widgets:
+            assert (ROOT / data[widget]["data"]["path"]).is_file()
+
+
+def test_root_shows_the_course_and_hides_the_machinery(server):
+    with api(server) as client:
+        listing = {item["name"] for item in client.get("/api/contents").json()["content"]}
+    assert {"notebooks", "labs"} <= listing, listing
+    assert not listing & {"data", ".venv", ".pgdata", "__pycache__"}, f"machinery is visible: {listing}"
+
+
+def test_lab_file_can_be_read_written_and_read_back(server, workspace_root):
+    with api(server) as client:
+        notebook = client.get("/api/contents/notebooks/01_setup.ipynb")
+        assert notebook.status_code == 200 and notebook.json()["type"] == "notebook"
+        original = client.get("/api/contents/labs/objective1.py").json()
+        assert original["type"] == "file" and "async def enable_extension" in original["content"]
+        edited = original["content"] + "\n# saved from JupyterLab\n"
+        saved = client.put("/api/contents/labs/objective1.py", json={"type": "file", "format": "text", "content": edited})
+        assert saved.status_code == 200, saved.text
+        assert client.get("/api/contents/labs/objective1.py").json()["content"] == edited
+        assert (workspace_root / "labs/objective1.py").read_text() == edited
+        client.put("/api/contents/labs/objective1.py", json={"type": "file", "format": "text", "content": original["content"]})
+
+
+def test_no_first_run_prompts(server):
+    """The course's own settings answer the news prompt (it appears while fetchNews is 'none')."""
+    with api(server) as client:
+        settings = client.get("/lab/api/settings/@jupyterlab/apputils-extension:notification").json()
+    assert settings["settings"]["fetchNews"] == "false" and settings["settings"]["checkForUpdates"] is False
+
+
+def test_saved_lab_code_is_picked_up_by_a_rerun_cell(server, workspace_root):
+    """Autoreload, end to end: a kernel like the notebook's imports labs.objective1, the file is saved through
+    JupyterLab's contents API, and re-running a cell sees the new code without restarting the kernel."""
+    env = {**os.environ, "PYTHONPATH": str(workspace_root)}
+    manager, client = start_new_kernel(kernel_name="python3", cwd=str(workspace_root / "notebooks"), env=env)
+    try:
+        def run(code: str) -> str:
+            out: list[str] = []
+
+            def collect(msg):
+                if msg["msg_type"] == "stream":
+                    out.append(msg["content"]["text"])
+                elif msg["msg_type"] == "error":
+                    out.append("\n".join(msg["content"]["traceback"]))
+
+            client.execute_interactive(code, output_hook=collect, timeout=60)
+            return "".join(out)
+
+        first = run("%load_ext autoreload\n%autoreload 2\nfrom course.target import load_objective\n"
+                    "obj = load_objective(1)\nprint(obj.__file__, obj.count_by_dimension.__doc__.split()[0])")
+        assert str(workspace_root / "labs") in first, first
+        with api(server) as http:
+            source = http.get("/api/contents/labs/objective1.py").json()["content"]
+            changed = source.replace('"""How many rows of `embeddings`', '"""Edited: how many rows of `embeddings`', 1)
+            assert changed != source
+            time.sleep(1.1)  # a new modification time, as a person's save a moment later would have
+            http.put("/api/contents/labs/objective1.py", json={"type": "file", "format": "text", "content": changed})
+            try:
+                assert run("print(obj.count_by_dimension.__doc__.split()[0])").strip() == "Edited:"
+            finally:
+                http.put("/api/contents/labs/objective1.py", json={"type": "file", "format": "text", "content": source})
+    finally:
+        client.stop_channels()
+        manager.shutdown_kernel(now=True)
+
+
+def test_chromium_shows_the_notebook_beside_the_lab_file(server, tmp_path):
+    chromium = shutil.which("chromium") or shutil.which("chromium-browser")
+    assert chromium, "Debian's chromium is needed for this test (make test installs it: apt-get install chromium)"
+    flags = [chromium, "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+             "--disable-background-networking", "--disable-component-update", "--disable-sync",
+             f"--user-data-dir={tmp_path / 'profile'}", "--window-size=1400,850", "--virtual-time-budget=30000"]
+    url = f"{server}/lab/workspaces/objective1?token={TOKEN}"
+    dom = subprocess.run([*flags, "--dump-dom", url], capture_output=True, text=True, timeout=180).stdout
+    tabs = [part.split("<", 1)[0] for part in dom.split('lm-TabBar-tabLabel">')[1:]]
+    assert "01_setup.ipynb" in tabs and "objective1.py" in tabs, f"open tabs: {tabs}"
+    assert "Objective 1 — pgvector setup" in dom, "the notebook's content is rendered"
+    assert "enable_extension" in dom and "lab-fingerprint" in dom, "the lab file's content is rendered in the editor"
+    assert "official Jupyter news" not in dom
+    screenshot = tmp_path / "lab.png"
+    subprocess.run([*flags, f"--screenshot={screenshot}", url], capture_output=True, timeout=180)
+    assert screenshot.stat().st_size > 20_000, "the page rendered something"
