@@ -14,7 +14,7 @@ export PYTHONDONTWRITEBYTECODE := 1
 help:
 	@echo "make lab [OBJ=N]  install, start the database, load the corpus, open JupyterLab on objective N (default 1)"
 	@echo "make serve        install, start the database, load the corpus, serve the search API on $(HOST):$(PORT)"
-	@echo "make test         install and run every test (runtime, checks both ways, notebooks)"
+	@echo "make test         install and run every test (runtime, checks both ways, notebooks, the mutation suite)"
 	@echo "make check        your progress over every objective; OBJ=N grades labs/objectiveN in full, with hints"
 	@echo "make bench        benchmarks that print same-run ratios (indexes, ...)"
 	@echo "make grade        grade every folder in submissions/ (SUBMISSIONS=..., GRADE_ARGS=...) into scores.json/csv"
@@ -47,6 +47,7 @@ test: install browser
 	$(PY) -m course setup
 	$(PY) -m pytest tests -p no:nbval -n 2
 	COURSE_TARGET=solutions COURSE_STRICT_CHECKS=1 $(PY) -m pytest --nbval-lax --nbval-cell-timeout=600 -n 2 --dist loadfile notebooks
+	$(PY) -m tests.mutants -j 2
 
 # The search page's test drives Debian's Chromium; install it when we can (root on Debian/Ubuntu).
 browser:

@@ -53,8 +53,9 @@ def print_objective(objective: int, results: list[CheckResult], target: str, onl
         print(f"  {'❌' if failed else '✅'} {title}{count}")
         if not failed:
             continue
-        if len(cases) > 1:
-            print("       failing: " + ", ".join(r.title.split(" [", 1)[1].rstrip("]") for r in failed if " [" in r.title))
+        if 1 < len(cases) and len(failed) < len(cases):
+            names = [r.title.split(" [", 1)[1][:-1] for r in failed if " [" in r.title]
+            print("       failing: " + ", ".join(names[:6]) + (f" and {len(names) - 6} more" if len(names) > 6 else ""))
         first = failed[0]
         message = first.message.splitlines()[0] if first.message else first.outcome
         if message == last_message:

@@ -57,3 +57,18 @@ async def conn(db_url):
         yield connection
     finally:
         await connection.close()
+
+
+def pytest_make_parametrize_id(config, val, argname):
+    """Readable case names in the learner's report: '[NaN]', not '[vector2-NaN]'. Long values are summarised;
+    an empty id (a check's own choice) leaves only the words that describe the case."""
+    import json
+
+    if val == "":
+        return None
+    if isinstance(val, (dict, list)):
+        text = json.dumps(val) if len(json.dumps(val, default=str)) <= 40 else f"{type(val).__name__} of {len(val)}"
+        return text
+    if isinstance(val, str):
+        return val if len(val) <= 40 else val[:37] + "…"
+    return None

@@ -88,7 +88,10 @@ def _prepare_checks(workdir: Path, hidden: Path | None, objectives: list[int] | 
 
 
 def grade_submission(path: Path, *, hidden: Path | None = None, objectives: list[int] | None = None,
-                     timeout: float = 60.0, total_timeout: float = 1200.0) -> SubmissionScore:
+                     timeout: float = 60.0, total_timeout: float = 1200.0,
+                     stop_at_first_failure: bool = False) -> SubmissionScore:
+    """Grade one submission in its own process. stop_at_first_failure (pytest -x) is for callers that only need to
+    know whether everything passes, such as the mutation suite: the unrun checks score 0."""
     from course import database
 
     started = time.perf_counter()
@@ -108,7 +111,7 @@ def grade_submission(path: Path, *, hidden: Path | None = None, objectives: list
                "COURSE_RESULTS_FILE": str(results), "COURSE_TMP_PREFIX": prefix, "PYTHONDONTWRITEBYTECODE": "1"}
         command = [sys.executable, "-m", "pytest", *map(str, files), "-p", "checks.reporting", "-p", "no:cacheprovider",
                    "-p", "no:nbval", "-q", "--tb=no", "--target", "labs", "-o", f"timeout={timeout}",
-                   "--rootdir", str(workdir)]
+                   "--rootdir", str(workdir)] + (["-x"] if stop_at_first_failure else [])
         process = subprocess.Popen(command, cwd=workdir, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                                    text=True, start_new_session=True)
         try:
@@ -202,6 +205,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--total-timeout", type=float, default=1200.0, help="seconds per submission")
     args = parser.parse_args(argv)
     objectives = [int(x) for x in args.objectives.split(",")] if args.objectives else None
+    missing = [str(p) for p in args.submissions if not p.exists()]
+    if missing:  # a typo in a path must not produce (or overwrite) a scores file
+        print(f"error: no such submission: {', '.join(missing)}", file=sys.stderr)
+        return 2
 
     from tqdm import tqdm
 

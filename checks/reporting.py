@@ -27,8 +27,8 @@ def check_info(item) -> dict:
     """What a check is worth and how to show it: nodeid, objective, title (docstring), points (marker, default 1)."""
     doc = (getattr(getattr(item, "function", None), "__doc__", None) or "").strip().splitlines()
     title = doc[0] if doc else item.name
-    if "[" in item.name:
-        title += " [" + item.name.split("[", 1)[1]
+    if "[" in item.name:  # the case of a parametrised check; ids a check left empty leave a leading "-"
+        title += " [" + item.name.split("[", 1)[1].lstrip("-")
     points = item.get_closest_marker("points")
     match = _OBJECTIVE.search(item.nodeid)
     return {"nodeid": item.nodeid, "objective": int(match.group(1)) if match else 0, "title": title,

@@ -82,3 +82,49 @@ def random_vectors(n: int, *, seed: int = 0, normalised: bool = False, dims: int
     if normalised:
         m /= np.linalg.norm(m, axis=1, keepdims=True)
     return m.astype(np.float32)
+
+
+class RecordingDB:
+    """Stands in for a pool or connection, runs everything on the real one, and records each statement with its
+    arguments, so a check can EXPLAIN exactly the SQL a learner's function ran."""
+
+    def __init__(self, db):
+        self._db = db
+        self.statements: list[tuple[str, tuple]] = []
+
+    async def fetch(self, sql, *args, **kwargs):
+        self.statements.append((sql, args))
+        return await self._db.fetch(sql, *args, **kwargs)
+
+    async def fetchrow(self, sql, *args, **kwargs):
+        self.statements.append((sql, args))
+        return await self._db.fetchrow(sql, *args, **kwargs)
+
+    async def fetchval(self, sql, *args, **kwargs):
+        self.statements.append((sql, args))
+        return await self._db.fetchval(sql, *args, **kwargs)
+
+    async def execute(self, sql, *args, **kwargs):
+        self.statements.append((sql, args))
+        return await self._db.execute(sql, *args, **kwargs)
+
+    def __getattr__(self, name):
+        return getattr(self._db, name)
+
+
+def plan_nodes(plan: dict) -> list[dict]:
+    """Every node of an EXPLAIN (FORMAT JSON) plan, depth first (CTEs and subplans included)."""
+    nodes, stack = [], [plan.get("Plan", plan)]
+    while stack:
+        node = stack.pop()
+        nodes.append(node)
+        stack.extend(node.get("Plans", []))
+    return nodes
+
+
+async def explain(conn, sql: str, args: tuple = ()) -> dict:
+    """EXPLAIN (FORMAT JSON) of one statement with its arguments, as a dict."""
+    import json
+
+    raw = await conn.fetchval("EXPLAIN (FORMAT JSON) " + sql, *args)
+    return (json.loads(raw) if isinstance(raw, str) else raw)[0]

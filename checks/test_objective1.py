@@ -92,10 +92,11 @@ async def test_validate_embedding_accepts_a_good_vector(lab):
         ([0.1] * 1537, "too long"),
         ([0.1] * 1535 + [math.nan], "NaN"),
         ([0.1] * 1535 + [math.inf], "infinity"),
-        ([-math.inf] + [0.1] * 1535, "-infinity"),
+        ([-math.inf] + [0.1] * 1535, "minus infinity"),
         ([0.0] * 1536, "all zeros"),
         ([], "empty"),
     ],
+    ids=lambda value: value if isinstance(value, str) else "",
 )
 async def test_validate_embedding_refuses_bad_vectors(lab, vector, why):
     """validate_embedding() refuses wrong lengths, NaN, infinity and the zero vector"""
@@ -175,3 +176,46 @@ async def test_count_by_dimension(lab, conn):
     counts = await lab.count_by_dimension(conn)
     assert counts == {1536: len(DOCS)}, f"expected {{1536: {len(DOCS)}}}, got {counts}"
     assert all(isinstance(k, int) and isinstance(v, int) for k, v in counts.items())
+
+
+@pytest.mark.hint("The version is a fact about the database: read it from the pg_extension catalog.")
+async def test_enable_extension_reports_what_the_database_says(lab, conn):
+    """enable_extension() returns the version recorded in the database, whatever it is"""
+    await conn.execute("CREATE EXTENSION vector")
+    await conn.execute("UPDATE pg_extension SET extversion = '0.0.0-check' WHERE extname = 'vector'")
+    assert await lab.enable_extension(conn) == "0.0.0-check", \
+        "enable_extension() must return the installed version as the database reports it"
+
+
+@pytest.mark.hint("A valid vector may contain negative values, integers, and values that sum to zero; only "
+                  "the all-zero vector has no direction.")
+def test_validate_embedding_accepts_every_valid_vector(lab):
+    """validate_embedding() accepts negative values, integers and values summing to 0"""
+    balanced = [1.0, -1.0] * 768
+    assert lab.validate_embedding(balanced) == balanced, "a vector whose values sum to 0 is still a direction"
+    assert lab.validate_embedding([0] * 1535 + [1]) == [0.0] * 1535 + [1.0], "one non-zero value is enough"
+    assert lab.validate_embedding([-3, 4], dimensions=2) == [-3.0, 4.0], "integers become floats"
+    assert lab.validate_embedding([1e-30, 0.0], dimensions=2) == [1e-30, 0.0], "tiny values are still values"
+
+
+@pytest.mark.hint("Ask the database: vector_dims() of each stored vector, grouped; don't assume every row is 1536.")
+async def test_count_by_dimension_reads_the_stored_vectors(lab, conn):
+    """count_by_dimension() counts what is stored, also vectors of other sizes"""
+    await conn.execute("CREATE EXTENSION vector")
+    await conn.execute("CREATE TABLE embeddings (id uuid PRIMARY KEY DEFAULT gen_random_uuid(), content text NOT NULL, "
+                       "metadata jsonb NOT NULL DEFAULT '{}', embedding vector NOT NULL)")  # no fixed width
+    await conn.execute("INSERT INTO embeddings (content, embedding) VALUES "
+                       "('a', '[1,2,3]'), ('b', '[4,5,6]'), ('c', '[1,2,3,4,5]')")
+    assert await lab.count_by_dimension(conn) == {3: 2, 5: 1}
+
+
+@pytest.mark.hint("One transaction around every batch: an insert the database refuses in a later batch "
+                  "must take the earlier batches with it.")
+async def test_database_refusal_in_a_later_batch_writes_nothing(lab, conn):
+    """an id the table already has, in batch 2, leaves the table as it was"""
+    await _setup(lab, conn)
+    [existing] = await lab.insert_documents(conn, RecordingEmbedder(), DOCS[:1])
+    docs = [{"content": f"new document {i}"} for i in range(3)] + [{"content": "duplicate", "id": str(existing)}]
+    with pytest.raises(Exception):
+        await lab.insert_documents(conn, RecordingEmbedder(), docs, batch_size=3)
+    assert await _count(conn) == 1, "the first batch was written although the second failed"

@@ -8,7 +8,7 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 
-from checks.support import objective, random_vectors, seed
+from checks.support import RecordingDB, explain, objective, plan_nodes, random_vectors, seed
 from course import database
 
 lab = objective(3)
@@ -120,7 +120,7 @@ async def test_fewer_rows_than_k_and_ties(lab, conn):
     ([0.1] * 1536, {"min_similarity": -1.01}, "cosine threshold below -1"),
     ([0.1] * 1536, {"metric": "l2", "min_similarity": -0.1}, "negative l2 similarity"),
     ([0.1] * 1536, {"min_similarity": math.nan}, "NaN threshold"),
-])
+], ids=lambda value: value if isinstance(value, str) else "")
 async def test_bad_input_is_refused_before_any_sql(lab, vector, kwargs, why):
     """search_similar() refuses bad arguments with ValueError before running SQL"""
     with pytest.raises(ValueError) as info:
@@ -161,3 +161,52 @@ async def test_compare_metrics_agrees_on_unit_vectors_and_not_otherwise(lab, con
     expected = len(set(result["rankings"]["cosine"]) & set(result["rankings"]["inner_product"])) / 10
     assert result["overlap"]["cosine/inner_product"] == pytest.approx(expected)
     assert min(result["overlap"].values()) < 1.0, "on vectors of different lengths the metrics disagree"
+
+
+@pytest.mark.hint("The index can only serve `ORDER BY embedding <op> $1 LIMIT k`: keep that query intact and compute "
+                  "or filter the similarity around it (a subquery), never in its ORDER BY.")
+@pytest.mark.points(3)
+@pytest.mark.parametrize("metric, opclass, minimum", [("cosine", "vector_cosine_ops", 0.1), ("cosine", "vector_cosine_ops", None),
+                                                      ("l2", "vector_l2_ops", 0.001)], ids=["cosine with threshold",
+                                                                                         "cosine", "l2 with threshold"])
+async def test_search_similar_is_served_by_the_index(lab, conn, metric, opclass, minimum):
+    """search_similar() runs SQL that the planner answers from the HNSW index (with and without a threshold)"""
+    await seed(conn, random_vectors(2000, seed=1))
+    await conn.execute(f"CREATE INDEX check_hnsw ON embeddings USING hnsw (embedding {opclass})")
+    await conn.execute("ANALYZE embeddings")
+    recorder = RecordingDB(conn)
+    query = random_vectors(1, seed=99)[0]
+    results = await lab.search_similar(recorder, query, top_k=10, metric=metric, min_similarity=minimum)
+    assert results, "the search returned nothing"
+    searches = [(sql, args) for sql, args in recorder.statements if "embeddings" in sql]
+    assert searches, "search_similar() must run its query on the pool/connection it is given (db.fetch)"
+    for sql, args in searches:
+        plan = await explain(conn, sql, args)
+        used = [node.get("Index Name") for node in plan_nodes(plan) if node.get("Index Name")]
+        assert "check_hnsw" in used, (
+            f"the planner answers this {metric} search with a full scan, not the index "
+            f"(nodes: {[n['Node Type'] for n in plan_nodes(plan)]}):\n{sql}")
+
+
+@pytest.mark.hint("\"At or above the minimum\": a row whose similarity equals min_similarity is kept (>=).")
+@pytest.mark.parametrize("metric", ["cosine", "l2", "inner_product"])
+async def test_a_row_exactly_at_the_minimum_is_kept(lab, pool, metric):
+    """min_similarity equal to a row's similarity keeps that row"""
+    query = random_vectors(1, seed=8)[0]
+    ranked = await lab.search_similar(pool.pool, query, top_k=10, metric=metric)
+    boundary = ranked[4].similarity
+    kept = await lab.search_similar(pool.pool, query, top_k=10, metric=metric, min_similarity=boundary)
+    assert [r.id for r in kept] == [r.id for r in ranked[:5]], \
+        f"with min_similarity equal to the 5th result's similarity, expected 5 results, got {len(kept)}"
+
+
+@pytest.mark.hint("Validation refuses what is outside the documented ranges and accepts everything inside, "
+                  "the limits included (top_k = MAX_TOP_K, min_similarity at either end of the metric's range).")
+async def test_documented_edge_values_are_accepted(lab, pool):
+    """top_k = MAX_TOP_K and min_similarity at the ends of each metric's range are accepted"""
+    query = random_vectors(1, seed=9)[0]
+    assert len(await lab.search_similar(pool.pool, query, top_k=lab.MAX_TOP_K)) == 300, "top_k = MAX_TOP_K is allowed"
+    assert len(await lab.search_similar(pool.pool, query, top_k=5, metric="l2", min_similarity=0.0)) == 5
+    assert await lab.search_similar(pool.pool, query, top_k=5, metric="l2", min_similarity=1.0) == []
+    assert len(await lab.search_similar(pool.pool, query, top_k=5, min_similarity=-1.0)) == 5
+    assert len(await lab.search_similar(pool.pool, query, top_k=5, metric="inner_product", min_similarity=-1e9)) == 5

@@ -179,3 +179,85 @@ async def test_bad_hybrid_input_is_refused(lab, kwargs):
     args = {"query_text": "vacuum", "filters": None, **kwargs}
     with pytest.raises(ValueError):
         await lab.hybrid_search(None, [0.1] * 1536, args.pop("query_text"), args.pop("filters"), **args)
+
+
+@pytest.fixture
+async def forced_hnsw(conn):
+    """2,000 documents with an HNSW index, and a session where the planner must use it (no sequential or bitmap
+    scans): the situation of a large table, where the planner picks HNSW for a filtered query and the trap opens."""
+    contents, metadata, vectors = corpus(2000)
+    ids = await seed(conn, vectors, contents, metadata)
+    await conn.execute("CREATE INDEX ON embeddings USING hnsw (embedding vector_cosine_ops)")
+    await conn.execute("ANALYZE embeddings")
+    await conn.execute("SET enable_seqscan = off")
+    await conn.execute("SET enable_bitmapscan = off")
+    return {"ids": ids, "metadata": metadata, "vectors": vectors}
+
+
+def matching_exact(data, query, filters, top_k):
+    rows = [i for i, m in enumerate(data["metadata"]) if all(m.get(k) == v for k, v in filters.items())]
+    return [data["ids"][i] for i in sorted(rows, key=lambda i: -float(data["vectors"][i] @ query))[:top_k]], len(rows)
+
+
+@pytest.mark.hint("HNSW collects hnsw.ef_search candidates and filters them afterwards; turn on "
+                  "hnsw.iterative_scan for this query only (SET LOCAL inside a transaction).")
+@pytest.mark.points(3)
+async def test_iterative_scan_defeats_the_filtered_hnsw_trap(lab, conn, forced_hnsw):
+    """on an HNSW plan a 1% filter still returns min(top_k, matches) exactly, and the setting stays in the query"""
+    query = random_vectors(1, seed=41, normalised=True)[0]
+    for filters in ({"topic": "rare"}, {"topic": "rare", "language": "de"}):
+        expected, matching = matching_exact(forced_hnsw, query, filters, 10)
+        results = await lab.filtered_vector_search(conn, query, filters, top_k=10)
+        assert len(results) == min(10, matching), \
+            f"{filters}: {len(results)} of {min(10, matching)} rows — the HNSW scan stopped before enough rows matched"
+        assert [r[0] for r in results] == expected, f"{filters}: not the nearest matching rows in order"
+    assert await conn.fetchval("SHOW hnsw.iterative_scan") == "off", \
+        "hnsw.iterative_scan leaked out of the query: use SET LOCAL inside a transaction"
+    trap = await lab.filtered_vector_search(conn, query, {"topic": "rare"}, top_k=10, iterative=False)
+    assert len(trap) < 10, "iterative=False must show the trap (the plain HNSW scan), not turn iterative scans on"
+
+
+@pytest.mark.hint("Relaxed order returns rows roughly by distance; re-sort them outside the materialized CTE. "
+                  "Read pgvector's README on relaxed ordering: PostgreSQL 17+ drops a plain ORDER BY there.")
+@pytest.mark.points(2)
+async def test_relaxed_order_results_come_back_sorted(lab, conn, forced_hnsw):
+    """filtered_vector_search() over a relaxed-order HNSW scan returns its rows best first"""
+    for seed_ in (42, 43, 44):
+        query = random_vectors(1, seed=seed_, normalised=True)[0]
+        results = await lab.filtered_vector_search(conn, query, {"topic": "sql"}, top_k=200)
+        assert len(results) == 200
+        sims = [r[1] for r in results]
+        assert sims == sorted(sims, reverse=True), "results are not in order of similarity (best first)"
+
+
+@pytest.mark.hint("The candidates are the nearest rows by vector AND the best rows by text: a strong text match "
+                  "far from the query vector must still be scored.")
+async def test_text_matches_far_from_the_query_vector_are_candidates(lab, conn):
+    """hybrid_search() scores documents found by text even when they are the farthest by vector"""
+    contents, metadata, vectors = corpus(400)
+    query = random_vectors(1, seed=46, normalised=True)[0]
+    far = [int(i) for i in np.argsort(vectors @ query)[:3]]  # the three least similar documents
+    for i in far:
+        contents[i] += " The zeppelin is here."
+    ids = await seed(conn, vectors, contents, metadata)
+    results = await lab.hybrid_search(conn, query, "zeppelin", top_k=5, vector_weight=0.0, text_weight=1.0)
+    assert {r.id for r in results[:3]} == {ids[i] for i in far}, \
+        "the three documents that mention 'zeppelin' must come first when only text counts"
+    assert all(r.text_rank > 0 for r in results[:3])
+
+
+@pytest.mark.hint("RRF: score = Σ 1 / (k + rank) over the vector ranking and the text ranking (rank from 1), "
+                  "both within the filter.")
+@pytest.mark.points(2)
+async def test_hybrid_search_rrf_fuses_vector_and_text_rankings(lab, conn, docs):
+    """hybrid_search_rrf() adds 1/(k + rank) from each ranking, inside the filter"""
+    query = random_vectors(1, seed=47, normalised=True)[0]
+    target = 17  # "item 17" matches one document by text, and it is in the filter (language "de")
+    de = [i for i, m in enumerate(docs["metadata"]) if m["language"] == "de"]
+    vector_rank = {docs["ids"][i]: rank for rank, i in enumerate(sorted(de, key=lambda i: -float(docs["vectors"][i] @ query)), 1)}
+    expected = {row_id: 1 / (60 + rank) + (1 / 61 if row_id == docs["ids"][target] else 0.0) for row_id, rank in vector_rank.items()}
+    best = sorted(expected.items(), key=lambda pair: -pair[1])[:5]
+    results = await lab.hybrid_search_rrf(conn, query, "item 17", {"language": "de"}, top_k=5)
+    assert [row_id for row_id, _ in results] == [row_id for row_id, _ in best], "not the top 5 by fused score"
+    assert [score for _, score in results] == pytest.approx([score for _, score in best], abs=1e-9)
+    assert results[0][0] == docs["ids"][target], "the only text match gets 1/(k+1) from the text ranking"

@@ -146,7 +146,7 @@ async def test_batch_insert_is_one_executemany(lab, engine, session, conn):
     ({"content": "bad", "embedding": [math.nan] + [0.1] * 1535}, "NaN"),
     ({"content": "  ", "embedding": [0.1] * 1536}, "empty content"),
     ({"content": "bad", "embedding": [0.1] * 1536, "metadata": ["not", "an", "object"]}, "metadata not an object"),
-])
+], ids=lambda value: value if isinstance(value, str) else "")
 async def test_one_bad_row_writes_nothing(lab, engine, session, conn, bad_row, why):
     """a batch with one bad row raises ValueError and leaves the table unchanged"""
     require_model(lab)
@@ -193,11 +193,15 @@ async def test_router_adds_fetches_and_searches(lab, client, conn):
     doc = created.json()
     assert await conn.fetchval("SELECT content FROM embeddings WHERE id = $1", uuid.UUID(doc["id"])) == doc["content"], \
         "the session must be committed after the request"
+    stored = await conn.fetchval("SELECT metadata FROM embeddings WHERE id = $1", uuid.UUID(doc["id"]))
+    assert stored == {"source": "docs", "model": "check/recording"}, "store the embedder's model_id in metadata['model']"
     await client.post("/documents", json={"content": "Indexes speed up lookups.", "metadata": {"source": "blog"}})
     got = await client.get(f"/documents/{doc['id']}")
     assert got.status_code == 200 and got.json()["content"] == "Vacuum reclaims dead tuples."
     assert (await client.get(f"/documents/{uuid.uuid4()}")).status_code == 404
     assert (await client.post("/documents", json={"content": ""})).status_code == 422
+    assert (await client.post("/documents", json={"content": "   "})).status_code == 422, \
+        "text the repository refuses (ValueError) is the client's mistake: 422, not 500"
     hits = (await client.post("/documents/search", json={"query": "vacuum dead tuples", "top_k": 2})).json()
     assert [h["content"] for h in hits][0] == "Vacuum reclaims dead tuples."
     assert hits[0]["similarity"] >= hits[1]["similarity"]
@@ -224,3 +228,64 @@ async def test_dependency_overrides_work(lab, client):
         client.app.dependency_overrides.clear()
     assert response.status_code == 200, response.text
     assert response.json() == {"id": str(fake_id), "content": "from the fake", "metadata": {"fake": True}}
+
+
+@pytest.mark.hint("get_session owns the transaction: commit when the handler succeeded, roll back when it raised "
+                  "(an HTTPException included), then let the exception go on.")
+@pytest.mark.points(2)
+async def test_a_request_that_fails_after_writing_commits_nothing(lab, engine, conn):
+    """a handler that writes and then raises leaves nothing in the table"""
+    require_model(lab)
+    from fastapi import Depends, FastAPI, HTTPException
+
+    app = FastAPI()
+    app.state.session_factory = lab.create_session_factory(engine)
+    vector = [float(v) for v in random_vectors(1, seed=58)[0]]
+
+    @app.post("/write-then-fail")
+    async def write_then_fail(repo=Depends(lab.get_repository)):
+        await repo.add_embedding("written before the failure", vector, {"source": "check"})
+        raise HTTPException(409, "the handler changed its mind")
+
+    @app.post("/write")
+    async def write(repo=Depends(lab.get_repository)):
+        await repo.add_embedding("written and kept", vector, {"source": "check"})
+        return {"ok": True}
+
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://test") as client:
+        failed = await client.post("/write-then-fail")
+        assert failed.status_code == 409, failed.text
+        assert await count(conn) == 0, "the write of a request that failed was committed"
+        assert (await client.post("/write")).status_code == 200
+        assert await count(conn) == 1, "the write of a request that succeeded must be committed"
+
+
+@pytest.mark.hint("Run the batch inside session.begin_nested() (a SAVEPOINT): when the database refuses it, only "
+                  "the batch is undone and the session's earlier work survives.")
+@pytest.mark.points(2)
+async def test_a_batch_the_database_refuses_undoes_only_itself(lab, engine, session, conn):
+    """add_many() with an id that already exists fails, and earlier work in the session can still be committed"""
+    require_model(lab)
+    repo = lab.EmbeddingRepository(session)
+    kept = await repo.add_embedding("kept", random_vectors(1, seed=59)[0])
+    rows = [{"content": f"row {i}", "embedding": v} for i, v in enumerate(random_vectors(5, seed=60))]
+    rows.append({"content": "duplicate", "embedding": random_vectors(1, seed=61)[0], "id": kept.id})
+    with pytest.raises(Exception):
+        await repo.add_many(rows)
+    await session.commit()
+    assert await count(conn) == 1, "only the row added before the failed batch may be committed"
+    assert await conn.fetchval("SELECT content FROM embeddings") == "kept"
+
+
+@pytest.mark.hint("The source is a value: compare it through metadata containment or a bound parameter, "
+                  "never by putting it into the SQL text.")
+async def test_delete_by_source_treats_the_argument_as_data(lab, engine, session, conn):
+    """delete_by_source() with quotes or SQL in its argument deletes only rows with exactly that source"""
+    require_model(lab)
+    await seed(conn, random_vectors(6, seed=62), metadata=[{"source": s} for s in ["a", "b", "x' OR '1'='1", "a", "b", "c"]])
+    repo = lab.EmbeddingRepository(session)
+    assert await repo.delete_by_source("' OR '1'='1") == 0
+    assert await repo.delete_by_source("x' OR '1'='1") == 1
+    assert await repo.delete_by_source("a'; DELETE FROM embeddings; --") == 0
+    await session.commit()
+    assert await count(conn) == 5

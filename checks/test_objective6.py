@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from checks.support import RecordingEmbedder, objective, seed
+from checks.support import RecordingEmbedder, objective, random_vectors, seed
 from course import database
 from course.embeddings import OpenAIEmbedder
 from course.fake_providers import FakeProviderServer, Step
@@ -173,7 +173,7 @@ async def test_provider_failures_are_503_with_retry_after(lab, data, db_url, fai
             async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://test") as client:
                 ok = await search(client, "vacuum", min_score=0.0)
                 assert ok.status_code == 200, f"a healthy provider must work first: {ok.text}"
-                step = {"outage": Step(503, retry_after="7"), "rate_limit": Step(429, retry_after="7"),
+                step = {"outage": Step(503, retry_after="1"), "rate_limit": Step(429, retry_after="1"),
                         "timeout": Step(delay=1.0)}[failure]
                 provider.script(step, step)
                 response = await search(client, "backup")
@@ -229,3 +229,86 @@ async def test_dead_database_is_503_and_unhealthy(lab, data, db_url):
                 assert (await client.get("/healthz")).status_code == 503
     finally:
         database.drop_database(url)
+
+
+@pytest.fixture
+async def app_and_client(lab, data, db_url):
+    app = lab.create_app(embedder=data["embedder"], database_url=db_url, settings=settings())
+    async with app.router.lifespan_context(app):
+        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://test") as c:
+            yield app, c
+
+
+@pytest.mark.hint("An embedding belongs to one model and one exact text: key the embedding cache by both.")
+@pytest.mark.points(2)
+async def test_embedding_cache_is_keyed_by_model_and_exact_text(lab, app_and_client, data):
+    """another text (even by case) or another model is embedded again, never served another's vector"""
+    app, client = app_and_client
+    await search(client, "vacuum and backup", min_score=0.0)
+    calls = len(data["embedder"].calls)
+    await search(client, "Vacuum and backup", min_score=0.0)
+    assert len(data["embedder"].calls) == calls + 1, "a different text (here: its case) needs its own embedding"
+    other = RecordingEmbedder()
+    other.model_id = "check/another-model"
+    app.state.service.embedder = other
+    response = await search(client, "vacuum and backup", min_score=0.0)
+    assert response.status_code == 200, response.text
+    assert len(other.calls) == 1, "a vector cached for another model was reused: vectors of two models are not comparable"
+
+
+@pytest.mark.hint("A cache size of 0 means no caching: nothing is stored, every search is answered afresh.")
+async def test_cache_size_zero_turns_caching_off(lab, data, db_url):
+    """with SEARCH_CACHE_SIZE=0 and EMBEDDING_CACHE_SIZE=0 nothing is served from a cache"""
+    app = lab.create_app(embedder=data["embedder"], database_url=db_url,
+                         settings=settings(search_cache_size=0, embedding_cache_size=0))
+    async with app.router.lifespan_context(app):
+        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://test") as client:
+            first = await search(client, "index trigger", top_k=3, min_score=0.0)
+            calls = len(data["embedder"].calls)
+            second = await search(client, "index trigger", top_k=3, min_score=0.0)
+    assert first.json()["cached"] is False and second.json()["cached"] is False, "caching is off at size 0"
+    assert len(data["embedder"].calls) == calls + 1, "with the embedding cache off, the query is embedded again"
+
+
+@pytest.mark.hint("Two searches that differ in anything the results depend on (the filter too) are two cache entries.")
+async def test_searches_differing_only_in_filter_are_not_confused(lab, client):
+    """the same query with another filter is not answered from the first one's cache entry"""
+    params = {"top_k": 5, "min_score": -1.0}
+    a = (await search(client, "backup notes", **params, filter='{"topic": "backup"}')).json()
+    b = (await search(client, "backup notes", **params, filter='{"topic": "json"}')).json()
+    assert b["cached"] is False, "another filter is another search"
+    assert {h["metadata"]["topic"] for h in a["results"]} == {"backup"}
+    assert {h["metadata"]["topic"] for h in b["results"]} == {"json"}
+
+
+@pytest.mark.hint("search_results observes how many results each search returned (not top_k).")
+async def test_results_histogram_observes_the_result_count(lab, client):
+    """the search_results histogram records the number of results actually returned"""
+    counts = []
+    for min_score in (0.0, 0.6, 0.99):
+        counts.append((await search(client, "vacuum and index notes", top_k=10, min_score=min_score)).json()["count"])
+    assert counts[0] == 10 and counts[-1] < 10, f"precondition: the thresholds should cut the results ({counts})"
+    text = (await client.get("/metrics")).text
+    assert metric(text, "search_results_count") == 3
+    assert metric(text, "search_results_sum") == sum(counts), \
+        f"search_results_sum is {metric(text, 'search_results_sum')}, the searches returned {counts}"
+
+
+@pytest.mark.hint("Relaxed-order HNSW results must be re-sorted outside the CTE; PostgreSQL 17+ drops a plain "
+                  "ORDER BY distance there (pgvector's README: ORDER BY distance + 0).")
+async def test_filtered_results_are_sorted_on_an_hnsw_plan(lab, conn, db_url):
+    """with the planner on the HNSW index and relaxed ordering, /search still returns results best first"""
+    vectors = random_vectors(2000, seed=63, normalised=True)
+    await seed(conn, vectors, [f"row {i}" for i in range(2000)], [{"topic": ["sql", "other", "more"][i % 3]} for i in range(2000)])
+    await conn.execute("CREATE INDEX ON embeddings USING hnsw (embedding vector_cosine_ops)")
+    await conn.execute("ANALYZE embeddings")
+    name = await conn.fetchval("SELECT current_database()")
+    await conn.execute(f'ALTER DATABASE "{name}" SET enable_seqscan = off')
+    await conn.execute(f'ALTER DATABASE "{name}" SET enable_bitmapscan = off')
+    app = lab.create_app(embedder=RecordingEmbedder(), database_url=db_url, settings=settings())
+    async with app.router.lifespan_context(app):
+        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://test") as client:
+            for query in ("vacuum", "backup and restore", "json index"):
+                body = (await search(client, query, top_k=100, min_score=-1.0, filter='{"topic": "sql"}')).json()
+                scores = [h["score"] for h in body["results"]]
+                assert len(scores) == 100 and scores == sorted(scores, reverse=True), f"{query!r}: results out of order"

@@ -1,4 +1,4 @@
-# lab-fingerprint: 41bfdac900b27b63
+# lab-fingerprint: 8bd8f008b23ec956
 # Starter code generated from solutions/objective4.py by tools/make_labs.py. This file is yours: fill in every TODO.
 # `python -m checks N` (or check(N) in the notebook) grades it and gives hints.
 """Objective 4 — hybrid search: metadata filters, full-text relevance and vector similarity.
@@ -77,7 +77,7 @@ async def filtered_vector_search(
     relaxed_order for this query (re-sorting the relaxed order). iterative=False shows the trap."""
     filters = validate_filters(filters)
     vector = _check_query(query_embedding, top_k)
-    raise NotImplementedError("TODO: in a transaction SET LOCAL hnsw.iterative_scan = relaxed_order (if iterative); SELECT … WHERE metadata @> $2 ORDER BY embedding <=> $1 LIMIT $3 as a materialized CTE, re-sorted by distance")
+    raise NotImplementedError("TODO: in a transaction SET LOCAL hnsw.iterative_scan = relaxed_order (if iterative); SELECT … WHERE metadata @> $2 ORDER BY embedding <=> $1 LIMIT $3 as a materialized CTE, re-sorted outside it (see pgvector's README on relaxed ordering)")
 
 
 class _transaction:

@@ -98,7 +98,7 @@ async def filtered_vector_search(
     relaxed_order for this query (re-sorting the relaxed order). iterative=False shows the trap."""
     filters = validate_filters(filters)
     vector = _check_query(query_embedding, top_k)
-    # BEGIN SOLUTION hint: in a transaction SET LOCAL hnsw.iterative_scan = relaxed_order (if iterative); SELECT … WHERE metadata @> $2 ORDER BY embedding <=> $1 LIMIT $3 as a materialized CTE, re-sorted by distance
+    # BEGIN SOLUTION hint: in a transaction SET LOCAL hnsw.iterative_scan = relaxed_order (if iterative); SELECT … WHERE metadata @> $2 ORDER BY embedding <=> $1 LIMIT $3 as a materialized CTE, re-sorted outside it (see pgvector's README on relaxed ordering)
     async with _transaction(db) as conn:
         if iterative:
             await conn.execute("SET LOCAL hnsw.iterative_scan = relaxed_order")
@@ -106,7 +106,7 @@ async def filtered_vector_search(
             """WITH nearest AS MATERIALIZED (
                    SELECT id, embedding <=> $1 AS distance FROM embeddings
                    WHERE metadata @> $2::jsonb ORDER BY embedding <=> $1 LIMIT $3)
-               SELECT id, 1 - distance AS similarity FROM nearest ORDER BY distance""",
+               SELECT id, 1 - distance AS similarity FROM nearest ORDER BY distance + 0""",
             vector, filters, top_k,
         )
     return [(r["id"], float(r["similarity"])) for r in rows]

@@ -113,3 +113,12 @@ def test_broken_submissions_cost_only_their_own_points(tmp_path):
     with database.connect_sync() as conn:
         leftovers = conn.execute("SELECT count(*) FROM pg_database WHERE datname LIKE 'g%\\_check\\_%'").fetchone()[0]
     assert leftovers == 0, "every submission's databases are dropped, even after a crash or a hang"
+
+
+def test_a_missing_submission_is_an_error_and_keeps_the_old_scores(tmp_path):
+    scores = tmp_path / "scores.json"
+    scores.write_text('{"kept": true}')
+    result = subprocess.run([sys.executable, "-m", "checks.grade", str(tmp_path / "no-such-folder"), "--out", str(scores)],
+                            cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert result.returncode == 2 and "no such submission" in result.stderr
+    assert scores.read_text() == '{"kept": true}'

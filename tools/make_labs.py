@@ -133,7 +133,9 @@ def main(argv: list[str] | None = None) -> int:
     except MarkerError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    existing = {p for p in args.labs.rglob("*") if p.is_file() and "__pycache__" not in p.parts} if args.labs.exists() else set()
+    # editors' own files (__pycache__, JupyterLab's .ipynb_checkpoints) are not part of the labs
+    existing = {p for p in args.labs.rglob("*") if p.is_file() and not {"__pycache__", ".ipynb_checkpoints"} & set(p.parts)} \
+        if args.labs.exists() else set()
     stale = [p for p, text in wanted.items() if not p.exists() or p.read_text(encoding="utf-8") != text]
     orphans = sorted(existing - set(wanted))
 

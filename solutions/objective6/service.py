@@ -165,7 +165,7 @@ SEARCH_SQL = """
         SELECT id, content, metadata, embedding <=> $1 AS distance FROM embeddings
         {where} ORDER BY embedding <=> $1 LIMIT $2)
     SELECT id, content, metadata, 1 - distance AS score FROM nearest
-    WHERE 1 - distance >= $3 ORDER BY distance"""
+    WHERE 1 - distance >= $3 ORDER BY distance + 0"""
 
 
 class SearchService:
@@ -179,7 +179,8 @@ class SearchService:
     async def query(self, embedding: np.ndarray, top_k: int, min_score: float, filters: dict[str, Any] | None) -> list[SearchHit]:
         """The pgvector query (given): nearest top_k by cosine distance, filtered by metadata containment, then
         thresholded outside the limited subquery so the HNSW index serves it. The pool's connections run with
-        hnsw.iterative_scan = relaxed_order, so a selective filter still yields top_k rows (re-sorted here)."""
+        hnsw.iterative_scan = relaxed_order, so a selective filter still yields top_k rows, re-sorted here by
+        `distance + 0`: PostgreSQL 17+ would drop a plain `ORDER BY distance` over the materialized CTE."""
         sql = SEARCH_SQL.format(where="WHERE metadata @> $4::jsonb" if filters else "")
         args = [embedding, top_k, min_score] + ([filters] if filters else [])
         timeout = self.settings.search_db_timeout

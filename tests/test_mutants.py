@@ -1,0 +1,49 @@
+"""The mutation suite's own rules (the suite itself runs in `make test` as `python -m tests.mutants`)."""
+
+from __future__ import annotations
+
+import ast
+import re
+
+from tests.mutants.__main__ import SOLUTIONS, load_mutants
+
+#: Graded parts with fewer than two mutants, and why.
+ONE_MUTANT_IS_ENOUGH = {
+    "get_repository": "a one-line constructor; its one plausible mistake (a session of its own) is a mutant",
+}
+
+
+def graded_parts() -> dict[tuple[str, str], tuple[int, int]]:
+    """(file, function or class) -> line range, for every definition that holds a BEGIN SOLUTION region."""
+    parts = {}
+    for path in sorted(SOLUTIONS.rglob("*.py")):
+        source = path.read_text(encoding="utf-8")
+        lines = source.splitlines()
+        regions = [i + 1 for i, line in enumerate(lines) if re.match(r"\s*# BEGIN SOLUTION", line)]
+        for node in ast.walk(ast.parse(source)):
+            if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
+                inner = [r for r in regions if node.lineno <= r <= node.end_lineno]
+                children = [n for n in ast.iter_child_nodes(node) if isinstance(n, (ast.FunctionDef, ast.AsyncFunctionDef))]
+                if inner and not any(c.lineno <= r <= c.end_lineno for c in children for r in inner):
+                    start = min([node.lineno] + [d.lineno for d in node.decorator_list])
+                    parts[(path.relative_to(SOLUTIONS).as_posix(), node.name)] = (start, node.end_lineno)
+    return parts
+
+
+def test_enough_mutants_with_reasons():
+    mutants = load_mutants()  # also checks: unique ids, a reason each, `find` occurs exactly once
+    assert len(mutants) >= 60
+    assert {m.objective for m in mutants} == {1, 2, 3, 4, 5, 6}
+
+
+def test_every_graded_part_has_two_mutants():
+    mutants = load_mutants()
+    counts = {part: 0 for part in graded_parts()}
+    for mutant in mutants:
+        source = (SOLUTIONS / mutant.file).read_text(encoding="utf-8")
+        line = source[: source.index(mutant.find)].count("\n") + 1
+        for (file, name), (start, end) in graded_parts().items():
+            if file == mutant.file and start <= line <= end:
+                counts[(file, name)] += 1
+    thin = {name: n for (_, name), n in counts.items() if n < (1 if name in ONE_MUTANT_IS_ENOUGH else 2)}
+    assert not thin, f"graded parts with too few mutants: {thin}"
