@@ -86,8 +86,9 @@ def test_broken_submissions_cost_only_their_own_points(tmp_path):
 
     hanging = scores["hanging"]
     hung = [c for c in hanging["checks"] if c["outcome"] != "passed"]
-    assert [c["nodeid"].split("::")[1] for c in hung] == ["test_enable_extension_installs_pgvector"]
-    assert "Timeout" in hung[0]["message"] and hanging["total"] == full - hung[0]["max_points"]
+    assert {c["nodeid"].split("::")[1] for c in hung} == {"test_enable_extension_installs_pgvector",
+                                                          "test_enable_extension_reports_what_the_database_says"}
+    assert all("Timeout" in c["message"] for c in hung) and hanging["total"] == full - sum(c["max_points"] for c in hung)
 
     syntax = scores["syntax_error"]
     assert syntax["objectives"]["3"]["points"] == 0 and syntax["objectives"]["1"]["points"] == scores["reference"]["objectives"]["1"]["points"]
