@@ -2,6 +2,7 @@
 
     python -m checks                        # progress over every objective, then what to fix next
     python -m checks 1                      # your labs/objective1.py, every check with hints
+    python -m checks 1 --more-hints         # with a second, more explicit hint where there is one
     python -m checks 1 --target solutions   # the reference, to see what passing looks like
     python -m checks all                    # every objective in full
 """
@@ -37,7 +38,8 @@ def _score(results: list[CheckResult]) -> tuple[float, float, int]:
     return (sum(r.points for r in results if r.passed), sum(r.points for r in results), sum(r.passed for r in results))
 
 
-def print_objective(objective: int, results: list[CheckResult], target: str, only_failures: bool = False) -> None:
+def print_objective(objective: int, results: list[CheckResult], target: str, only_failures: bool = False,
+                    more_hints: bool = False) -> None:
     """✅/❌ per check; the cases of one parametrised check share a line, and a failure that repeats the one
     above (one root cause, several checks) is not printed again."""
     print(f"\nObjective {objective} — {TITLES.get(objective, '')}  (grading {target}/)")
@@ -64,14 +66,18 @@ def print_objective(objective: int, results: list[CheckResult], target: str, onl
             print(f"       {message}")
         if first.hint:
             print(f"       hint: {first.hint}")
+        if more_hints and first.more:
+            print(f"       more: {first.more}")
         last_message = message
     earned, total, passed = _score(results)
     print(f"  Score: {earned:g}/{total:g} points ({passed} of {len(results)} checks passed)")
+    if not more_hints and any(r.more for r in results if not r.passed):
+        print(f"  Stuck? `python -m checks {objective} --more-hints` gives a more explicit hint.")
 
 
-def report(objective: int, target: str | None) -> bool:
+def report(objective: int, target: str | None, more_hints: bool = False) -> bool:
     results = run_checks(objective, target)
-    print_objective(objective, results, _target_name(target))
+    print_objective(objective, results, _target_name(target), more_hints=more_hints)
     return bool(results) and all(r.passed for r in results)
 
 
@@ -104,13 +110,17 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("objective", nargs="?", default=None,
                         help="objective number, or 'all'; leave it out for your progress over every objective")
     parser.add_argument("--target", choices=["labs", "solutions"], default=None)
+    parser.add_argument("--more-hints", action="store_true", help="show the second, more explicit hint of a failing check")
     args = parser.parse_args(argv)
     if args.objective is None:
         return 0 if progress(args.target) else 1
     numbers = available() if args.objective == "all" else [int(args.objective)]
-    ok = all([report(n, args.target) for n in numbers])
+    ok = all([report(n, args.target, args.more_hints) for n in numbers])
     return 0 if ok else 1
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    try:
+        sys.exit(main())
+    except BrokenPipeError:  # `python -m checks | head` is fine
+        sys.exit(1)

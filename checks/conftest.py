@@ -3,7 +3,8 @@
 * `--target labs|solutions` (default COURSE_TARGET, else labs) chooses whose code is graded.
 * Every check runs against its own freshly created database, dropped afterwards, so checks cannot affect each
   other (or the course database).
-* `@pytest.mark.hint("...")` is shown with a failure; `@pytest.mark.points(n)` weights a check (default 1).
+* `@pytest.mark.hint("...", more="...")` is shown with a failure: the concept and what to look up; the explicit
+  `more` text only on request (`python -m checks N --more-hints`). `@pytest.mark.points(n)` weights a check.
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ def pytest_addoption(parser):
 
 
 def pytest_configure(config):
-    config.addinivalue_line("markers", "hint(text): shown to the learner when the check fails")
+    config.addinivalue_line("markers", "hint(text, more=None): shown when the check fails; `more` only with --more-hints")
     config.addinivalue_line("markers", "points(n): weight of the check in the score (default 1)")
 
 
@@ -32,6 +33,8 @@ def pytest_runtest_makereport(item, call):
         if marker:
             report.user_properties.append(("hint", marker.args[0]))
             report.sections.append(("Hint", marker.args[0]))
+            if marker.kwargs.get("more"):  # the explicit second hint, shown on request (--more-hints)
+                report.user_properties.append(("more", marker.kwargs["more"]))
     marker = item.get_closest_marker("points")
     report.user_properties.append(("points", marker.args[0] if marker else 1))
     return report

@@ -22,6 +22,7 @@ class CheckResult:
     points: float
     message: str = ""
     hint: str = ""
+    more: str = ""  # the explicit second hint
 
     @property
     def passed(self) -> bool:
@@ -60,6 +61,7 @@ class Collector:
             points=float(props.get("points", info["points"])),
             message=failure_message(report) if report.failed else "",
             hint=props.get("hint", "") if report.failed else "",
+            more=props.get("more", "") if report.failed else "",
         )
 
 

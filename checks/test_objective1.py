@@ -31,7 +31,9 @@ async def _count(conn) -> int:
     return await conn.fetchval("SELECT count(*) FROM embeddings")
 
 
-@pytest.mark.hint("Run `CREATE EXTENSION IF NOT EXISTS vector` and return extversion from pg_extension.")
+@pytest.mark.hint("An extension is enabled per database, safely twice with IF NOT EXISTS; its installed version is "
+                  "in the pg_extension catalog.",
+                  more="CREATE EXTENSION IF NOT EXISTS vector, then SELECT extversion FROM pg_extension WHERE extname = 'vector'.")
 async def test_enable_extension_installs_pgvector(lab, conn):
     """enable_extension() installs pgvector and returns its version"""
     assert await conn.fetchval("SELECT count(*) FROM pg_extension WHERE extname = 'vector'") == 0
@@ -42,8 +44,10 @@ async def test_enable_extension_installs_pgvector(lab, conn):
     assert await lab.enable_extension(conn) == installed, "a second call must succeed too (IF NOT EXISTS)"
 
 
-@pytest.mark.hint("Columns: id uuid PRIMARY KEY DEFAULT gen_random_uuid(), content text NOT NULL, "
-                  "metadata jsonb NOT NULL DEFAULT '{}', embedding vector(1536) NOT NULL.")
+@pytest.mark.hint("Compare your CREATE TABLE with the docstring: every column's type (uuid, text, jsonb, vector with "
+                  "a width), NOT NULL, the id's and metadata's defaults, and the primary key.",
+                  more="id uuid PRIMARY KEY DEFAULT gen_random_uuid(); content text NOT NULL; metadata jsonb NOT NULL "
+                       "DEFAULT '{}'; embedding vector(1536) NOT NULL.")
 @pytest.mark.points(2)
 async def test_table_has_the_right_columns(lab, conn):
     """create_embeddings_table() creates the four columns with the right types, defaults and NOT NULL"""
@@ -167,7 +171,8 @@ async def test_bad_documents_are_refused_before_any_write(lab, conn):
     assert await _count(conn) == 2
 
 
-@pytest.mark.hint("SELECT vector_dims(embedding), count(*) FROM embeddings GROUP BY 1, returned as {dims: count}.")
+@pytest.mark.hint("pgvector's vector_dims() measures a stored vector; group the rows by it and return {dims: count} with ints.",
+                  more="SELECT vector_dims(embedding), count(*) FROM embeddings GROUP BY 1")
 async def test_count_by_dimension(lab, conn):
     """count_by_dimension() reports vector_dims() per row count"""
     await _setup(lab, conn)

@@ -78,7 +78,10 @@ async def test_drop_vector_indexes_drops_only_vector_indexes(lab, conn, data):
     assert await lab.drop_vector_indexes(conn) == [], "nothing left to drop"
 
 
-@pytest.mark.hint("EXPLAIN (ANALYZE, BUFFERS, FORMAT JSON); walk plan['Plan']['Plans'] down to the node whose type is a scan.")
+@pytest.mark.hint("EXPLAIN with ANALYZE and FORMAT JSON returns a plan tree; the access method is the scan node below "
+                  "Limit, and the server reports the execution time.",
+                  more="Walk plan['Plan']['Plans'][0] down while the node type has no 'Scan'; execution_ms is "
+                       "plan['Execution Time'].")
 @pytest.mark.points(2)
 async def test_explain_shows_the_index_or_the_seq_scan(lab, conn, data):
     """explain_top_k() reports an index scan when an index exists and a seq scan when indexes are disabled"""

@@ -79,8 +79,10 @@ def test_bad_filters_are_refused(lab, bad):
         lab.validate_filters(bad)
 
 
-@pytest.mark.hint("With an HNSW index, SET LOCAL hnsw.iterative_scan = relaxed_order and re-sort; "
-                  "always return min(top_k, matching rows).")
+@pytest.mark.hint("An HNSW scan filters after it has collected ef_search candidates; pgvector 0.8's iterative index "
+                  "scans keep going until enough rows match. Always min(top_k, matching rows), best first.",
+                  more="In one transaction: SET LOCAL hnsw.iterative_scan = relaxed_order, then the filtered query as a "
+                       "materialized CTE, re-sorted outside it.")
 @pytest.mark.points(3)
 async def test_selective_filter_with_hnsw_still_returns_top_k(lab, conn):
     """filtered_vector_search() returns min(top_k, matches), all matching, in exact order, even with HNSW"""

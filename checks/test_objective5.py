@@ -86,8 +86,10 @@ async def test_round_trip(lab, engine, session):
         assert await lab.EmbeddingRepository(fresh).get(uuid.uuid4()) is None
 
 
-@pytest.mark.hint("select(Embedding, Embedding.embedding.cosine_distance(q)).order_by(distance).limit(top_k); "
-                  "filters with Embedding.metadata_.contains(filters); similarity = 1 - distance.")
+@pytest.mark.hint("Order by pgvector's cosine distance comparator on the column, limit to top_k, filter with JSONB "
+                  "containment; the similarity is 1 - distance.",
+                  more="Embedding.embedding.cosine_distance(vector) in select() and order_by(); "
+                       "Embedding.metadata_.contains(filters) in where().")
 @pytest.mark.points(2)
 async def test_search_order_similarity_and_filters(lab, engine, session, conn):
     """search() ranks by cosine similarity like numpy and honours metadata filters"""
@@ -103,7 +105,8 @@ async def test_search_order_similarity_and_filters(lab, engine, session, conn):
     assert len(only_b) == 40 and all(h.embedding.metadata_["source"] == "b" for h in only_b)
 
 
-@pytest.mark.hint("delete(Embedding).where(Embedding.metadata_.contains({'source': source})); return result.rowcount")
+@pytest.mark.hint("An ORM DELETE with a JSONB containment condition on the source; the result reports how many rows "
+                  "it deleted.", more="delete(Embedding).where(...contains({'source': source})), then result.rowcount.")
 async def test_delete_by_source(lab, engine, session, conn):
     """delete_by_source() deletes one source's rows, returns the count, and spares the others"""
     require_model(lab)
@@ -116,7 +119,9 @@ async def test_delete_by_source(lab, engine, session, conn):
     assert await lab.EmbeddingRepository(session).delete_by_source("nothing") == 0
 
 
-@pytest.mark.hint("One session.execute(insert(Embedding), list_of_dicts): SQLAlchemy sends it as one executemany.")
+@pytest.mark.hint("SQLAlchemy 2 sends an insert() executed with a list of dicts as one executemany (\"ORM bulk "
+                  "INSERT\"); a loop of add() or execute() calls sends one statement per row.",
+                  more="session.execute(insert(Embedding), [dict, dict, ...]) inside session.begin_nested().")
 @pytest.mark.points(2)
 async def test_batch_insert_is_one_executemany(lab, engine, session, conn):
     """add_many() inserts every row with one executemany statement, not N single inserts"""
@@ -182,8 +187,10 @@ async def client(lab, engine):
             yield c
 
 
-@pytest.mark.hint("get_session yields a session from app.state.session_factory and commits after the handler; "
-                  "the routes take RepositoryDep / EmbedderDep.")
+@pytest.mark.hint("A dependency with yield opens the request's session and commits it after the handler; the routes "
+                  "receive the repository and the embedder through Depends.",
+                  more="get_session: async with app.state.session_factory() as session: yield, then commit. "
+                       "Routes take RepositoryDep and EmbedderDep.")
 @pytest.mark.points(2)
 async def test_router_adds_fetches_and_searches(lab, client, conn):
     """the router stores (committed), fetches (404 when missing) and searches documents"""

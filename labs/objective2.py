@@ -1,4 +1,4 @@
-# lab-fingerprint: 09801874a644240f
+# lab-fingerprint: d4d6b7fcc14be8db
 # Starter code generated from solutions/objective2.py by tools/make_labs.py. This file is yours: fill in every TODO.
 # `python -m checks N` (or check(N) in the notebook) grades it and gives hints.
 """Objective 2 — HNSW and IVFFlat indexes, measured: build time, size, latency and recall.
@@ -63,18 +63,18 @@ def _check_metric(metric: str) -> str:
 def index_sql(kind: str, *, metric: str = "cosine", name: str | None = None, **params: int) -> str:
     """The CREATE INDEX statement for an `hnsw` (params m, ef_construction) or `ivfflat` (params lists) index on
     embeddings.embedding. Parameters are validated against pgvector's ranges (ValueError naming the range)."""
-    raise NotImplementedError("TODO: validate kind, metric and each parameter with _check_range; HNSW also needs ef_construction >= 2*m; build \"CREATE INDEX <name> ON embeddings USING <kind> (embedding <opclass>) WITH (...)\"")
+    raise NotImplementedError("TODO: validate the kind, the metric and each parameter against RANGES (_check_range), plus HNSW's rule relating ef_construction to m; pgvector's README shows the CREATE INDEX … USING … WITH (…) syntax and the operator classes")
 
 
 async def create_index(conn: asyncpg.Connection, kind: str, *, metric: str = "cosine", name: str | None = None, **params: int) -> IndexInfo:
     """Build a vector index and report its name, kind, build time (seconds) and size (bytes)."""
     sql = index_sql(kind, metric=metric, name=name, **params)
-    raise NotImplementedError("TODO: time conn.execute(sql) with time.perf_counter(); the name is the 3rd word of the SQL; size from pg_relation_size(name::regclass)")
+    raise NotImplementedError("TODO: time only the build, with time.perf_counter(), in seconds; the size of a relation comes from pg_relation_size()")
 
 
 async def drop_vector_indexes(conn: asyncpg.Connection) -> list[str]:
     """Drop every HNSW or IVFFlat index on `embeddings` (found in the catalog) and return their names."""
-    raise NotImplementedError("TODO: find indexes on 'embeddings'::regclass whose access method (pg_am.amname) is hnsw or ivfflat, DROP each")
+    raise NotImplementedError("TODO: an index's access method is in the catalog (pg_index, pg_class, pg_am); drop exactly the HNSW and IVFFlat ones on `embeddings`")
 
 
 @contextlib.asynccontextmanager
@@ -83,7 +83,7 @@ async def query_settings(
 ) -> AsyncIterator[asyncpg.Connection]:
     """A transaction whose settings last for it only: hnsw.ef_search, ivfflat.probes, and with exact=True no index
     scans (so the planner must do the exact sequential scan). `SET LOCAL` ends with the transaction."""
-    raise NotImplementedError("TODO: async with conn.transaction(): SET LOCAL hnsw.ef_search / ivfflat.probes (validated with _check_range) and, if exact, SET LOCAL enable_indexscan = off")
+    raise NotImplementedError("TODO: settings that end with their transaction: a transaction block and SET LOCAL; validate each value first; `exact` turns the planner's index scans off")
     yield  # unreachable: keeps this function a generator like the solution
 
 
@@ -103,13 +103,13 @@ async def explain_top_k(conn: asyncpg.Connection, query: Sequence[float], k: int
     """EXPLAIN (ANALYZE, BUFFERS, FORMAT JSON) of the top-k query. Returns {"access": "Index Scan" | "Seq Scan" | ...,
     "index": the index name or None, "execution_ms": float, "plan": the JSON plan}."""
     k = _check_k(k)
-    raise NotImplementedError("TODO: run EXPLAIN (ANALYZE, BUFFERS, FORMAT JSON) <top_k_sql> inside query_settings; walk the plan's \"Plans\" down to the scan node")
+    raise NotImplementedError("TODO: EXPLAIN with ANALYZE and FORMAT JSON gives a plan tree: find the scan node under it; the server reports the execution time itself")
 
 
 def recall_at_k(approximate_ids: Sequence, exact_ids: Sequence, k: int | None = None) -> float:
     """Share of the true k nearest (the first k of `exact_ids`) found among the first k of `approximate_ids`.
     Duplicates count once; k defaults to len(exact_ids); with nothing to find (empty exact) recall is 1.0."""
-    raise NotImplementedError("TODO: truth = set(exact_ids[:k]); found = set(approximate_ids[:k]) & truth; return len(found) / len(truth) (1.0 if truth is empty)")
+    raise NotImplementedError("TODO: recall = how many of the true first k the approximate first k found, divided by how many true neighbours there are")
 
 
 async def _measure(conn, queries, k, metric, exact_answers, **settings) -> dict[str, float]:
@@ -141,4 +141,4 @@ async def benchmark(
     k = _check_k(k)
     if not queries:
         raise ValueError("benchmark() needs at least one query.")
-    raise NotImplementedError("TODO: drop_vector_indexes; exact answers via top_k_ids(..., exact=True) timed as the seq-scan row; then create_index hnsw, sweep ef_search, drop; create ivfflat, sweep probes (<= lists), drop")
+    raise NotImplementedError("TODO: exact answers first (no index), timed as the seq-scan row; then build each index, sweep its query-time knob, and leave no index behind")

@@ -1,4 +1,4 @@
-# lab-fingerprint: 8bd8f008b23ec956
+# lab-fingerprint: 87e1aa6921ade571
 # Starter code generated from solutions/objective4.py by tools/make_labs.py. This file is yours: fill in every TODO.
 # `python -m checks N` (or check(N) in the notebook) grades it and gives hints.
 """Objective 4 — hybrid search: metadata filters, full-text relevance and vector similarity.
@@ -45,14 +45,14 @@ class HybridResult:
 async def create_hybrid_indexes(conn: asyncpg.Connection) -> list[str]:
     """Create (if missing) a GIN index on `metadata` that serves `@>` and a GIN full-text index on
     `to_tsvector('english', content)`. Returns the two index names."""
-    raise NotImplementedError("TODO: CREATE INDEX IF NOT EXISTS … USING gin (metadata jsonb_path_ops) and … USING gin (to_tsvector('english', content))")
+    raise NotImplementedError("TODO: GIN indexes (IF NOT EXISTS): one on metadata with an operator class that serves @>, one on the english tsvector of content")
 
 
 def validate_filters(filters: Any) -> dict[str, Any]:
     """Return `filters` as a dict for `metadata @> $n::jsonb`, or raise ValueError. A filter is a JSON object whose
     keys are non-empty strings and whose values are strings, numbers or booleans; None means no filter ({}).
     A string is parsed as JSON first (filters often arrive as query parameters)."""
-    raise NotImplementedError("TODO: None -> {}; json.loads strings (ValueError on bad JSON); require a dict with non-empty str keys and str/int/float/bool values (finite numbers)")
+    raise NotImplementedError("TODO: None means no filter; JSON strings are parsed; only an object with non-empty string keys and finite scalar values is allowed")
 
 
 def _check_query(query_embedding: Sequence[float], top_k: int) -> np.ndarray:
@@ -77,7 +77,7 @@ async def filtered_vector_search(
     relaxed_order for this query (re-sorting the relaxed order). iterative=False shows the trap."""
     filters = validate_filters(filters)
     vector = _check_query(query_embedding, top_k)
-    raise NotImplementedError("TODO: in a transaction SET LOCAL hnsw.iterative_scan = relaxed_order (if iterative); SELECT … WHERE metadata @> $2 ORDER BY embedding <=> $1 LIMIT $3 as a materialized CTE, re-sorted outside it (see pgvector's README on relaxed ordering)")
+    raise NotImplementedError("TODO: HNSW filters after it collects ef_search candidates: look up hnsw.iterative_scan (SET LOCAL, in a transaction) and pgvector's README on re-sorting relaxed-order results")
 
 
 class _transaction:
@@ -133,13 +133,13 @@ async def hybrid_search(
     if not isinstance(query_text, str) or not query_text.strip():
         raise ValueError("query_text is empty: hybrid search needs words to match (use a vector search otherwise).")
     candidates = max(10 * top_k, 100)
-    raise NotImplementedError("TODO: candidates = nearest `candidates` by vector (iterative scan) UNION best `candidates` by text; score both parts for each; ORDER BY score DESC LIMIT top_k")
+    raise NotImplementedError("TODO: candidates from both sides (nearest by vector, best by text, each within the filter), score every candidate with both parts, best first")
 
 
 def rrf_fuse(rankings: Sequence[Sequence[Any]], k: int = RRF_K) -> list[tuple[Any, float]]:
     """Reciprocal rank fusion: each item scores Σ over rankings of 1 / (k + rank), rank starting at 1; items missing
     from a ranking get nothing from it. Returns (item, score) best first; ties keep first-seen order."""
-    raise NotImplementedError("TODO: for each ranking, for rank, item in enumerate(ranking, start=1): score[item] += 1 / (k + rank); sort by score descending (stable)")
+    raise NotImplementedError("TODO: reciprocal rank fusion: each ranking adds 1 / (k + rank) to an item, ranks start at 1; highest total first")
 
 
 async def hybrid_search_rrf(

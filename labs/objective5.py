@@ -1,4 +1,4 @@
-# lab-fingerprint: 86f317fad7373bf5
+# lab-fingerprint: 91c688fcc76d4af0
 # Starter code generated from solutions/objective5.py by tools/make_labs.py. This file is yours: fill in every TODO.
 # `python -m checks N` (or check(N) in the notebook) grades it and gives hints.
 """Objective 5 — an async SQLAlchemy 2 ORM layer for pgvector, and FastAPI dependency injection.
@@ -137,18 +137,18 @@ class EmbeddingRepository:
 
     async def add_embedding(self, content: str, vector: Sequence[float], metadata: Mapping[str, Any] | None = None) -> Embedding:
         """Validate with check_row(), add one row and flush (so its server-generated id is known); return it."""
-        raise NotImplementedError("TODO: check_row(...), Embedding(content=..., metadata_=..., embedding=...), session.add, await session.flush()")
+        raise NotImplementedError("TODO: validate with check_row(), add a model instance to the session, and flush so the server-generated id is known")
 
     async def get(self, embedding_id: uuid.UUID) -> Embedding | None:
         """The row with this id, or None."""
-        raise NotImplementedError("TODO: await session.get(Embedding, embedding_id)")
+        raise NotImplementedError("TODO: the session can load a row by its primary key")
 
     async def add_many(self, items: Sequence[Mapping[str, Any]]) -> list[uuid.UUID]:
         """Insert many rows ({content, embedding, metadata?, id?}) with ONE executemany-style statement
         (`session.execute(insert(Embedding), [row, row, ...])`), not a loop of single inserts. All or nothing:
         every row is validated first, and the insert runs in a SAVEPOINT, so one bad row writes nothing.
         Returns the ids in input order."""
-        raise NotImplementedError("TODO: check_row every item first; build dicts with id (uuid4 if missing), content, metadata_, embedding; async with session.begin_nested(): await session.execute(insert(Embedding), rows)")
+        raise NotImplementedError("TODO: validate every row before anything runs; one ORM bulk insert (a list of dicts) inside a SAVEPOINT (session.begin_nested())")
 
     async def search(
         self, query_vector: Sequence[float], top_k: int = 10, filters: Mapping[str, Any] | None = None
@@ -157,11 +157,11 @@ class EmbeddingRepository:
         best first, each with its cosine similarity."""
         if isinstance(top_k, bool) or not isinstance(top_k, int) or not 1 <= top_k <= 1000:
             raise ValueError("top_k must be an integer from 1 to 1000.")
-        raise NotImplementedError("TODO: distance = Embedding.embedding.cosine_distance(vector); select(Embedding, distance).where(Embedding.metadata_.contains(filters)).order_by(distance).limit(top_k)")
+        raise NotImplementedError("TODO: pgvector's SQLAlchemy comparators (cosine_distance) for the ORDER BY, JSONB containment for the filters; similarity = 1 - distance")
 
     async def delete_by_source(self, source: str) -> int:
         """Delete every row whose metadata "source" is `source`; return how many were deleted."""
-        raise NotImplementedError("TODO: await session.execute(delete(Embedding).where(Embedding.metadata_.contains({\"source\": source}))) and return result.rowcount")
+        raise NotImplementedError("TODO: an ORM DELETE whose condition is JSONB containment of the source; the result knows how many rows it deleted")
 
 
 # ---------------------------------------------------------------------------------------------------------------------
@@ -170,12 +170,12 @@ class EmbeddingRepository:
 async def get_session(request: Request) -> AsyncIterator[AsyncSession]:
     """One session per request from `app.state.session_factory`: committed if the handler succeeds, rolled back
     if it raises."""
-    raise NotImplementedError("TODO: async with request.app.state.session_factory() as session: yield session, then commit; rollback on exception and re-raise")
+    raise NotImplementedError("TODO: a dependency with yield: open a session from app.state, commit if the handler succeeded, roll back and re-raise if it raised")
     yield  # unreachable: keeps this function a generator like the solution
 
 
 async def get_repository(session: Annotated[AsyncSession, Depends(get_session)]) -> EmbeddingRepository:
-    raise NotImplementedError("TODO: return EmbeddingRepository(session)")
+    raise NotImplementedError("TODO: wrap the request's session in the repository")
 
 
 def get_request_embedder(request: Request) -> Embedder:
@@ -218,19 +218,19 @@ def _out(row: Embedding) -> DocumentOut:
 @router.post("", status_code=status.HTTP_201_CREATED, response_model=DocumentOut)
 async def add_document(doc: DocumentIn, repo: RepositoryDep, embedder: EmbedderDep) -> DocumentOut:
     """Embed the content and store it; 201 with the stored document."""
-    raise NotImplementedError("TODO: vector = (await embedder.embed([doc.content]))[0]; row = await repo.add_embedding(...); return _out(row); ValueError -> HTTPException(422)")
+    raise NotImplementedError("TODO: embed the content, store it with the model recorded, 201 with the document; a ValueError from the repository is the client's mistake (422)")
 
 
 @router.get("/{document_id}", response_model=DocumentOut)
 async def get_document(document_id: uuid.UUID, repo: RepositoryDep) -> DocumentOut:
     """The stored document, or 404."""
-    raise NotImplementedError("TODO: row = await repo.get(document_id); 404 if None")
+    raise NotImplementedError("TODO: load through the repository; a missing document is a 404")
 
 
 @router.post("/search", response_model=list[SearchHit])
 async def search_documents(body: SearchIn, repo: RepositoryDep, embedder: EmbedderDep) -> list[SearchHit]:
     """Embed the query and return the nearest documents with their similarity."""
-    raise NotImplementedError("TODO: embed body.query, repo.search(vector, body.top_k, body.filters), map to SearchHit")
+    raise NotImplementedError("TODO: embed the query, search through the repository with the request's top_k and filters, map each hit to SearchHit")
 
 
 def create_app(engine: AsyncEngine | None = None, embedder: Embedder | None = None) -> FastAPI:

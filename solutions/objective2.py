@@ -60,7 +60,7 @@ def _check_metric(metric: str) -> str:
 def index_sql(kind: str, *, metric: str = "cosine", name: str | None = None, **params: int) -> str:
     """The CREATE INDEX statement for an `hnsw` (params m, ef_construction) or `ivfflat` (params lists) index on
     embeddings.embedding. Parameters are validated against pgvector's ranges (ValueError naming the range)."""
-    # BEGIN SOLUTION hint: validate kind, metric and each parameter with _check_range; HNSW also needs ef_construction >= 2*m; build "CREATE INDEX <name> ON embeddings USING <kind> (embedding <opclass>) WITH (...)"
+    # BEGIN SOLUTION hint: validate the kind, the metric and each parameter against RANGES (_check_range), plus HNSW's rule relating ef_construction to m; pgvector's README shows the CREATE INDEX … USING … WITH (…) syntax and the operator classes
     _check_metric(metric)
     if kind == "hnsw":
         options = {"m": params.pop("m", 16), "ef_construction": params.pop("ef_construction", 64)}
@@ -84,7 +84,7 @@ def index_sql(kind: str, *, metric: str = "cosine", name: str | None = None, **p
 async def create_index(conn: asyncpg.Connection, kind: str, *, metric: str = "cosine", name: str | None = None, **params: int) -> IndexInfo:
     """Build a vector index and report its name, kind, build time (seconds) and size (bytes)."""
     sql = index_sql(kind, metric=metric, name=name, **params)
-    # BEGIN SOLUTION hint: time conn.execute(sql) with time.perf_counter(); the name is the 3rd word of the SQL; size from pg_relation_size(name::regclass)
+    # BEGIN SOLUTION hint: time only the build, with time.perf_counter(), in seconds; the size of a relation comes from pg_relation_size()
     name = sql.split()[2]
     started = time.perf_counter()
     await conn.execute(sql)
@@ -96,7 +96,7 @@ async def create_index(conn: asyncpg.Connection, kind: str, *, metric: str = "co
 
 async def drop_vector_indexes(conn: asyncpg.Connection) -> list[str]:
     """Drop every HNSW or IVFFlat index on `embeddings` (found in the catalog) and return their names."""
-    # BEGIN SOLUTION hint: find indexes on 'embeddings'::regclass whose access method (pg_am.amname) is hnsw or ivfflat, DROP each
+    # BEGIN SOLUTION hint: an index's access method is in the catalog (pg_index, pg_class, pg_am); drop exactly the HNSW and IVFFlat ones on `embeddings`
     names = [
         r["name"]
         for r in await conn.fetch(
@@ -117,7 +117,7 @@ async def query_settings(
 ) -> AsyncIterator[asyncpg.Connection]:
     """A transaction whose settings last for it only: hnsw.ef_search, ivfflat.probes, and with exact=True no index
     scans (so the planner must do the exact sequential scan). `SET LOCAL` ends with the transaction."""
-    # BEGIN SOLUTION hint: async with conn.transaction(): SET LOCAL hnsw.ef_search / ivfflat.probes (validated with _check_range) and, if exact, SET LOCAL enable_indexscan = off
+    # BEGIN SOLUTION hint: settings that end with their transaction: a transaction block and SET LOCAL; validate each value first; `exact` turns the planner's index scans off
     async with conn.transaction():
         if ef_search is not None:
             await conn.execute(f"SET LOCAL hnsw.ef_search = {_check_range('ef_search', ef_search)}")
@@ -146,7 +146,7 @@ async def explain_top_k(conn: asyncpg.Connection, query: Sequence[float], k: int
     """EXPLAIN (ANALYZE, BUFFERS, FORMAT JSON) of the top-k query. Returns {"access": "Index Scan" | "Seq Scan" | ...,
     "index": the index name or None, "execution_ms": float, "plan": the JSON plan}."""
     k = _check_k(k)
-    # BEGIN SOLUTION hint: run EXPLAIN (ANALYZE, BUFFERS, FORMAT JSON) <top_k_sql> inside query_settings; walk the plan's "Plans" down to the scan node
+    # BEGIN SOLUTION hint: EXPLAIN with ANALYZE and FORMAT JSON gives a plan tree: find the scan node under it; the server reports the execution time itself
     async with query_settings(conn, **settings):
         raw = await conn.fetchval(f"EXPLAIN (ANALYZE, BUFFERS, FORMAT JSON) {top_k_sql(metric)}", np.asarray(query, dtype=np.float32), k)
     plan = (json.loads(raw) if isinstance(raw, str) else raw)[0]
@@ -160,7 +160,7 @@ async def explain_top_k(conn: asyncpg.Connection, query: Sequence[float], k: int
 def recall_at_k(approximate_ids: Sequence, exact_ids: Sequence, k: int | None = None) -> float:
     """Share of the true k nearest (the first k of `exact_ids`) found among the first k of `approximate_ids`.
     Duplicates count once; k defaults to len(exact_ids); with nothing to find (empty exact) recall is 1.0."""
-    # BEGIN SOLUTION hint: truth = set(exact_ids[:k]); found = set(approximate_ids[:k]) & truth; return len(found) / len(truth) (1.0 if truth is empty)
+    # BEGIN SOLUTION hint: recall = how many of the true first k the approximate first k found, divided by how many true neighbours there are
     k = len(exact_ids) if k is None else _check_k(k)
     truth = set(list(exact_ids)[:k])
     if not truth:
@@ -198,7 +198,7 @@ async def benchmark(
     k = _check_k(k)
     if not queries:
         raise ValueError("benchmark() needs at least one query.")
-    # BEGIN SOLUTION hint: drop_vector_indexes; exact answers via top_k_ids(..., exact=True) timed as the seq-scan row; then create_index hnsw, sweep ef_search, drop; create ivfflat, sweep probes (<= lists), drop
+    # BEGIN SOLUTION hint: exact answers first (no index), timed as the seq-scan row; then build each index, sweep its query-time knob, and leave no index behind
     await drop_vector_indexes(conn)
     exact_answers = [await top_k_ids(conn, q, k, metric=metric, exact=True) for q in queries]
     rows = [{"method": "seq scan", "parameter": "exact", **await _measure(conn, queries, k, metric, exact_answers, exact=True)}]

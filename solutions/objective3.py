@@ -46,7 +46,7 @@ def similarity_from_distance(distance: float, metric: str) -> float:
     inner_product  −distance               the dot product (pgvector's <#> is its negative)
     l2             1 / (1 + distance)      a monotone map of [0, ∞) onto (0, 1]; 1 = identical
     """
-    # BEGIN SOLUTION hint: cosine 1 - d, inner_product -d, l2 1 / (1 + d); unknown metric -> ValueError
+    # BEGIN SOLUTION hint: turn each distance into a similarity where higher means closer; the docstring gives the three transforms
     if metric == "cosine":
         return 1.0 - distance
     if metric == "inner_product":
@@ -76,7 +76,7 @@ def validate_search(
     infinite values, an unknown metric, top_k that is not an integer in 1..MAX_TOP_K, and a min_similarity that is
     not a finite number inside the metric's similarity_range().
     """
-    # BEGIN SOLUTION hint: check the metric, top_k (int, 1..MAX_TOP_K, not bool), the vector (length, finite) and min_similarity (finite, within similarity_range)
+    # BEGIN SOLUTION hint: validate every argument before any SQL: metric, top_k (an int in range, bools are not ints), the vector (length, finite) and min_similarity (finite, within similarity_range())
     if metric not in OPERATORS:
         raise ValueError(f"Unknown metric {metric!r}: use one of {', '.join(OPERATORS)}.")
     if isinstance(top_k, bool) or not isinstance(top_k, (int, np.integer)) or not 1 <= top_k <= MAX_TOP_K:
@@ -101,7 +101,7 @@ def validate_search(
 def top_k_sql(metric: str) -> str:
     """SQL for the `$2` rows nearest to the vector `$1` under `metric`, as `id, content, metadata, distance`,
     nearest first. It must order by the raw operator ascending with a LIMIT, the only shape an index can serve."""
-    # BEGIN SOLUTION hint: SELECT id, content, metadata, embedding <op> $1 AS distance FROM embeddings ORDER BY embedding <op> $1 LIMIT $2
+    # BEGIN SOLUTION hint: the only shape an index can serve: order by the raw distance operator, ascending, with a LIMIT
     op = OPERATORS[metric]
     return (
         f"SELECT id, content, metadata, embedding {op} $1 AS distance "
@@ -118,7 +118,7 @@ def similarity_sql(metric: str) -> str:
 def search_sql(metric: str) -> str:
     """SQL for a thresholded search: the top-k query as an ordered, limited subquery (so the index serves it), with
     `$3` (a minimum similarity, or NULL for none) applied outside it. Columns: id, content, metadata, distance."""
-    # BEGIN SOLUTION hint: wrap top_k_sql(metric) in a subquery and filter WHERE $3::float8 IS NULL OR <similarity_sql(metric)> >= $3, ORDER BY distance
+    # BEGIN SOLUTION hint: keep top_k_sql() intact as a subquery and apply the minimum similarity around it (NULL means none)
     return (
         f"SELECT id, content, metadata, distance FROM ({top_k_sql(metric)}) AS nearest "
         f"WHERE $3::float8 IS NULL OR {similarity_sql(metric)} >= $3::float8 ORDER BY distance"
@@ -137,7 +137,7 @@ async def search_similar(
     """The `top_k` rows of `embeddings` nearest to `query_embedding`, best first, each with its distance and
     similarity; rows below `min_similarity` (if given) are left out. Arguments are validated before any SQL runs.
     `db` is a pool or connection with the pgvector codec registered (course.database.create_pool does that)."""
-    # BEGIN SOLUTION hint: validate_search(...), then db.fetch(search_sql(metric), vector, top_k, min_similarity) and build SearchResult rows
+    # BEGIN SOLUTION hint: validate first, run search_sql() with the vector, top_k and threshold as parameters, and build SearchResult rows
     vector = validate_search(query_embedding, top_k=top_k, metric=metric, min_similarity=min_similarity)
     rows = await db.fetch(search_sql(metric), np.asarray(vector, dtype=np.float32), top_k, min_similarity)
     return [
@@ -153,7 +153,7 @@ async def compare_metrics(
     """Run the same query under all three metrics. Returns
     {"rankings": {metric: [ids best first]}, "overlap": {"cosine/l2": fraction of shared ids, ...}}.
     On unit-length vectors all three rank identically; on unnormalised vectors they can disagree."""
-    # BEGIN SOLUTION hint: search_similar once per metric in OPERATORS; overlap of two rankings = shared ids / length of the shorter ranking
+    # BEGIN SOLUTION hint: one search per metric; overlap of two rankings = ids they share / length of the shorter one
     rankings = {m: [r.id for r in await search_similar(db, query_embedding, top_k=top_k, metric=m)] for m in OPERATORS}
     names = list(OPERATORS)
     overlap = {

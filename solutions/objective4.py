@@ -42,7 +42,7 @@ class HybridResult:
 async def create_hybrid_indexes(conn: asyncpg.Connection) -> list[str]:
     """Create (if missing) a GIN index on `metadata` that serves `@>` and a GIN full-text index on
     `to_tsvector('english', content)`. Returns the two index names."""
-    # BEGIN SOLUTION hint: CREATE INDEX IF NOT EXISTS … USING gin (metadata jsonb_path_ops) and … USING gin (to_tsvector('english', content))
+    # BEGIN SOLUTION hint: GIN indexes (IF NOT EXISTS): one on metadata with an operator class that serves @>, one on the english tsvector of content
     await conn.execute("CREATE INDEX IF NOT EXISTS embeddings_metadata_gin ON embeddings USING gin (metadata jsonb_path_ops)")
     await conn.execute(
         f"CREATE INDEX IF NOT EXISTS embeddings_content_fts ON embeddings USING gin (to_tsvector('{TEXT_CONFIG}', content))"
@@ -55,7 +55,7 @@ def validate_filters(filters: Any) -> dict[str, Any]:
     """Return `filters` as a dict for `metadata @> $n::jsonb`, or raise ValueError. A filter is a JSON object whose
     keys are non-empty strings and whose values are strings, numbers or booleans; None means no filter ({}).
     A string is parsed as JSON first (filters often arrive as query parameters)."""
-    # BEGIN SOLUTION hint: None -> {}; json.loads strings (ValueError on bad JSON); require a dict with non-empty str keys and str/int/float/bool values (finite numbers)
+    # BEGIN SOLUTION hint: None means no filter; JSON strings are parsed; only an object with non-empty string keys and finite scalar values is allowed
     if filters is None:
         return {}
     if isinstance(filters, str):
@@ -98,7 +98,7 @@ async def filtered_vector_search(
     relaxed_order for this query (re-sorting the relaxed order). iterative=False shows the trap."""
     filters = validate_filters(filters)
     vector = _check_query(query_embedding, top_k)
-    # BEGIN SOLUTION hint: in a transaction SET LOCAL hnsw.iterative_scan = relaxed_order (if iterative); SELECT … WHERE metadata @> $2 ORDER BY embedding <=> $1 LIMIT $3 as a materialized CTE, re-sorted outside it (see pgvector's README on relaxed ordering)
+    # BEGIN SOLUTION hint: HNSW filters after it collects ef_search candidates: look up hnsw.iterative_scan (SET LOCAL, in a transaction) and pgvector's README on re-sorting relaxed-order results
     async with _transaction(db) as conn:
         if iterative:
             await conn.execute("SET LOCAL hnsw.iterative_scan = relaxed_order")
@@ -166,7 +166,7 @@ async def hybrid_search(
     if not isinstance(query_text, str) or not query_text.strip():
         raise ValueError("query_text is empty: hybrid search needs words to match (use a vector search otherwise).")
     candidates = max(10 * top_k, 100)
-    # BEGIN SOLUTION hint: candidates = nearest `candidates` by vector (iterative scan) UNION best `candidates` by text; score both parts for each; ORDER BY score DESC LIMIT top_k
+    # BEGIN SOLUTION hint: candidates from both sides (nearest by vector, best by text, each within the filter), score every candidate with both parts, best first
     sql = f"""
         WITH q AS (SELECT websearch_to_tsquery('{TEXT_CONFIG}', $4) AS tsq),
         by_vector AS MATERIALIZED (
@@ -205,7 +205,7 @@ async def hybrid_search(
 def rrf_fuse(rankings: Sequence[Sequence[Any]], k: int = RRF_K) -> list[tuple[Any, float]]:
     """Reciprocal rank fusion: each item scores Σ over rankings of 1 / (k + rank), rank starting at 1; items missing
     from a ranking get nothing from it. Returns (item, score) best first; ties keep first-seen order."""
-    # BEGIN SOLUTION hint: for each ranking, for rank, item in enumerate(ranking, start=1): score[item] += 1 / (k + rank); sort by score descending (stable)
+    # BEGIN SOLUTION hint: reciprocal rank fusion: each ranking adds 1 / (k + rank) to an item, ranks start at 1; highest total first
     if k < 1:
         raise ValueError("k must be at least 1.")
     scores: dict[Any, float] = {}

@@ -152,7 +152,7 @@ class EmbeddingRepository:
 
     async def add_embedding(self, content: str, vector: Sequence[float], metadata: Mapping[str, Any] | None = None) -> Embedding:
         """Validate with check_row(), add one row and flush (so its server-generated id is known); return it."""
-        # BEGIN SOLUTION hint: check_row(...), Embedding(content=..., metadata_=..., embedding=...), session.add, await session.flush()
+        # BEGIN SOLUTION hint: validate with check_row(), add a model instance to the session, and flush so the server-generated id is known
         content, values, metadata = check_row(content, vector, metadata)
         row = Embedding(content=content, metadata_=metadata, embedding=values)
         self.session.add(row)
@@ -162,7 +162,7 @@ class EmbeddingRepository:
 
     async def get(self, embedding_id: uuid.UUID) -> Embedding | None:
         """The row with this id, or None."""
-        # BEGIN SOLUTION hint: await session.get(Embedding, embedding_id)
+        # BEGIN SOLUTION hint: the session can load a row by its primary key
         return await self.session.get(Embedding, embedding_id)
         # END SOLUTION
 
@@ -171,7 +171,7 @@ class EmbeddingRepository:
         (`session.execute(insert(Embedding), [row, row, ...])`), not a loop of single inserts. All or nothing:
         every row is validated first, and the insert runs in a SAVEPOINT, so one bad row writes nothing.
         Returns the ids in input order."""
-        # BEGIN SOLUTION hint: check_row every item first; build dicts with id (uuid4 if missing), content, metadata_, embedding; async with session.begin_nested(): await session.execute(insert(Embedding), rows)
+        # BEGIN SOLUTION hint: validate every row before anything runs; one ORM bulk insert (a list of dicts) inside a SAVEPOINT (session.begin_nested())
         rows = []
         fresh_ids = iter(_new_ids(len(items)))
         for i, item in enumerate(items):
@@ -198,7 +198,7 @@ class EmbeddingRepository:
         best first, each with its cosine similarity."""
         if isinstance(top_k, bool) or not isinstance(top_k, int) or not 1 <= top_k <= 1000:
             raise ValueError("top_k must be an integer from 1 to 1000.")
-        # BEGIN SOLUTION hint: distance = Embedding.embedding.cosine_distance(vector); select(Embedding, distance).where(Embedding.metadata_.contains(filters)).order_by(distance).limit(top_k)
+        # BEGIN SOLUTION hint: pgvector's SQLAlchemy comparators (cosine_distance) for the ORDER BY, JSONB containment for the filters; similarity = 1 - distance
         _, values, filters = check_row("query", query_vector, filters)
         distance = Embedding.embedding.cosine_distance(values)
         stmt = select(Embedding, distance.label("distance")).order_by(distance).limit(top_k)
@@ -210,7 +210,7 @@ class EmbeddingRepository:
 
     async def delete_by_source(self, source: str) -> int:
         """Delete every row whose metadata "source" is `source`; return how many were deleted."""
-        # BEGIN SOLUTION hint: await session.execute(delete(Embedding).where(Embedding.metadata_.contains({"source": source}))) and return result.rowcount
+        # BEGIN SOLUTION hint: an ORM DELETE whose condition is JSONB containment of the source; the result knows how many rows it deleted
         result = await self.session.execute(delete(Embedding).where(Embedding.metadata_.contains({"source": source})))
         return result.rowcount
         # END SOLUTION
@@ -222,7 +222,7 @@ class EmbeddingRepository:
 async def get_session(request: Request) -> AsyncIterator[AsyncSession]:
     """One session per request from `app.state.session_factory`: committed if the handler succeeds, rolled back
     if it raises."""
-    # BEGIN SOLUTION hint: async with request.app.state.session_factory() as session: yield session, then commit; rollback on exception and re-raise
+    # BEGIN SOLUTION hint: a dependency with yield: open a session from app.state, commit if the handler succeeded, roll back and re-raise if it raised
     async with request.app.state.session_factory() as session:
         try:
             yield session
@@ -234,7 +234,7 @@ async def get_session(request: Request) -> AsyncIterator[AsyncSession]:
 
 
 async def get_repository(session: Annotated[AsyncSession, Depends(get_session)]) -> EmbeddingRepository:
-    # BEGIN SOLUTION hint: return EmbeddingRepository(session)
+    # BEGIN SOLUTION hint: wrap the request's session in the repository
     return EmbeddingRepository(session)
     # END SOLUTION
 
@@ -279,7 +279,7 @@ def _out(row: Embedding) -> DocumentOut:
 @router.post("", status_code=status.HTTP_201_CREATED, response_model=DocumentOut)
 async def add_document(doc: DocumentIn, repo: RepositoryDep, embedder: EmbedderDep) -> DocumentOut:
     """Embed the content and store it; 201 with the stored document."""
-    # BEGIN SOLUTION hint: vector = (await embedder.embed([doc.content]))[0]; row = await repo.add_embedding(...); return _out(row); ValueError -> HTTPException(422)
+    # BEGIN SOLUTION hint: embed the content, store it with the model recorded, 201 with the document; a ValueError from the repository is the client's mistake (422)
     try:
         [vector] = await embedder.embed([doc.content])
         row = await repo.add_embedding(doc.content, vector, {**doc.metadata, "model": embedder.model_id})
@@ -292,7 +292,7 @@ async def add_document(doc: DocumentIn, repo: RepositoryDep, embedder: EmbedderD
 @router.get("/{document_id}", response_model=DocumentOut)
 async def get_document(document_id: uuid.UUID, repo: RepositoryDep) -> DocumentOut:
     """The stored document, or 404."""
-    # BEGIN SOLUTION hint: row = await repo.get(document_id); 404 if None
+    # BEGIN SOLUTION hint: load through the repository; a missing document is a 404
     row = await repo.get(document_id)
     if row is None:
         raise HTTPException(status.HTTP_404_NOT_FOUND, f"No document {document_id}.")
@@ -303,7 +303,7 @@ async def get_document(document_id: uuid.UUID, repo: RepositoryDep) -> DocumentO
 @router.post("/search", response_model=list[SearchHit])
 async def search_documents(body: SearchIn, repo: RepositoryDep, embedder: EmbedderDep) -> list[SearchHit]:
     """Embed the query and return the nearest documents with their similarity."""
-    # BEGIN SOLUTION hint: embed body.query, repo.search(vector, body.top_k, body.filters), map to SearchHit
+    # BEGIN SOLUTION hint: embed the query, search through the repository with the request's top_k and filters, map each hit to SearchHit
     [vector] = await embedder.embed([body.query])
     hits = await repo.search(vector, body.top_k, body.filters)
     return [SearchHit(**_out(h.embedding).model_dump(), similarity=h.similarity) for h in hits]

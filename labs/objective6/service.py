@@ -1,4 +1,4 @@
-# lab-fingerprint: a0d91d4b470a6e5c
+# lab-fingerprint: ae1b095a6103d5f4
 # Starter code generated from solutions/objective6/service.py by tools/make_labs.py. This file is yours: fill in every TODO.
 # `python -m checks N` (or check(N) in the notebook) grades it and gives hints.
 """Objective 6 — the semantic search service: POST /search with caching, metrics and errors that help.
@@ -93,18 +93,18 @@ class DocumentIn(BaseModel):
 def parse_filter(raw: str | None) -> dict[str, Any] | None:
     """The `filter` query parameter: None/empty -> None, else a JSON object of scalar values (string, number,
     boolean). Anything else raises ValueError with a message the API returns as a 422."""
-    raise NotImplementedError("TODO: json.loads (ValueError on bad JSON); require a dict whose values are str/int/float/bool; {} -> None")
+    raise NotImplementedError("TODO: parse the JSON (bad JSON is a ValueError); only an object of scalar values (string, number, boolean); an empty object means no filter")
 
 
 def default_min_score(model_id: str) -> float:
     """The calibrated minimum score for an embedding model (CALIBRATED_MIN_SCORE), else FALLBACK_MIN_SCORE."""
-    raise NotImplementedError("TODO: CALIBRATED_MIN_SCORE.get(model_id, FALLBACK_MIN_SCORE)")
+    raise NotImplementedError("TODO: look the model up in the calibration table, with the fallback for models it does not know")
 
 
 def result_cache_key(embedding: np.ndarray, top_k: int, min_score: float, filters: dict[str, Any] | None) -> str:
     """A hash of the query embedding's float32 bytes, top_k, min_score and the canonical filter (sorted keys,
     so {"a":1,"b":2} and {"b":2,"a":1} share an entry). Same inputs, same key; any difference, another key."""
-    raise NotImplementedError("TODO: sha256 over np.asarray(embedding, float32).tobytes() + f\"{top_k}|{min_score!r}|\" + json.dumps(filters, sort_keys=True)")
+    raise NotImplementedError("TODO: a cryptographic hash over everything the results depend on: the embedding's exact bytes, top_k, min_score and a canonical form of the filter")
 
 
 # ---------------------------------------------------------------------------------------------------------------------
@@ -175,14 +175,14 @@ class SearchService:
 
     async def embed_query(self, text: str) -> tuple[np.ndarray, bool]:
         """The query's embedding and whether it came from the embedding cache (keyed by model and exact text)."""
-        raise NotImplementedError("TODO: key (model_id, text); on a hit count cache{cache=\"embedding\",outcome=\"hit\"}; on a miss time embedder.embed([text]) into metrics.embedding_seconds and store")
+        raise NotImplementedError("TODO: an embedding belongs to one model and one exact text; count hits and misses, time only real provider calls, respect a cache size of 0")
 
     async def search(self, text: str, top_k: int, min_score: float | None, filters: dict[str, Any] | None) -> SearchResponse:
         """Answer one search: embedding (cached), result cache lookup by result_cache_key(), the query on a miss,
         metrics (latency by cache outcome, result count) and the response with `cached` set."""
         started = time.perf_counter()
         min_score = default_min_score(self.embedder.model_id) if min_score is None else min_score
-        raise NotImplementedError("TODO: embedding = (await self.embed_query(text))[0]; key = result_cache_key(...); hit -> reuse results; miss -> await self.query(...) and store; observe metrics; build SearchResponse")
+        raise NotImplementedError("TODO: the query's embedding, then the result cache keyed by result_cache_key(); on a miss run self.query(); record the metrics; build the SearchResponse")
 
     async def add_document(self, doc: DocumentIn) -> str:
         """Embed and store a document, then clear the result cache: cached answers may now be wrong."""

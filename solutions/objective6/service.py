@@ -90,7 +90,7 @@ class DocumentIn(BaseModel):
 def parse_filter(raw: str | None) -> dict[str, Any] | None:
     """The `filter` query parameter: None/empty -> None, else a JSON object of scalar values (string, number,
     boolean). Anything else raises ValueError with a message the API returns as a 422."""
-    # BEGIN SOLUTION hint: json.loads (ValueError on bad JSON); require a dict whose values are str/int/float/bool; {} -> None
+    # BEGIN SOLUTION hint: parse the JSON (bad JSON is a ValueError); only an object of scalar values (string, number, boolean); an empty object means no filter
     if raw is None or not raw.strip():
         return None
     try:
@@ -110,7 +110,7 @@ def parse_filter(raw: str | None) -> dict[str, Any] | None:
 
 def default_min_score(model_id: str) -> float:
     """The calibrated minimum score for an embedding model (CALIBRATED_MIN_SCORE), else FALLBACK_MIN_SCORE."""
-    # BEGIN SOLUTION hint: CALIBRATED_MIN_SCORE.get(model_id, FALLBACK_MIN_SCORE)
+    # BEGIN SOLUTION hint: look the model up in the calibration table, with the fallback for models it does not know
     return CALIBRATED_MIN_SCORE.get(model_id, FALLBACK_MIN_SCORE)
     # END SOLUTION
 
@@ -118,7 +118,7 @@ def default_min_score(model_id: str) -> float:
 def result_cache_key(embedding: np.ndarray, top_k: int, min_score: float, filters: dict[str, Any] | None) -> str:
     """A hash of the query embedding's float32 bytes, top_k, min_score and the canonical filter (sorted keys,
     so {"a":1,"b":2} and {"b":2,"a":1} share an entry). Same inputs, same key; any difference, another key."""
-    # BEGIN SOLUTION hint: sha256 over np.asarray(embedding, float32).tobytes() + f"{top_k}|{min_score!r}|" + json.dumps(filters, sort_keys=True)
+    # BEGIN SOLUTION hint: a cryptographic hash over everything the results depend on: the embedding's exact bytes, top_k, min_score and a canonical form of the filter
     digest = hashlib.sha256(np.asarray(embedding, dtype=np.float32).tobytes())
     digest.update(f"|{top_k}|{min_score!r}|{json.dumps(filters, sort_keys=True, separators=(',', ':'))}".encode())
     return digest.hexdigest()
@@ -193,7 +193,7 @@ class SearchService:
 
     async def embed_query(self, text: str) -> tuple[np.ndarray, bool]:
         """The query's embedding and whether it came from the embedding cache (keyed by model and exact text)."""
-        # BEGIN SOLUTION hint: key (model_id, text); on a hit count cache{cache="embedding",outcome="hit"}; on a miss time embedder.embed([text]) into metrics.embedding_seconds and store
+        # BEGIN SOLUTION hint: an embedding belongs to one model and one exact text; count hits and misses, time only real provider calls, respect a cache size of 0
         key = (self.embedder.model_id, text)
         cached = self.embedding_cache.get(key)
         if cached is not None:
@@ -214,7 +214,7 @@ class SearchService:
         metrics (latency by cache outcome, result count) and the response with `cached` set."""
         started = time.perf_counter()
         min_score = default_min_score(self.embedder.model_id) if min_score is None else min_score
-        # BEGIN SOLUTION hint: embedding = (await self.embed_query(text))[0]; key = result_cache_key(...); hit -> reuse results; miss -> await self.query(...) and store; observe metrics; build SearchResponse
+        # BEGIN SOLUTION hint: the query's embedding, then the result cache keyed by result_cache_key(); on a miss run self.query(); record the metrics; build the SearchResponse
         embedding, _ = await self.embed_query(text)
         key = result_cache_key(embedding, top_k, min_score, filters)
         results = self.result_cache.get(key)
