@@ -143,7 +143,8 @@ async def test_insert_documents_embeds_in_batches(lab, conn):
     assert await _count(conn) == 5
 
 
-@pytest.mark.hint("Wrap all batches in one transaction (async with conn.transaction()) so a failure rolls back everything.")
+@pytest.mark.hint("All or nothing: one transaction around every batch, and every vector validated before it is sent.",
+                  more="async with conn.transaction(): around the loop over batches; validate_embedding(v) for each vector.")
 @pytest.mark.points(2)
 async def test_failed_batch_writes_nothing(lab, conn):
     """a provider outage or a NaN vector in a later batch leaves the table unchanged"""
@@ -153,8 +154,15 @@ async def test_failed_batch_writes_nothing(lab, conn):
     with pytest.raises(EmbeddingUnavailable):
         await lab.insert_documents(conn, RecordingEmbedder(fail_on_call=2), DOCS, batch_size=2)
     assert await _count(conn) == 1, "an embedding failure in batch 2 must not leave batch 1 in the table"
-    with pytest.raises(ValueError):
+    try:
         await lab.insert_documents(conn, RecordingEmbedder(nan_on_call=3), DOCS, batch_size=2)
+    except ValueError:
+        pass
+    except Exception as exc:  # noqa: BLE001 — name the real cause: the vector was never validated
+        pytest.fail(f"the NaN vector reached the database ({type(exc).__name__}: {exc}): validate every vector "
+                    "with validate_embedding() before inserting it, so the caller gets a ValueError")
+    else:
+        pytest.fail("a NaN vector from the embedder was accepted: validate every vector before inserting it")
     assert await _count(conn) == 1, "a NaN vector must be refused and nothing of that call written"
 
 

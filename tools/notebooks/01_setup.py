@@ -96,9 +96,21 @@ ax.set_title(f"Cosine similarity ({embedder.model_id})"); fig.colorbar(im); plt.
 r'''md:
 ## 4. Refuse bad vectors before they reach the database
 
-A vector with the wrong length fails loudly in PostgreSQL, but **NaN is stored** and silently breaks every distance
-computed with it, and an all-zero vector has no direction, so its cosine distance is undefined. Write
-`validate_embedding(vector)`: return the vector as a list of floats, or raise `ValueError` with a helpful message.''',
+PostgreSQL refuses a vector of the wrong length, and pgvector refuses NaN and infinity — but only when the row
+reaches the database: after the embedding API was paid for, in the middle of a batch, with a message about a
+`vector` literal rather than about your document. And one bad vector pgvector **does** store: the all-zero vector,
+which has no direction, so every cosine distance to it is NaN. See for yourself (no table needed):''',
+r'''await conn.execute("CREATE EXTENSION IF NOT EXISTS vector")   # the demo needs the type (section 1 does this too)
+for name, literal in [("NaN", "[NaN,1,2]"), ("infinity", "[Infinity,1,2]"), ("all zeros", "[0,0,0]")]:
+    try:
+        distance = await conn.fetchval("SELECT $1::vector <=> '[1,2,3]'::vector", literal)
+        print(f"{name:10} stored; its cosine distance to [1,2,3] is {distance}")
+    except Exception as exc:
+        print(f"{name:10} refused by the database: {type(exc).__name__}: {exc}")''',
+r'''md:
+So validate first, before anything is embedded or sent: a clear message naming the problem, and the zero vector
+caught too. Write `validate_embedding(vector)`: return the vector as a list of floats, or raise `ValueError` with a
+helpful message.''',
 r'''import math
 good = obj.validate_embedding(vectors[0])
 print("ok:", len(good), "floats")

@@ -2,8 +2,9 @@ CELLS = [
 r'''md:
 # Objective 3 — distance operators and `search_similar()`
 
-pgvector gives you three ways to measure how far apart two vectors are, each an operator with its own index
-operator class:
+pgvector has six distance operators. Three are the ones text embeddings are made for, each with its own index
+operator class (the other three: `<+>` L1 "taxicab" distance, and `<~>` Hamming and `<%>` Jaccard distance for
+bit vectors):
 
 | operator | distance | similarity (higher = closer) | index opclass |
 |---|---|---|---|
@@ -101,10 +102,12 @@ for name, sql, args in [("WHERE on similarity", slow_sql, (np.asarray(q), thresh
     nodes, ms = await explain(sql, *args)
     print(f"{name:22} {ms:7.2f} ms   {nodes}")''',
 r'''md:
-Both return the rows above the threshold; the second lets HNSW find the 10 nearest first. (It can return fewer
-than 10 — that's what a threshold means.)''',
-r'''results = await obj.search_similar(pool, q, top_k=10, min_similarity=threshold)
-print(f"threshold {threshold:.3f}: {len(results)} results")
+Both return the rows above the threshold; the second lets HNSW find the 10 nearest first. Rows below the
+threshold are left out, so a stricter threshold returns fewer than 10 — that's what a threshold means:''',
+r'''strict = float(np.percentile(sims, 99.97))  # about 3 rows of the corpus score higher than this
+print(f"threshold {strict:.3f}: {len(await obj.search_similar(pool, q, top_k=10, min_similarity=strict))} results of 10")
+results = await obj.search_similar(pool, q, top_k=10, min_similarity=threshold)
+print(f"threshold {threshold:.3f}: {len(results)} results of 10")
 pd.DataFrame([{"section": r.metadata["section"], "similarity": round(r.similarity, 3), "content": r.content[:80]} for r in results])''',
 r'''md:
 ## 4. When do the metrics disagree?
@@ -130,8 +133,9 @@ pd.DataFrame({"unit-length corpus": unit["overlap"], "random lengths": scaled["o
 r'''md:
 **Which metric when?**
 
-* **Cosine** (`<=>`): the default for text embeddings — only direction matters. OpenAI, Gemini and the local model
-  all return unit vectors, so cosine and inner product give the same ranking.
+* **Cosine** (`<=>`): the default for text embeddings — only direction matters. OpenAI's models return unit
+  vectors; Gemini's are unit length only at their full 3,072 dimensions, so the course normalises them at 1,536, as
+  it does the local model's. On unit vectors cosine and inner product give the same ranking.
 * **Inner product** (`<#>`): the fastest on normalised vectors (no norms to compute); the right choice when a
   model's vector *length* carries meaning (some recommendation models). Remember pgvector returns its negative.
 * **L2** (`<->`): for embeddings trained with Euclidean loss (image and some audio models) and for
