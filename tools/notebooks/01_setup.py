@@ -15,6 +15,8 @@ with your code, save, and re-run the cells here. `check(1)` at the end grades yo
 Cells that call an unfinished function stop with the TODO message — that's expected until you write it.''',
 r'''%load_ext autoreload
 %autoreload 2
+from course.notebook import friendly_errors
+friendly_errors()   # an error from a step still to write says which step, without a long traceback
 
 import pandas as pd
 from course import database

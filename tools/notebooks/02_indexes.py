@@ -14,6 +14,8 @@ in `labs/objective2.py`: index creation from validated parameters, dropping vect
 an EXPLAIN reader, `recall_at_k()` and the benchmark. Every number below is measured on this machine, now.''',
 r'''%load_ext autoreload
 %autoreload 2
+from course.notebook import friendly_errors
+friendly_errors()   # an error from a step still to write says which step, without a long traceback
 
 import numpy as np
 import pandas as pd

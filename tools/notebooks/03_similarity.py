@@ -16,6 +16,8 @@ You will write, in `labs/objective3.py`: the similarity transform, argument vali
 search that still uses the index, `search_similar()` on an asyncpg pool, and `compare_metrics()`.''',
 r'''%load_ext autoreload
 %autoreload 2
+from course.notebook import friendly_errors
+friendly_errors()   # an error from a step still to write says which step, without a long traceback
 
 import time
 import numpy as np

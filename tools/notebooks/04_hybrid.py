@@ -13,6 +13,8 @@ about your metadata. In `labs/objective4.py` you will build:
 5. `rrf_fuse()` — reciprocal rank fusion, a second way to combine rankings.''',
 r'''%load_ext autoreload
 %autoreload 2
+from course.notebook import friendly_errors
+friendly_errors()   # an error from a step still to write says which step, without a long traceback
 
 import time
 import numpy as np

@@ -11,6 +11,8 @@ in one place and dependency injection. In `labs/objective5.py` you will write:
 3. FastAPI dependencies `get_session` and `get_repository` (with `Annotated` aliases) used by a small router.''',
 r'''%load_ext autoreload
 %autoreload 2
+from course.notebook import friendly_errors
+friendly_errors()   # an error from a step still to write says which step, without a long traceback
 
 import time
 import numpy as np

@@ -15,6 +15,8 @@ The app around them — lifespan-managed pool and HTTP client, error mapping (42
 `/healthz`, `/metrics`, the page at `/` — is given. `make serve` runs the reference on http://127.0.0.1:8000.''',
 r'''%load_ext autoreload
 %autoreload 2
+from course.notebook import friendly_errors
+friendly_errors()   # an error from a step still to write says which step, without a long traceback
 
 import json
 import time
