@@ -171,7 +171,8 @@ async def test_bad_documents_are_refused_before_any_write(lab, conn):
     """empty text or non-object metadata raise ValueError and write nothing"""
     await _setup(lab, conn)
     await lab.insert_documents(conn, RecordingEmbedder(), DOCS[:2])
-    for bad in (["ok", "   "], [{"content": "ok", "metadata": ["not", "an", "object"]}]):
+    for bad in (["ok", "   "], [{"content": "ok", "metadata": ["not", "an", "object"]}], ["ok", "NUL \x00 inside"],
+                [{"content": "ok", "metadata": {"a": float("nan")}}]):
         embedder = RecordingEmbedder()
         with pytest.raises(ValueError):
             await lab.insert_documents(conn, embedder, bad)

@@ -171,7 +171,8 @@ async def test_add_embedding_refuses_bad_input(lab, engine, session, conn):
     require_model(lab)
     repo = lab.EmbeddingRepository(session)
     await repo.add_embedding("fine", random_vectors(1, seed=57)[0])
-    for args in (("x", [0.1] * 10), ("x", [math.inf] * 1536), ("", [0.1] * 1536), ("x", [0.1] * 1536, "meta")):
+    for args in (("x", [0.1] * 10), ("x", [math.inf] * 1536), ("", [0.1] * 1536), ("x", [0.1] * 1536, "meta"),
+                 ("NUL \x00", [0.1] * 1536)):
         with pytest.raises(ValueError):
             await repo.add_embedding(*args)
     await session.commit()

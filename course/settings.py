@@ -63,6 +63,9 @@ class Settings(BaseSettings):
     embedding_cache_ttl: float = Field(3600.0, gt=0, description="Seconds a cached query embedding lives.")
     search_max_query_chars: int = Field(2000, ge=1, description="Longest query text accepted (422 beyond).")
     search_db_timeout: float = Field(10.0, gt=0, description="Seconds to wait for a pooled connection or a query.")
+    search_api_key: SecretStr | None = Field(None, description="Key POST /documents requires (Authorization: Bearer "
+                                             "or X-API-Key); unset: writes are open (the course default).")
+    search_max_body_bytes: int = Field(262_144, ge=1024, description="Largest request body accepted (413 beyond).")
 
     # --- course ---------------------------------------------------------------------------------------------------
     course_target: Target = Field("labs", description="Which implementation notebooks and checks import.")

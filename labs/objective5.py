@@ -1,4 +1,4 @@
-# lab-fingerprint: 91c688fcc76d4af0
+# lab-fingerprint: b754e6d3fc33710b
 # Starter code generated from solutions/objective5.py by tools/make_labs.py. This file is yours: fill in every TODO.
 # `python -m checks N` (or check(N) in the notebook) grades it and gives hints.
 """Objective 5 — an async SQLAlchemy 2 ORM layer for pgvector, and FastAPI dependency injection.
@@ -33,6 +33,7 @@ from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 from course import database
 from course.embeddings import Embedder, get_embedder
+from course.text import check_json, check_text
 
 EMBEDDING_DIMENSIONS = 1536
 
@@ -114,6 +115,8 @@ def check_row(content: Any, vector: Any, metadata: Any) -> tuple[str, np.ndarray
         metadata = {}
     if not isinstance(metadata, Mapping):
         raise ValueError(f"metadata must be a JSON object (a dict), not {type(metadata).__name__}.")
+    check_text(content, "content")  # what PostgreSQL text and jsonb cannot store is refused here, not by the driver
+    check_json(dict(metadata), "metadata")
     try:
         values = np.asarray(vector, dtype=np.float32)
     except (TypeError, ValueError) as exc:

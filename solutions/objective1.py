@@ -22,6 +22,7 @@ import asyncpg
 from pgvector.asyncpg import register_vector
 
 from course.embeddings import Embedder
+from course.text import check_json, check_text
 
 #: The width of the `embedding` column: OpenAI's text-embedding-ada-002 size, which every course provider fills.
 EMBEDDING_DIMENSIONS = 1536
@@ -88,6 +89,8 @@ def _prepare(documents: Sequence[str | Mapping[str, Any]]) -> list[dict[str, Any
         metadata = doc.get("metadata") or {}
         if not isinstance(metadata, Mapping):
             raise ValueError(f"Document #{i}: metadata must be a JSON object (a dict), not {type(metadata).__name__}.")
+        check_text(content, f"Document #{i} content")  # NUL, lone surrogates: PostgreSQL cannot store them
+        check_json(dict(metadata), f"Document #{i} metadata")
         doc_id = uuid.UUID(str(doc["id"])) if doc.get("id") else uuid.uuid4()
         prepared.append({"id": doc_id, "content": content, "metadata": dict(metadata)})
     return prepared

@@ -30,6 +30,7 @@ from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 from course import database
 from course.embeddings import Embedder, get_embedder
+from course.text import check_json, check_text
 
 EMBEDDING_DIMENSIONS = 1536
 
@@ -129,6 +130,8 @@ def check_row(content: Any, vector: Any, metadata: Any) -> tuple[str, np.ndarray
         metadata = {}
     if not isinstance(metadata, Mapping):
         raise ValueError(f"metadata must be a JSON object (a dict), not {type(metadata).__name__}.")
+    check_text(content, "content")  # what PostgreSQL text and jsonb cannot store is refused here, not by the driver
+    check_json(dict(metadata), "metadata")
     try:
         values = np.asarray(vector, dtype=np.float32)
     except (TypeError, ValueError) as exc:

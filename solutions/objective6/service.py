@@ -18,6 +18,8 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import math
+import secrets
 import time
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -26,15 +28,20 @@ from typing import Any
 import asyncpg
 import numpy as np
 from cachetools import TTLCache
-from fastapi import FastAPI, Query, Request, status
+from fastapi import Depends, FastAPI, Query, Request, status
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import FileResponse, JSONResponse, Response
+from fastapi.openapi.docs import get_swagger_ui_html
+from fastapi.responses import FileResponse, HTMLResponse, JSONResponse, Response
+from fastapi.security import APIKeyHeader, HTTPAuthorizationCredentials, HTTPBearer
+from fastapi.staticfiles import StaticFiles
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Histogram, generate_latest
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, ConfigDict, Field
+from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from course import database
 from course.embeddings import Embedder, EmbeddingRequestError, EmbeddingUnavailable, get_embedder
 from course.settings import Settings, get_settings
+from course.text import check_json, check_text
 
 log = logging.getLogger(__name__)
 STATIC = Path(__file__).parent / "static"
@@ -58,6 +65,8 @@ FALLBACK_MIN_SCORE = 0.5
 # API models
 # ---------------------------------------------------------------------------------------------------------------------
 class SearchRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")  # a misspelt field is an error, not silently ignored
+
     query: str = Field(min_length=1, description="What to search for, in natural language.")
 
 
@@ -80,8 +89,59 @@ class SearchResponse(BaseModel):
 
 
 class DocumentIn(BaseModel):
-    content: str = Field(min_length=1, max_length=20_000)
-    metadata: dict[str, Any] = Field(default_factory=dict)
+    model_config = ConfigDict(extra="forbid")
+
+    content: str = Field(min_length=1, max_length=20_000, description="The document's text (stored and embedded).")
+    metadata: dict[str, Any] = Field(default_factory=dict, description="A JSON object stored with it (at most "
+                                     "16 KB, 8 levels, 256 keys); `model` is set by the service.")
+
+
+class DocumentCreated(BaseModel):
+    id: str
+
+
+class ErrorBody(BaseModel):
+    """Every error the service returns has this shape."""
+
+    detail: str = Field(description="What went wrong and what to do about it.")
+    error: str = Field(description="A stable kind: validation, bad_request, unauthorized, too_large, not_found, "
+                                   "embedding_unavailable, embedding_rejected, database or internal.")
+
+
+class HealthPart(BaseModel):
+    model_config = ConfigDict(extra="allow")
+
+    ready: bool
+
+
+class Health(BaseModel):
+    status: str = Field(description="ok, or unavailable when a part is not ready.")
+    embedder: HealthPart
+    database: HealthPart
+
+
+#: Bounds of the `filter` query parameter (a flat JSON object): keys, and characters per key or string value.
+FILTER_MAX_KEYS = 8
+FILTER_MAX_CHARS = 64
+
+RETRY_AFTER = {"Retry-After": {"description": "Seconds to wait before trying again.", "schema": {"type": "integer"}}}
+
+
+def _error_responses(*codes: int) -> dict[int | str, dict[str, Any]]:
+    """OpenAPI entries for the error statuses a route can return, all with the ErrorBody shape."""
+    described = {
+        400: "The body is not JSON the service can parse.",
+        401: "No API key, or a wrong one (writes need SEARCH_API_KEY when it is set).",
+        404: "No such route.",
+        413: "The request body is larger than SEARCH_MAX_BODY_BYTES.",
+        414: "The URL is too long.",
+        422: "A parameter or the body is invalid; `detail` says which and why.",
+        500: "An unexpected error (logged); never expected.",
+        502: "The embedding provider refused the request: the service is misconfigured.",
+        503: "The embedding provider or the database is unavailable; retry after Retry-After seconds.",
+    }
+    return {code: {"model": ErrorBody, "description": described[code], **({"headers": RETRY_AFTER} if code == 503 else {})}
+            for code in codes}
 
 
 # ---------------------------------------------------------------------------------------------------------------------
@@ -90,7 +150,7 @@ class DocumentIn(BaseModel):
 def parse_filter(raw: str | None) -> dict[str, Any] | None:
     """The `filter` query parameter: None/empty -> None, else a JSON object of scalar values (string, number,
     boolean). Anything else raises ValueError with a message the API returns as a 422."""
-    # BEGIN SOLUTION hint: parse the JSON (bad JSON is a ValueError); only an object of scalar values (string, number, boolean); an empty object means no filter
+    # BEGIN SOLUTION hint: parse the JSON (bad JSON is a ValueError); only an object of scalar values (string, finite number, boolean); an empty object means no filter
     if raw is None or not raw.strip():
         return None
     try:
@@ -104,6 +164,8 @@ def parse_filter(raw: str | None) -> dict[str, Any] | None:
             raise ValueError("filter keys must be non-empty.")
         if isinstance(item, (dict, list)) or item is None:
             raise ValueError(f"filter value for {key!r} must be a string, number or boolean.")
+        if isinstance(item, float) and not math.isfinite(item):
+            raise ValueError(f"filter value for {key!r} must be a finite number.")
     return value or None
     # END SOLUTION
 
@@ -247,14 +309,56 @@ class SearchService:
 # ---------------------------------------------------------------------------------------------------------------------
 # The app (given)
 # ---------------------------------------------------------------------------------------------------------------------
+class WriteKeyRequired(Exception):
+    """POST /documents without the right SEARCH_API_KEY (the API answers 401)."""
+
+
+#: Headers on every response: no MIME sniffing, no framing, no referrer, and only this origin's scripts and styles
+#: (the search page and /docs use inline code and assets served from here, never a CDN).
+SECURITY_HEADERS = [
+    (b"x-content-type-options", b"nosniff"),
+    (b"x-frame-options", b"DENY"),
+    (b"referrer-policy", b"no-referrer"),
+    (b"content-security-policy",
+     b"default-src 'self'; script-src 'self' 'unsafe-inline'; style-src 'self' 'unsafe-inline'; img-src 'self' data:"),
+]
+
+
+class Guard:
+    """Pure ASGI middleware: refuses bodies larger than `max_body_bytes` with a 413 before they are read, and adds
+    SECURITY_HEADERS to every response. (Pure ASGI, not BaseHTTPMiddleware: it adds no task per request.)"""
+
+    def __init__(self, app, max_body_bytes: int, on_error):
+        self.app, self.max_body_bytes, self.on_error = app, max_body_bytes, on_error
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+
+        async def send_with_headers(message):
+            if message["type"] == "http.response.start":
+                message.setdefault("headers", [])
+                message["headers"] = list(message["headers"]) + SECURITY_HEADERS
+            await send(message)
+
+        length = dict(scope.get("headers") or []).get(b"content-length")
+        if length is not None and (not length.isdigit() or int(length) > self.max_body_bytes):
+            response = self.on_error(413, "too_large", f"The request body is larger than {self.max_body_bytes:,} bytes.")
+            return await response(scope, receive, send_with_headers)
+        return await self.app(scope, receive, send_with_headers)
+
+
 def create_app(*, embedder: Embedder | None = None, database_url: str | None = None, settings: Settings | None = None) -> FastAPI:
     """The search service. Defaults: the configured embedder (EMBEDDING_PROVIDER) and course database."""
     settings = settings or get_settings()
     metrics = Metrics()
+    write_key = settings.search_api_key.get_secret_value() if settings.search_api_key else None
 
     @asynccontextmanager
     async def lifespan(app: FastAPI):
         own_embedder = embedder is None
+        if write_key is None:
+            log.warning("SEARCH_API_KEY is not set: POST /documents accepts writes from anyone who can reach the service")
         app.state.embedder = embedder or get_embedder(settings=settings)
         pool = await database.create_pool(
             database_url, min_size=0, max_size=10, command_timeout=settings.search_db_timeout,
@@ -268,71 +372,130 @@ def create_app(*, embedder: Embedder | None = None, database_url: str | None = N
                 await app.state.embedder.aclose()
 
     app = FastAPI(title="Semantic search on PostgreSQL + pgvector", version="1.0", lifespan=lifespan,
-                  description="Objective 6 of the course: natural-language search over the PostgreSQL manual.")
+                  description="Objective 6 of the course: natural-language search over the PostgreSQL manual. "
+                              "Every error has the ErrorBody shape.", docs_url=None, redoc_url=None)
     app.state.metrics = metrics
 
-    def error(status_code: int, kind: str, message: str, retry_after: float | None = None) -> JSONResponse:
+    def error(status_code: int, kind: str, message: str, retry_after: float | None = None,
+              headers: dict[str, str] | None = None) -> JSONResponse:
         metrics.errors.labels(kind).inc()
-        headers = {"Retry-After": str(max(1, round(retry_after)))} if retry_after is not None else None
-        return JSONResponse({"detail": message, "error": kind}, status_code=status_code, headers=headers)
+        headers = dict(headers or {})
+        if retry_after is not None:
+            headers["Retry-After"] = str(max(1, round(retry_after)))
+        return JSONResponse({"detail": message, "error": kind}, status_code=status_code, headers=headers or None)
+
+    app.add_middleware(Guard, max_body_bytes=settings.search_max_body_bytes, on_error=error)
 
     @app.exception_handler(RequestValidationError)
     async def invalid_request(request: Request, exc: RequestValidationError):
         problems = "; ".join(f"{'.'.join(str(p) for p in e['loc'][1:]) or e['loc'][0]}: {e['msg']}" for e in exc.errors())
         return error(422, "validation", problems or "invalid request")
 
+    @app.exception_handler(StarletteHTTPException)
+    async def http_error(request: Request, exc: StarletteHTTPException):
+        kind = {400: "bad_request", 404: "not_found", 405: "method_not_allowed"}.get(exc.status_code, "http")
+        return error(exc.status_code, kind, str(exc.detail), headers=getattr(exc, "headers", None))
+
+    @app.exception_handler(WriteKeyRequired)
+    async def unauthorized(request: Request, exc: WriteKeyRequired):
+        return error(401, "unauthorized", "Writes need the service's API key: send `Authorization: Bearer <key>` or "
+                     "`X-API-Key: <key>`.", headers={"WWW-Authenticate": "Bearer"})
+
     @app.exception_handler(EmbeddingUnavailable)
     async def provider_down(request: Request, exc: EmbeddingUnavailable):
-        return error(503, "embedding_unavailable", f"The embedding provider is unavailable: {exc}", exc.retry_after or 5)
+        log.warning("embedding provider unavailable: %s", exc)
+        wait = exc.retry_after or 5
+        return error(503, "embedding_unavailable",
+                     f"The embedding provider is unavailable; try again in {max(1, round(wait))} s.", wait)
 
     @app.exception_handler(EmbeddingRequestError)
     async def provider_refused(request: Request, exc: EmbeddingRequestError):
-        return error(502, "embedding_rejected", f"The embedding provider refused the request: {exc}")
+        # the provider's own message can quote part of the key: log the status only, answer without details
+        log.error("the embedding provider refused a request (HTTP %s)", exc.status_code)
+        return error(502, "embedding_rejected", f"The embedding provider refused the request (HTTP {exc.status_code or '?'}); "
+                     "the service's embedding configuration needs attention.")
 
     @app.exception_handler(DatabaseUnavailable)
     async def database_down(request: Request, exc: DatabaseUnavailable):
-        return error(503, "database", f"The database is unavailable ({exc}); try again shortly.", 5)
+        log.warning("database unavailable: %s", exc)
+        return error(503, "database", "The database is unavailable; try again shortly.", 5)
 
     @app.exception_handler(Exception)
     async def unexpected(request: Request, exc: Exception):
         log.exception("unhandled error on %s", request.url.path)
         return error(500, "internal", "Internal error; it has been logged.")
 
-    @app.post("/search", response_model=SearchResponse, tags=["search"], response_class=JSONResponse)
+    bearer = HTTPBearer(auto_error=False, description="SEARCH_API_KEY, as `Authorization: Bearer <key>`.")
+    header_key = APIKeyHeader(name="X-API-Key", auto_error=False, description="SEARCH_API_KEY, as `X-API-Key`.")
+
+    async def require_write_key(credentials: HTTPAuthorizationCredentials | None = Depends(bearer),
+                                api_key: str | None = Depends(header_key)) -> None:
+        given = (credentials.credentials if credentials else None) or api_key or ""
+        if not secrets.compare_digest(given.encode("utf-8", "surrogatepass"), write_key.encode()):  # constant time
+            raise WriteKeyRequired()
+
+    @app.post("/search", response_model=SearchResponse, tags=["search"], response_class=JSONResponse,
+              responses=_error_responses(400, 413, 422, 502, 503))
     async def search(
         request: Request,
         body: SearchRequest,
         top_k: int = Query(10, ge=1, le=100, description="How many results at most."),
         min_score: float | None = Query(None, ge=-1.0, le=1.0, description="Minimum cosine similarity; default "
                                         "calibrated per embedding model (0.35 for the local model)."),
-        filter: str | None = Query(None, description='JSON object matched against metadata, e.g. {"topic":"sql"}'),
+        filter: str | None = Query(None, description='JSON object matched against metadata, e.g. {"topic":"ddl"}; at '
+                                   f'most {FILTER_MAX_KEYS} keys, keys and strings at most {FILTER_MAX_CHARS} characters'),
     ) -> SearchResponse:
         if len(body.query) > settings.search_max_query_chars:
             return error(422, "validation", f"query is {len(body.query)} characters; the limit is {settings.search_max_query_chars}.")
         if not body.query.strip():
             return error(422, "validation", "query is empty.")
         try:
+            check_text(body.query, "query")
             filters = parse_filter(filter)
+            if filters:
+                check_json(filters, "filter", max_depth=2)
+                if len(filters) > FILTER_MAX_KEYS:
+                    raise ValueError(f"filter has {len(filters)} keys; the limit is {FILTER_MAX_KEYS}.")
+                long = [k for k, v in filters.items() if len(k) > FILTER_MAX_CHARS or len(str(v)) > FILTER_MAX_CHARS]
+                if long:
+                    raise ValueError(f"filter key or value for {long[0][:40]!r} is longer than {FILTER_MAX_CHARS} characters.")
         except ValueError as exc:
             return error(422, "validation", str(exc))
+        except RecursionError:
+            return error(422, "validation", "filter is nested too deeply.")
         result = await request.app.state.service.search(body.query.strip(), top_k, min_score, filters)
         # Serialise once with pydantic-core; returning the model would make FastAPI validate it again (~0.5 ms).
         return Response(result.model_dump_json(), media_type="application/json")
 
-    @app.post("/documents", status_code=status.HTTP_201_CREATED, tags=["documents"])
-    async def add_document(request: Request, doc: DocumentIn) -> dict[str, str]:
-        return {"id": await request.app.state.service.add_document(doc)}
+    @app.post("/documents", status_code=status.HTTP_201_CREATED, tags=["documents"], response_model=DocumentCreated,
+              responses=_error_responses(400, *([401] if write_key else []), 413, 422, 502, 503),
+              dependencies=[Depends(require_write_key)] if write_key else [])
+    async def add_document(request: Request, doc: DocumentIn) -> DocumentCreated:
+        try:
+            check_text(doc.content, "content")
+            if not doc.content.strip():
+                raise ValueError("content is empty (only whitespace).")
+            check_json(doc.metadata, "metadata")
+        except ValueError as exc:
+            return error(422, "validation", str(exc))
+        return DocumentCreated(id=await request.app.state.service.add_document(doc))
 
-    @app.get("/healthz", tags=["operations"])
+    @app.get("/healthz", tags=["operations"], response_model=Health,
+             responses={503: {"model": Health, "description": "A part is not ready (see which)."}})
     async def healthz(request: Request) -> JSONResponse:
+        """Readiness, cheap enough to poll: the row count is the planner's estimate, not a count(*)."""
         service: SearchService = request.app.state.service
         report: dict[str, Any] = {"embedder": {"model": service.embedder.model_id, "ready": True}}
         try:
             async with service.pool.acquire(timeout=2) as conn:
-                rows = await conn.fetchval("SELECT count(*) FROM embeddings", timeout=2)
-            report["database"] = {"ready": True, "rows": rows}
+                rows = await conn.fetchval(
+                    "SELECT reltuples::bigint FROM pg_class WHERE oid = to_regclass('embeddings')", timeout=2)
+            if rows is None:
+                raise LookupError("the embeddings table does not exist")
+            report["database"] = {"ready": True, "rows_estimate": max(int(rows), 0)}
         except Exception as exc:  # noqa: BLE001 — any failure means "not ready", reported, not raised
-            report["database"] = {"ready": False, "error": f"{type(exc).__name__}: {exc}"[:300]}
+            log.warning("healthz: database not ready: %s", exc)
+            report["database"] = {"ready": False, "error": type(exc).__name__}
         ready = all(part["ready"] for part in report.values())
         return JSONResponse({"status": "ok" if ready else "unavailable", **report}, status_code=200 if ready else 503)
 
@@ -343,5 +506,53 @@ def create_app(*, embedder: Embedder | None = None, database_url: str | None = N
     @app.get("/", include_in_schema=False)
     async def page() -> FileResponse:
         return FileResponse(STATIC / "index.html")
+
+    default_openapi = app.openapi
+
+    def openapi() -> dict[str, Any]:
+        """FastAPI's document, with the rules the handlers enforce that Python types cannot say: text without NUL
+        and with a non-space character, metadata as storable JSON, and `filter` as JSON in a query parameter."""
+        if app.openapi_schema is None:
+            document = default_openapi()
+            no_nul = {"pattern": "^[^\\u0000]*$"}
+            # some character that is not whitespace as Python's str.strip() sees it (the handlers' test)
+            spaces = "\\t\\n\\u000b\\f\\r\\u001c-\\u001f \\u0085\\u00a0\\u1680\\u2000-\\u200a\\u2028\\u2029\\u202f\\u205f\\u3000"
+            text_rule = {**no_nul, "not": {"pattern": f"^[{spaces}]*$"}}
+            storable = {"type": "string", **no_nul}
+            document.setdefault("components", {}).setdefault("schemas", {})["JsonValue"] = {
+                "description": "JSON that PostgreSQL's jsonb can store: no NUL in strings, finite numbers.",
+                "anyOf": [storable, {"type": "number"}, {"type": "boolean"}, {"type": "null"},
+                          {"type": "array", "items": {"$ref": "#/components/schemas/JsonValue"}},
+                          {"type": "object", "propertyNames": no_nul,
+                           "additionalProperties": {"$ref": "#/components/schemas/JsonValue"}}]}
+            schemas = document["components"]["schemas"]
+            schemas["SearchRequest"]["properties"]["query"].update(text_rule, maxLength=settings.search_max_query_chars)
+            schemas["DocumentIn"]["properties"]["content"].update(text_rule)
+            schemas["DocumentIn"]["properties"]["metadata"].update(
+                {"propertyNames": no_nul, "additionalProperties": {"$ref": "#/components/schemas/JsonValue"}})
+            for parameter in document["paths"]["/search"]["post"]["parameters"]:
+                if parameter["name"] == "filter":
+                    parameter.pop("schema", None)
+                    parameter["content"] = {"application/json": {"schema": {
+                        "type": "object", "maxProperties": FILTER_MAX_KEYS,
+                        "propertyNames": {"minLength": 1, "maxLength": FILTER_MAX_CHARS, **no_nul},
+                        "additionalProperties": {"anyOf": [{**storable, "maxLength": FILTER_MAX_CHARS},
+                                                           {"type": "number"}, {"type": "boolean"}]}}}}
+            app.openapi_schema = document
+        return app.openapi_schema
+
+    app.openapi = openapi
+
+    # /docs without a CDN: Swagger UI's files come from the installed fastapi-offline package
+    import fastapi_offline
+
+    app.mount("/docs-assets", StaticFiles(directory=Path(fastapi_offline.__file__).parent / "static"), name="docs-assets")
+
+    @app.get("/docs", include_in_schema=False)
+    async def docs() -> HTMLResponse:
+        return get_swagger_ui_html(openapi_url=app.openapi_url, title=f"{app.title} — API",
+                                   swagger_js_url="/docs-assets/swagger-ui-bundle.js",
+                                   swagger_css_url="/docs-assets/swagger-ui.css",
+                                   swagger_favicon_url="/docs-assets/favicon.png")
 
     return app

@@ -1,0 +1,165 @@
+"""The search service keeps its contract under hostile input: the OpenAPI document tells the truth (schemathesis,
+all checks), every bad input is a documented 4xx on a connection that stays usable, and writes need the key."""
+
+from __future__ import annotations
+
+import asyncio
+import http.client
+import json
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import pytest
+import uvicorn
+
+from course import database
+from course.corpus import clone_corpus
+from course.settings import Settings
+from solutions.objective6 import create_app
+
+KEY = "contract-test-key-0123456789"
+SCHEMATHESIS = str(Path(sys.executable).parent / "schemathesis")
+
+
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def server():
+    """The reference service under uvicorn, on a throw-away database holding 300 corpus chunks, with a write key."""
+    with database.temporary_database("contract") as url:
+        async def seed():
+            conn = await database.connect(url)
+            await clone_corpus(conn, limit=300)
+            await conn.close()
+
+        asyncio.run(seed())
+        port = free_port()
+        app = create_app(database_url=url, settings=Settings(_env_file=None, search_api_key=KEY))
+        srv = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="error", lifespan="on"))
+        thread = threading.Thread(target=srv.run, daemon=True)
+        thread.start()
+        deadline = time.monotonic() + 60
+        while not srv.started:
+            assert thread.is_alive() and time.monotonic() < deadline, "uvicorn did not start"
+            time.sleep(0.05)
+        yield port
+        srv.should_exit = True
+        thread.join(timeout=30)
+
+
+def test_schemathesis_finds_nothing(server):
+    """Property-based fuzzing from the service's own /openapi.json, every check, fixed seed."""
+    result = subprocess.run(
+        [SCHEMATHESIS, "run", f"http://127.0.0.1:{server}/openapi.json", "--checks", "all", "--max-examples", "60",
+         "--seed", "1", "--header", f"Authorization: Bearer {KEY}"],
+        capture_output=True, text=True, timeout=900)
+    assert result.returncode == 0, result.stdout[-6000:] + result.stderr[-2000:]
+    assert "No issues found" in result.stdout
+
+
+GOOD = ("POST", "/search?top_k=2", {"Content-Type": "application/json"}, json.dumps({"query": "vacuum"}).encode())
+AUTH = {"Content-Type": "application/json", "Authorization": f"Bearer {KEY}"}
+HOSTILE = [
+    # name, method, path, headers, body, expected status
+    ("NUL in the query", "POST", "/search", {"Content-Type": "application/json"}, b'{"query": "a\\u0000b"}', 422),
+    ("lone surrogate in the query", "POST", "/search", {"Content-Type": "application/json"}, b'{"query": "a\\ud800"}', 422),
+    ("whitespace-only query", "POST", "/search", {"Content-Type": "application/json"}, b'{"query": " \\t\\u3000"}', 422),
+    ("100 KB query", "POST", "/search", {"Content-Type": "application/json"}, json.dumps({"query": "x" * 100_000}).encode(), 422),
+    ("unknown body field", "POST", "/search", {"Content-Type": "application/json"}, b'{"query": "v", "topk": 3}', 422),
+    ("wrong content type", "POST", "/search", {"Content-Type": "text/plain"}, b"query=vacuum", 422),
+    ("not JSON", "POST", "/search", {"Content-Type": "application/json"}, b"{oops", 422),
+    ("NUL in a filter value", "POST", "/search?filter=%7B%22a%22%3A%22x%5Cu0000%22%7D", {"Content-Type": "application/json"}, b'{"query": "v"}', 422),
+    ("surrogate in a filter", "POST", "/search?filter=%7B%22a%22%3A%22%5Cud800%22%7D", {"Content-Type": "application/json"}, b'{"query": "v"}', 422),
+    ("infinite filter number", "POST", "/search?filter=%7B%22a%22%3A1e400%7D", {"Content-Type": "application/json"}, b'{"query": "v"}', 422),
+    ("filter nested 2,000 deep", "POST", "/search?filter=" + "%5B" * 2000 + "%5D" * 2000, {"Content-Type": "application/json"}, b'{"query": "v"}', 422),
+    ("injection-shaped filter key", "POST", "/search?filter=%7B%22a%27)%20OR%201%3D1--%22%3A%22x%22%7D", {"Content-Type": "application/json"}, b'{"query": "v"}', 200),
+    ("filter with 9 keys", "POST", "/search?filter=" + json.dumps({f"k{i}": i for i in range(9)}).replace(" ", ""), {"Content-Type": "application/json"}, b'{"query": "v"}', 422),
+    ("write without a key", "POST", "/documents", {"Content-Type": "application/json"}, b'{"content": "x"}', 401),
+    ("write with a wrong key", "POST", "/documents", {"Content-Type": "application/json", "X-API-Key": "guess"}, b'{"content": "x"}', 401),
+    ("NUL in content", "POST", "/documents", AUTH, b'{"content": "a\\u0000b"}', 422),
+    ("whitespace-only content", "POST", "/documents", AUTH, b'{"content": "   "}', 422),
+    ("NaN in metadata", "POST", "/documents", AUTH, b'{"content": "x", "metadata": {"a": NaN}}', 422),
+    ("1e400 in metadata", "POST", "/documents", AUTH, b'{"content": "x", "metadata": {"a": 1e400}}', 422),
+    ("surrogate in metadata", "POST", "/documents", AUTH, b'{"content": "x", "metadata": {"a": "\\udc00"}}', 422),
+    ("metadata nested 2,000 deep", "POST", "/documents", AUTH, b'{"content": "x", "metadata": {"a": ' + b"[" * 2000 + b"]" * 2000 + b"}}", 400),
+    ("20 KB metadata", "POST", "/documents", AUTH, json.dumps({"content": "x", "metadata": {"a": "y" * 20_000}}).encode(), 422),
+    ("1 MB body", "POST", "/documents", AUTH, json.dumps({"content": "x", "metadata": {"a": "y" * 1_000_000}}).encode(), 413),
+]
+
+
+@pytest.mark.parametrize("name, method, path, headers, body, expected", HOSTILE, ids=[case[0] for case in HOSTILE])
+def test_hostile_input_gets_its_status_and_the_connection_survives(server, name, method, path, headers, body, expected):
+    conn = http.client.HTTPConnection("127.0.0.1", server, timeout=60)
+    try:
+        conn.request(method, path, body=body, headers=headers)
+        response = conn.getresponse()
+        payload = json.loads(response.read())
+        assert response.status == expected, f"{name}: {response.status} {payload}"
+        if expected >= 400:
+            assert set(payload) == {"detail", "error"} and payload["detail"], payload
+            assert KEY not in json.dumps(payload)
+        assert response.getheader("x-content-type-options") == "nosniff"
+        socket_before = conn.sock
+        assert socket_before is not None and response.getheader("connection") != "close", "the server closed the connection"
+        conn.request(*GOOD[:2], body=GOOD[3], headers=GOOD[2])
+        again = conn.getresponse()
+        assert again.status == 200 and json.loads(again.read())["count"] >= 0
+        assert conn.sock is socket_before, "the keep-alive connection was not reused"
+    finally:
+        conn.close()
+
+
+def test_writes_need_the_key_reads_do_not(server):
+    conn = http.client.HTTPConnection("127.0.0.1", server, timeout=60)
+    for headers in ({"Authorization": f"Bearer {KEY}"}, {"X-API-Key": KEY}):
+        conn.request("POST", "/documents", body=json.dumps({"content": "written with the key", "metadata": {"t": 1}}),
+                     headers={"Content-Type": "application/json", **headers})
+        response = conn.getresponse()
+        assert response.status == 201, response.read()
+        assert "id" in json.loads(response.read())
+    conn.request("GET", "/", headers={})
+    page = conn.getresponse()
+    assert page.status == 200 and b"<html" in page.read().lower()
+    conn.close()
+
+
+def test_openapi_documents_every_error(server):
+    conn = http.client.HTTPConnection("127.0.0.1", server, timeout=60)
+    conn.request("GET", "/openapi.json")
+    document = json.loads(conn.getresponse().read())
+    conn.close()
+    assert "HTTPValidationError" not in document["components"]["schemas"], "422s have the ErrorBody shape, not FastAPI's"
+    for path, expected in (("/search", {"400", "413", "422", "502", "503"}), ("/documents", {"400", "401", "413", "422", "502", "503"})):
+        responses = document["paths"][path]["post"]["responses"]
+        assert expected <= set(responses), (path, sorted(responses))
+        for code in expected:
+            assert responses[code]["content"]["application/json"]["schema"] == {"$ref": "#/components/schemas/ErrorBody"}
+        assert "Retry-After" in responses["503"]["headers"]
+    assert document["paths"]["/documents"]["post"]["security"], "the write key is declared"
+    assert set(document["paths"]["/healthz"]["get"]["responses"]) >= {"200", "503"}
+
+
+def test_docs_work_offline(server):
+    conn = http.client.HTTPConnection("127.0.0.1", server, timeout=60)
+    conn.request("GET", "/docs")
+    html = conn.getresponse().read().decode()
+    assert "cdn." not in html and "/docs-assets/swagger-ui-bundle.js" in html
+    conn.request("GET", "/docs-assets/swagger-ui-bundle.js")
+    asset = conn.getresponse()
+    assert asset.status == 200 and len(asset.read()) > 100_000
+    conn.close()
+
+
+def test_without_a_key_writes_are_open_and_documented_as_such():
+    document = create_app(settings=Settings(_env_file=None)).openapi()
+    assert "security" not in document["paths"]["/documents"]["post"]
+    assert "401" not in document["paths"]["/documents"]["post"]["responses"]
