@@ -57,6 +57,8 @@ class Settings(BaseSettings):
 
     # --- the search service (Objective 6) -------------------------------------------------------------------------
     search_cache_size: int = Field(1024, ge=0, description="Result cache entries (0 disables the cache).")
+    search_cache_max_bytes: int = Field(64 * 2**20, ge=2**20, description="Result cache size bound in bytes "
+                                        "(estimated from the cached texts and metadata), besides the entry count.")
     search_cache_ttl: float = Field(300.0, gt=0, description="Seconds a cached result lives (bounds staleness from "
                                     "writes made outside the service).")
     embedding_cache_size: int = Field(4096, ge=0, description="Query-text -> embedding cache entries.")

@@ -34,9 +34,10 @@ def check_text(value: str, field: str) -> str:
 
 
 def check_json(value: Any, field: str, *, max_depth: int = MAX_JSON_DEPTH, max_keys: int = MAX_JSON_KEYS,
-               max_bytes: int = MAX_JSON_BYTES) -> Any:
+               max_bytes: int = MAX_JSON_BYTES, max_items: int | None = None, max_string: int | None = None) -> Any:
     """Return `value` if it is JSON that jsonb can store within the bounds: text checked as above (keys too),
-    finite numbers only, at most `max_depth` levels, `max_keys` keys and `max_bytes` bytes encoded."""
+    finite numbers only, at most `max_depth` levels, `max_keys` keys and `max_bytes` bytes encoded; optionally at
+    most `max_items` entries per object or array and `max_string` characters per string (an API declares these)."""
     keys = 0
     stack: list[tuple[Any, str, int]] = [(value, field, 1)]
     while stack:  # iterative, so a hostile depth cannot exhaust the Python stack
@@ -45,11 +46,15 @@ def check_json(value: Any, field: str, *, max_depth: int = MAX_JSON_DEPTH, max_k
             raise ValueError(f"{field} is nested deeper than {max_depth} levels (at {path}).")
         if isinstance(item, str):
             check_text(item, path)
+            if max_string is not None and len(item) > max_string:
+                raise ValueError(f"{path} is {len(item):,} characters; the limit is {max_string:,}.")
         elif isinstance(item, bool) or item is None or isinstance(item, int):
             continue
         elif isinstance(item, float):
             if not math.isfinite(item):
                 raise ValueError(f"{path} is {item}: JSON numbers must be finite.")
+        elif max_items is not None and isinstance(item, (Mapping, list, tuple)) and len(item) > max_items:
+            raise ValueError(f"{path} has {len(item)} entries; the limit is {max_items}.")
         elif isinstance(item, Mapping):
             keys += len(item)
             if keys > max_keys:

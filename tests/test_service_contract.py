@@ -59,7 +59,8 @@ def server():
 def test_schemathesis_finds_nothing(server):
     """Property-based fuzzing from the service's own /openapi.json, every check, fixed seed."""
     result = subprocess.run(
-        [SCHEMATHESIS, "run", f"http://127.0.0.1:{server}/openapi.json", "--checks", "all", "--max-examples", "60",
+        [SCHEMATHESIS, "--config-file", str(Path(__file__).parent / "schemathesis.toml"), "run",
+         f"http://127.0.0.1:{server}/openapi.json", "--checks", "all", "--max-examples", "60",
          "--seed", "1", "--header", f"Authorization: Bearer {KEY}"],
         capture_output=True, text=True, timeout=900)
     assert result.returncode == 0, result.stdout[-6000:] + result.stderr[-2000:]
@@ -80,7 +81,8 @@ HOSTILE = [
     ("NUL in a filter value", "POST", "/search?filter=%7B%22a%22%3A%22x%5Cu0000%22%7D", {"Content-Type": "application/json"}, b'{"query": "v"}', 422),
     ("surrogate in a filter", "POST", "/search?filter=%7B%22a%22%3A%22%5Cud800%22%7D", {"Content-Type": "application/json"}, b'{"query": "v"}', 422),
     ("infinite filter number", "POST", "/search?filter=%7B%22a%22%3A1e400%7D", {"Content-Type": "application/json"}, b'{"query": "v"}', 422),
-    ("filter nested 2,000 deep", "POST", "/search?filter=" + "%5B" * 2000 + "%5D" * 2000, {"Content-Type": "application/json"}, b'{"query": "v"}', 422),
+    ("filter nested 1,300 deep", "POST", "/search?filter=" + "%5B" * 1300 + "%5D" * 1300, {"Content-Type": "application/json"}, b'{"query": "v"}', 422),
+    ("filter nested 2,000 deep", "POST", "/search?filter=" + "%5B" * 2000 + "%5D" * 2000, {"Content-Type": "application/json"}, b'{"query": "v"}', 414),
     ("injection-shaped filter key", "POST", "/search?filter=%7B%22a%27)%20OR%201%3D1--%22%3A%22x%22%7D", {"Content-Type": "application/json"}, b'{"query": "v"}', 200),
     ("filter with 9 keys", "POST", "/search?filter=" + json.dumps({f"k{i}": i for i in range(9)}).replace(" ", ""), {"Content-Type": "application/json"}, b'{"query": "v"}', 422),
     ("write without a key", "POST", "/documents", {"Content-Type": "application/json"}, b'{"content": "x"}', 401),
@@ -93,6 +95,7 @@ HOSTILE = [
     ("metadata nested 2,000 deep", "POST", "/documents", AUTH, b'{"content": "x", "metadata": {"a": ' + b"[" * 2000 + b"]" * 2000 + b"}}", 400),
     ("20 KB metadata", "POST", "/documents", AUTH, json.dumps({"content": "x", "metadata": {"a": "y" * 20_000}}).encode(), 422),
     ("1 MB body", "POST", "/documents", AUTH, json.dumps({"content": "x", "metadata": {"a": "y" * 1_000_000}}).encode(), 413),
+    ("100 KB URL", "POST", "/search?filter=" + "a" * 100_000, {"Content-Type": "application/json"}, b'{"query": "v"}', 414),
 ]
 
 
@@ -138,7 +141,8 @@ def test_openapi_documents_every_error(server):
     document = json.loads(conn.getresponse().read())
     conn.close()
     assert "HTTPValidationError" not in document["components"]["schemas"], "422s have the ErrorBody shape, not FastAPI's"
-    for path, expected in (("/search", {"400", "413", "422", "502", "503"}), ("/documents", {"400", "401", "413", "422", "502", "503"})):
+    for path, expected in (("/search", {"400", "413", "414", "422", "502", "503"}),
+                           ("/documents", {"400", "401", "413", "414", "422", "502", "503"})):
         responses = document["paths"][path]["post"]["responses"]
         assert expected <= set(responses), (path, sorted(responses))
         for code in expected:
@@ -163,3 +167,19 @@ def test_without_a_key_writes_are_open_and_documented_as_such():
     document = create_app(settings=Settings(_env_file=None)).openapi()
     assert "security" not in document["paths"]["/documents"]["post"]
     assert "401" not in document["paths"]["/documents"]["post"]["responses"]
+
+
+def test_result_cache_is_bounded_by_bytes_and_entries():
+    """Each cached result list weighs its estimated bytes (at least max_bytes / entries): both bounds hold."""
+    from solutions.objective6.service import Metrics, SearchHit, SearchService
+
+    settings = Settings(_env_file=None, search_cache_size=10, search_cache_max_bytes=2**20)
+    service = SearchService(pool=None, embedder=None, settings=settings, metrics=Metrics())
+    small = [SearchHit(id="1", content="x", metadata={}, score=1.0)]
+    for i in range(50):
+        service.result_cache[f"small{i}"] = small
+    assert len(service.result_cache) == 10, "at most SEARCH_CACHE_SIZE entries"
+    big = [SearchHit(id=str(i), content="y" * 20_000, metadata={"k": "z" * 1000}, score=0.5) for i in range(20)]
+    for i in range(5):
+        service.result_cache[f"big{i}"] = big
+    assert service.result_cache.currsize <= 2**20 and len(service.result_cache) <= 2, "at most SEARCH_CACHE_MAX_BYTES"

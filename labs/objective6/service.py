@@ -1,4 +1,4 @@
-# lab-fingerprint: de1e1658e22aee6d
+# lab-fingerprint: 3a5486578c826ee5
 # Starter code generated from solutions/objective6/service.py by tools/make_labs.py. This file is yours: fill in every TODO.
 # `python -m checks N` (or check(N) in the notebook) grades it and gives hints.
 """Objective 6 — the semantic search service: POST /search with caching, metrics and errors that help.
@@ -95,8 +95,9 @@ class DocumentIn(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     content: str = Field(min_length=1, max_length=20_000, description="The document's text (stored and embedded).")
-    metadata: dict[str, Any] = Field(default_factory=dict, description="A JSON object stored with it (at most "
-                                     "16 KB, 8 levels, 256 keys); `model` is set by the service.")
+    metadata: dict[str, Any] = Field(default_factory=dict, description="A JSON object stored with it: at most 8 "
+                                     "levels, 32 entries per object or array, 2,000 characters per string, 256 keys "
+                                     "and 16 KB in all; `model` is set by the service.")
 
 
 class DocumentCreated(BaseModel):
@@ -122,6 +123,10 @@ class Health(BaseModel):
     embedder: HealthPart
     database: HealthPart
 
+
+#: Bounds of a document's metadata through the API (course.text.check_json): levels, entries per object or array,
+#: characters per string, and 16 KB encoded in all.
+METADATA_LIMITS = {"max_depth": 8, "max_items": 32, "max_string": 2000}
 
 #: Bounds of the `filter` query parameter (a flat JSON object): keys, and characters per key or string value.
 FILTER_MAX_KEYS = 8
@@ -210,13 +215,22 @@ SEARCH_SQL = """
     WHERE 1 - distance >= $3 ORDER BY distance + 0"""
 
 
+def _estimated_bytes(results: list[SearchHit]) -> int:
+    """Roughly what a cached result list holds: its texts and metadata, plus a fixed cost per hit."""
+    return sum(200 + len(h.content) + len(h.id) + len(json.dumps(h.metadata)) for h in results)
+
+
 class SearchService:
     """Embeds queries, searches pgvector, caches both steps and records metrics. One per app."""
 
     def __init__(self, pool: asyncpg.Pool, embedder: Embedder, settings: Settings, metrics: Metrics):
         self.pool, self.embedder, self.settings, self.metrics = pool, embedder, settings, metrics
         self.embedding_cache: TTLCache = TTLCache(maxsize=max(1, settings.embedding_cache_size), ttl=settings.embedding_cache_ttl)
-        self.result_cache: TTLCache = TTLCache(maxsize=max(1, settings.search_cache_size), ttl=settings.search_cache_ttl)
+        # Bounded by entries *and* bytes: each entry weighs its estimated size, but at least max_bytes / entries
+        # (so at most SEARCH_CACHE_SIZE entries fit), and all of them together at most SEARCH_CACHE_MAX_BYTES.
+        floor = max(1, settings.search_cache_max_bytes // max(1, settings.search_cache_size))
+        self.result_cache: TTLCache = TTLCache(maxsize=settings.search_cache_max_bytes, ttl=settings.search_cache_ttl,
+                                               getsizeof=lambda results: max(floor, _estimated_bytes(results)))
 
     async def query(self, embedding: np.ndarray, top_k: int, min_score: float, filters: dict[str, Any] | None) -> list[SearchHit]:
         """The pgvector query (given): nearest top_k by cosine distance, filtered by metadata containment, then
@@ -277,8 +291,12 @@ SECURITY_HEADERS = [
 
 
 class Guard:
-    """Pure ASGI middleware: refuses bodies larger than `max_body_bytes` with a 413 before they are read, and adds
+    """Pure ASGI middleware: refuses URLs over `max_url_bytes` (414) and bodies larger than `max_body_bytes` (413)
+    before they are read, and adds
     SECURITY_HEADERS to every response. (Pure ASGI, not BaseHTTPMiddleware: it adds no task per request.)"""
+
+    #: Longest URL (path and query string) accepted; longer ones get a 414 (a filter is at most a few hundred bytes)
+    max_url_bytes = 8192
 
     def __init__(self, app, max_body_bytes: int, on_error):
         self.app, self.max_body_bytes, self.on_error = app, max_body_bytes, on_error
@@ -293,6 +311,9 @@ class Guard:
                 message["headers"] = list(message["headers"]) + SECURITY_HEADERS
             await send(message)
 
+        if len(scope.get("raw_path") or b"") + len(scope.get("query_string") or b"") > self.max_url_bytes:
+            response = self.on_error(414, "too_large", f"The URL is longer than {self.max_url_bytes:,} bytes.")
+            return await response(scope, receive, send_with_headers)
         length = dict(scope.get("headers") or []).get(b"content-length")
         if length is not None and (not length.isdigit() or int(length) > self.max_body_bytes):
             response = self.on_error(413, "too_large", f"The request body is larger than {self.max_body_bytes:,} bytes.")
@@ -387,7 +408,7 @@ def create_app(*, embedder: Embedder | None = None, database_url: str | None = N
             raise WriteKeyRequired()
 
     @app.post("/search", response_model=SearchResponse, tags=["search"], response_class=JSONResponse,
-              responses=_error_responses(400, 413, 422, 502, 503))
+              responses=_error_responses(400, 413, 414, 422, 502, 503))
     async def search(
         request: Request,
         body: SearchRequest,
@@ -420,14 +441,14 @@ def create_app(*, embedder: Embedder | None = None, database_url: str | None = N
         return Response(result.model_dump_json(), media_type="application/json")
 
     @app.post("/documents", status_code=status.HTTP_201_CREATED, tags=["documents"], response_model=DocumentCreated,
-              responses=_error_responses(400, *([401] if write_key else []), 413, 422, 502, 503),
+              responses=_error_responses(400, *([401] if write_key else []), 413, 414, 422, 502, 503),
               dependencies=[Depends(require_write_key)] if write_key else [])
     async def add_document(request: Request, doc: DocumentIn) -> DocumentCreated:
         try:
             check_text(doc.content, "content")
             if not doc.content.strip():
                 raise ValueError("content is empty (only whitespace).")
-            check_json(doc.metadata, "metadata")
+            check_json(doc.metadata, "metadata", **METADATA_LIMITS)
         except ValueError as exc:
             return error(422, "validation", str(exc))
         return DocumentCreated(id=await request.app.state.service.add_document(doc))
@@ -471,17 +492,24 @@ def create_app(*, embedder: Embedder | None = None, database_url: str | None = N
             spaces = "\\t\\n\\u000b\\f\\r\\u001c-\\u001f \\u0085\\u00a0\\u1680\\u2000-\\u200a\\u2028\\u2029\\u202f\\u205f\\u3000"
             text_rule = {**no_nul, "not": {"pattern": f"^[{spaces}]*$"}}
             storable = {"type": "string", **no_nul}
-            document.setdefault("components", {}).setdefault("schemas", {})["JsonValue"] = {
-                "description": "JSON that PostgreSQL's jsonb can store: no NUL in strings, finite numbers.",
-                "anyOf": [storable, {"type": "number"}, {"type": "boolean"}, {"type": "null"},
-                          {"type": "array", "items": {"$ref": "#/components/schemas/JsonValue"}},
-                          {"type": "object", "propertyNames": no_nul,
-                           "additionalProperties": {"$ref": "#/components/schemas/JsonValue"}}]}
-            schemas = document["components"]["schemas"]
+            schemas = document.setdefault("components", {}).setdefault("schemas", {})
+            # metadata as JSON Schema can say it: jsonb-storable values, nesting unrolled level by level down to
+            # METADATA_LIMITS["max_depth"], entries and string lengths bounded (the byte limit is in the description)
+            scalar = [{**storable, "maxLength": METADATA_LIMITS["max_string"]}, {"type": "number"}, {"type": "boolean"},
+                      {"type": "null"}]
+            schemas["JsonLevel1"] = {"anyOf": scalar + [{"type": "array", "maxItems": 0},  # the deepest level: only
+                                                        {"type": "object", "maxProperties": 0}]}  # empty containers
+            for level in range(2, METADATA_LIMITS["max_depth"]):
+                inner = {"$ref": f"#/components/schemas/JsonLevel{level - 1}"}
+                schemas[f"JsonLevel{level}"] = {"anyOf": scalar + [
+                    {"type": "array", "maxItems": METADATA_LIMITS["max_items"], "items": inner},
+                    {"type": "object", "maxProperties": METADATA_LIMITS["max_items"], "propertyNames": no_nul,
+                     "additionalProperties": inner}]}
             schemas["SearchRequest"]["properties"]["query"].update(text_rule, maxLength=settings.search_max_query_chars)
             schemas["DocumentIn"]["properties"]["content"].update(text_rule)
             schemas["DocumentIn"]["properties"]["metadata"].update(
-                {"propertyNames": no_nul, "additionalProperties": {"$ref": "#/components/schemas/JsonValue"}})
+                {"maxProperties": METADATA_LIMITS["max_items"], "propertyNames": no_nul, "additionalProperties":
+                 {"$ref": f"#/components/schemas/JsonLevel{METADATA_LIMITS['max_depth'] - 1}"}})
             for parameter in document["paths"]["/search"]["post"]["parameters"]:
                 if parameter["name"] == "filter":
                     parameter.pop("schema", None)
