@@ -4,16 +4,13 @@ and the search page in headless Chromium."""
 from __future__ import annotations
 
 import shutil
-import socket
 import subprocess
-import threading
-import time
 
 import httpx
 import pytest
-import uvicorn
 
 from solutions.objective6 import create_app, default_min_score
+from tests.servers import uvicorn_in_thread
 
 ON_TOPIC = ["How do I make a backup of my database?", "What does VACUUM do?", "How do I create an index?",
             "How do I grant privileges on a table?", "What is a foreign key?", "How do I write a trigger function?",
@@ -21,27 +18,11 @@ ON_TOPIC = ["How do I make a backup of my database?", "What does VACUUM do?", "H
 OFF_TOPIC = ["Recipe for banana bread", "Who won the football world cup?", "Best beaches in Portugal", "How to knit a scarf"]
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.fixture(scope="module")
 def server():
     """The reference app under uvicorn in a thread, on a free port; yields its base URL."""
-    port = free_port()
-    config = uvicorn.Config(create_app(), host="127.0.0.1", port=port, log_level="warning", lifespan="on")
-    srv = uvicorn.Server(config)
-    thread = threading.Thread(target=srv.run, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 60
-    while not srv.started:  # uvicorn sets this once the socket is bound and the lifespan has run
-        assert thread.is_alive() and time.monotonic() < deadline, "uvicorn did not start"
-        time.sleep(0.05)
-    yield f"http://127.0.0.1:{port}"
-    srv.should_exit = True
-    thread.join(timeout=30)
+    with uvicorn_in_thread(create_app()) as port:
+        yield f"http://127.0.0.1:{port}"
 
 
 def test_health_docs_and_metrics_over_http(server):

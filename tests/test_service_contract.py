@@ -8,28 +8,18 @@ import http.client
 import json
 import subprocess
 import sys
-import threading
-import time
 from pathlib import Path
 
 import pytest
-import uvicorn
 
 from course import database
 from course.corpus import clone_corpus
 from course.settings import Settings
 from solutions.objective6 import create_app
+from tests.servers import uvicorn_in_thread
 
 KEY = "contract-test-key-0123456789"
 SCHEMATHESIS = str(Path(sys.executable).parent / "schemathesis")
-
-
-def free_port() -> int:
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @pytest.fixture(scope="module")
@@ -42,18 +32,9 @@ def server():
             await conn.close()
 
         asyncio.run(seed())
-        port = free_port()
         app = create_app(database_url=url, settings=Settings(_env_file=None, search_api_key=KEY))
-        srv = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="error", lifespan="on"))
-        thread = threading.Thread(target=srv.run, daemon=True)
-        thread.start()
-        deadline = time.monotonic() + 60
-        while not srv.started:
-            assert thread.is_alive() and time.monotonic() < deadline, "uvicorn did not start"
-            time.sleep(0.05)
-        yield port
-        srv.should_exit = True
-        thread.join(timeout=30)
+        with uvicorn_in_thread(app, log_level="error") as port:
+            yield port
 
 
 def test_schemathesis_finds_nothing(server):
