@@ -39,10 +39,17 @@ def test_progress_table_over_every_objective():
     assert [row.split()[1] for row in rows] == [str(n) for n in available()] == [str(n) for n in TITLES]
     assert all(" 0/" in row for row in rows), table
     assert "Next: objective 1" in labs.stdout and "hint:" in labs.stdout and "Objective 2 —" not in labs.stdout
-    done = subprocess.run([sys.executable, "-m", "checks", "--target", "solutions"], cwd=ROOT, capture_output=True,
-                          text=True, timeout=900)
-    assert done.returncode == 0, done.stdout[-3000:]
-    assert "❌" not in done.stdout and "Every check passes" in done.stdout
+
+
+def test_progress_when_everything_passes(monkeypatch, capsys):
+    """The all-green branch (that solutions/ really passes everything is proven in test_grade.py)."""
+    import checks.__main__ as cli
+    from checks.runner import CheckResult
+
+    monkeypatch.setattr(cli, "run_checks", lambda n, target: [CheckResult(f"c{n}", f"check {n}", "passed", 2.0)])
+    assert cli.main(["--target", "solutions"]) == 0
+    out = capsys.readouterr().out
+    assert "Every check passes" in out and "❌" not in out and "12/12" in out
 
 
 def test_vscode_tasks_offer_every_objective():
