@@ -89,9 +89,10 @@ def _prepare_checks(workdir: Path, hidden: Path | None, objectives: list[int] | 
 
 def grade_submission(path: Path, *, hidden: Path | None = None, objectives: list[int] | None = None,
                      timeout: float = 60.0, total_timeout: float = 1200.0,
-                     stop_at_first_failure: bool = False) -> SubmissionScore:
+                     stop_at_first_failure: bool = False, run_first: tuple[str, ...] = ()) -> SubmissionScore:
     """Grade one submission in its own process. stop_at_first_failure (pytest -x) is for callers that only need to
-    know whether everything passes, such as the mutation suite: the unrun checks score 0."""
+    know whether everything passes, such as the mutation suite: the unrun checks score 0. run_first names checks
+    (function names) to run before the others."""
     from course import database
 
     started = time.perf_counter()
@@ -108,8 +109,10 @@ def grade_submission(path: Path, *, hidden: Path | None = None, objectives: list
         files = _prepare_checks(workdir, hidden, objectives)
         results = workdir / "results.jsonl"
         env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(workdir), str(ROOT)]), "COURSE_TARGET": "labs",
-               "COURSE_RESULTS_FILE": str(results), "COURSE_TMP_PREFIX": prefix, "PYTHONDONTWRITEBYTECODE": "1"}
-        command = [sys.executable, "-m", "pytest", *map(str, files), "-p", "checks.reporting", "-p", "no:cacheprovider",
+               "COURSE_RESULTS_FILE": str(results), "COURSE_TMP_PREFIX": prefix, "PYTHONDONTWRITEBYTECODE": "1",
+               "COURSE_RUN_FIRST": ",".join(run_first)}
+        command = [sys.executable, "-m", "pytest", *map(str, files), "-p", "checks.reporting", "-p", "checks.ordering",
+                   "-p", "no:cacheprovider",
                    "-p", "no:nbval", "-q", "--tb=no", "--target", "labs", "-o", f"timeout={timeout}",
                    "--rootdir", str(workdir)] + (["-x"] if stop_at_first_failure else [])
         process = subprocess.Popen(command, cwd=workdir, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,

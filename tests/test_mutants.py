@@ -47,3 +47,13 @@ def test_every_graded_part_has_two_mutants():
                 counts[(file, name)] += 1
     thin = {name: n for (_, name), n in counts.items() if n < (1 if name in ONE_MUTANT_IS_ENOUGH else 2)}
     assert not thin, f"graded parts with too few mutants: {thin}"
+
+
+def test_each_expected_killer_is_a_check_of_that_objective():
+    from pathlib import Path
+
+    checks = {n: (Path(__file__).parent.parent / f"checks/test_objective{n}.py").read_text(encoding="utf-8") for n in range(1, 7)}
+    for mutant in load_mutants():
+        assert mutant.expect, f"{mutant.id}: name the check meant to kill it (expect = ...)"
+        assert re.search(rf"^(async )?def {mutant.expect}\(", checks[mutant.objective], re.M), \
+            f"{mutant.id}: no check {mutant.expect} in checks/test_objective{mutant.objective}.py"

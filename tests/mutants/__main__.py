@@ -8,6 +8,8 @@ Each mutant (tests/mutants/objectiveN.toml) is one textual change of solutions/,
 scratch copy of solutions/ laid out as a learner's labs/ folder, and graded with the course's own grader
 (`checks.grade.grade_submission`, that objective's checks only, stopping at the first failure). A mutant is
 killed when it scores less than full marks; a survivor means the checks cannot tell that mistake from the lesson.
+A mutant's `expect` names the check meant to kill it: that check runs first, so a killed mutant usually costs one
+check (the others still run if it passes, and any failure kills).
 """
 
 from __future__ import annotations
@@ -35,6 +37,7 @@ class Mutant:
     reason: str
     find: str
     replace: str
+    expect: str = ""  # the check meant to kill it (run first; any failing check kills it)
 
 
 def solution_file(objective: int) -> str:
@@ -49,7 +52,8 @@ def load_mutants() -> list[Mutant]:
         file = solution_file(objective)
         source = (SOLUTIONS / file).read_text(encoding="utf-8")
         for entry in tomllib.loads(path.read_text(encoding="utf-8"))["mutant"]:
-            mutant = Mutant(entry["id"], objective, file, entry["reason"], entry["find"], entry["replace"])
+            mutant = Mutant(entry["id"], objective, file, entry["reason"], entry["find"], entry["replace"],
+                            entry.get("expect", ""))
             count = source.count(mutant.find)
             if count != 1:
                 raise SystemExit(f"{path.name}: {mutant.id}: its `find` text occurs {count} times in solutions/{file}")
@@ -78,7 +82,7 @@ def grade(mutant: Mutant, workdir: Path) -> tuple[bool, str, float]:
 
     started = time.perf_counter()
     score = grade_submission(apply(mutant, workdir), objectives=[mutant.objective], timeout=120, total_timeout=600,
-                             stop_at_first_failure=True)
+                             stop_at_first_failure=True, run_first=(mutant.expect,) if mutant.expect else ())
     seconds = time.perf_counter() - started
     if score.error and not score.checks:
         return True, f"error: {score.error[:120]}", seconds
