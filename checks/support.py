@@ -84,6 +84,15 @@ def random_vectors(n: int, *, seed: int = 0, normalised: bool = False, dims: int
     return m.astype(np.float32)
 
 
+def _recorded(name: str):
+    async def method(self, sql, *args, **kwargs):
+        self.statements.append((sql, args))
+        return await getattr(self._db, name)(sql, *args, **kwargs)
+
+    method.__name__ = name
+    return method
+
+
 class RecordingDB:
     """Stands in for a pool or connection, runs everything on the real one, and records each statement with its
     arguments, so a check can EXPLAIN exactly the SQL a learner's function ran."""
@@ -92,21 +101,7 @@ class RecordingDB:
         self._db = db
         self.statements: list[tuple[str, tuple]] = []
 
-    async def fetch(self, sql, *args, **kwargs):
-        self.statements.append((sql, args))
-        return await self._db.fetch(sql, *args, **kwargs)
-
-    async def fetchrow(self, sql, *args, **kwargs):
-        self.statements.append((sql, args))
-        return await self._db.fetchrow(sql, *args, **kwargs)
-
-    async def fetchval(self, sql, *args, **kwargs):
-        self.statements.append((sql, args))
-        return await self._db.fetchval(sql, *args, **kwargs)
-
-    async def execute(self, sql, *args, **kwargs):
-        self.statements.append((sql, args))
-        return await self._db.execute(sql, *args, **kwargs)
+    fetch, fetchrow, fetchval, execute = (_recorded(n) for n in ("fetch", "fetchrow", "fetchval", "execute"))
 
     def __getattr__(self, name):
         return getattr(self._db, name)
