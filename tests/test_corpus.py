@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 
+import pytest
 
 from course import corpus, database
 from course.corpus import chunks_from_manual_page, split_text
@@ -73,3 +74,37 @@ async def test_loading_is_idempotent_and_replaces_another_models_rows():
         assert await corpus.load_corpus(conn, LocalEmbedder(), limit=40, progress=False) == 40
         models = await conn.fetch("SELECT DISTINCT metadata->>'model' AS m FROM embeddings")
         assert [r["m"] for r in models] == [LocalEmbedder.model_id]
+
+
+class _BrokenEmbedder(HashingEmbedder):
+    """Returns a NaN in the second batch: the loader must refuse that batch before COPY and keep the first."""
+
+    model_id = "broken-test-embedder"
+
+    def __init__(self):
+        self.calls = 0
+
+    async def embed(self, texts):
+        self.calls += 1
+        vectors = await super().embed(texts)
+        if self.calls == 2:
+            vectors[0] = [float("nan")] * len(vectors[0])
+        return vectors
+
+
+async def test_a_bad_vector_fails_its_batch_before_anything_of_it_is_written():
+    async with database.temporary_connection("test_corpus_bad") as conn:
+        with pytest.raises(ValueError, match="NaN"):
+            await corpus.load_corpus(conn, _BrokenEmbedder(), limit=600, progress=False)
+        # the first batch of 500 landed whole, the second batch not at all
+        assert await conn.fetchval("SELECT count(*) FROM embeddings") == 500
+
+
+def test_the_runtime_never_imports_solutions_or_labs():
+    import ast
+    from pathlib import Path
+
+    for path in Path(corpus.__file__).parent.glob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text())):
+            names = [a.name for a in node.names] if isinstance(node, ast.Import) else [node.module or ""] if isinstance(node, ast.ImportFrom) else []
+            assert not any(n.split(".")[0] in {"solutions", "labs"} for n in names), f"{path.name} imports {names}"
