@@ -23,6 +23,7 @@ import matplotlib.pyplot as plt
 from pgvector.asyncpg import register_vector
 from course import database
 from course.corpus import clone_corpus, ensure_search_index
+from course.measure import compare
 from course.embeddings import get_embedder
 from course.target import load_objective
 from checks import check
@@ -147,14 +148,8 @@ rounds = {name: [] for name in copies}
 for _ in range(5):                                # interleaved rounds: a busy moment on the machine hits both alike
     for name, c in copies.items():
         rounds[name].append(await seq_scan_p50(c, n=20))
-ratios = [e / p for e, p in zip(rounds["EXTERNAL (default)"], rounds["PLAIN"])]
-low, middle, high = min(ratios), float(np.median(ratios)), max(ratios)
-if low > 1.05:
-    verdict = f"PLAIN makes the exact scan {middle:.1f}× faster (every round agrees: {low:.2f}–{high:.2f}×)"
-elif high < 0.95:
-    verdict = f"PLAIN makes the exact scan slower here ({middle:.2f}×, rounds {low:.2f}–{high:.2f}×)"
-else:
-    verdict = f"no reliable difference in the exact scan here (rounds {low:.2f}–{high:.2f}×)"
+verdict = compare("02 exact scan: PLAIN vs EXTERNAL storage", "the PLAIN copy's exact scan", rounds["PLAIN"],
+                  "the default (EXTERNAL) copy's", rounds["EXTERNAL (default)"])
 builds = {name: (await obj.create_index(c, "hnsw")).build_seconds for name, c in copies.items()}
 storage = pd.DataFrame([{"storage": name, "seq scan p50 ms": np.median(r), "spread ms": f"{min(r):.1f}–{max(r):.1f}",
                          "HNSW build s (one build)": builds[name]} for name, r in rounds.items()])

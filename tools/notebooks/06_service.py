@@ -27,6 +27,7 @@ import matplotlib.pyplot as plt
 from prometheus_client.parser import text_string_to_metric_families
 from course import database
 from course.corpus import ensure_search_index
+from course.measure import compare
 from course.target import load_objective
 from checks import check
 
@@ -81,7 +82,16 @@ created = (await client.post("/documents", json={"content": "ALTER TABLE … REN
 started = time.perf_counter()
 body = (await client.post("/search", params={"top_k": 5, "filter": '{"topic": "ddl"}'}, json={"query": "rename a column"})).json()
 timings.append({"attempt": "after an insert", "cached": body["cached"], "ms": round((time.perf_counter() - started) * 1000, 2)})
-pd.DataFrame(timings)''',
+display(pd.DataFrame(timings))
+async def timed_search(query):
+    started = time.perf_counter()
+    await client.post("/search", params={"top_k": 5}, json={"query": query})
+    return time.perf_counter() - started
+miss, hit = [], []
+for query in ("vacuum a table", "create a role", "drop an index", "copy a csv file", "explain a plan"):
+    miss.append(await timed_search(query))            # first time: embed + database
+    hit.append(await timed_search(query))             # same question again: from the cache
+print(compare("06 search: cached vs uncached", "a cached search", hit, "an uncached one", miss))''',
 r'''md:
 ## 3. Errors that help, never a traceback
 
