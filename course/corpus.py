@@ -311,6 +311,67 @@ def _docstrings(tree: ast.Module, module: str) -> Iterator[tuple[str, str]]:
 
 
 # ---------------------------------------------------------------------------------------------------------------------
+# What the notebooks ask of each corpus
+# ---------------------------------------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class CorpusGuide:
+    """The examples a notebook needs, chosen for one corpus: questions it answers, metadata topics to filter on
+    (broad to rare), queries that name exact identifiers. The notebooks take them from `corpus_guide()`, so they
+    demonstrate the same things on the fallback corpus as on the manual; tests check every topic exists."""
+
+    name: str
+    what: str  # "the PostgreSQL manual"
+    questions: tuple[str, ...]  # six questions the corpus answers
+    off_topic: tuple[str, ...]  # three it cannot
+    filter_topics: tuple[str, ...]  # four `topic` values, from broad to rare (Objective 4's filtered-HNSW trap)
+    identifier_query: str  # names exact identifiers: where full-text search helps (Objective 4)
+    keyword_queries: tuple[str, ...]  # six short keyword queries that full-text search matches (Objective 4's RRF)
+    topic_example: tuple[str, str, str]  # a topic, a query within it, and a new document on it (Objectives 5 and 6)
+
+
+GUIDES = {
+    "postgres-docs": CorpusGuide(
+        name="postgres-docs",
+        what="the PostgreSQL manual",
+        questions=(
+            "How do I make a backup of my database?", "What does VACUUM do?", "How do I create an index?",
+            "How do I grant privileges on a table?", "What is a foreign key?", "How can I store JSON documents?",
+        ),
+        off_topic=("Recipe for banana bread", "Who won the football world cup?", "How to knit a scarf"),
+        filter_topics=("sql", "functions", "plpgsql", "monitoring"),
+        identifier_query="pg_stat_activity wait_event",
+        keyword_queries=(
+            "vacuum full locks the table", "create index concurrently", "json path operators",
+            "streaming replication slots", "row level security policy", "pl/pgsql exception handling",
+        ),
+        topic_example=("ddl", "rename a column", "ALTER TABLE … RENAME COLUMN renames a column."),
+    ),
+    "python-docs": CorpusGuide(
+        name="python-docs",
+        what="CPython's documentation",
+        questions=(
+            "How do I run several coroutines at the same time?", "How do I turn a Python object into JSON?",
+            "How do I write log messages to a file?", "How do I compare two sequences of lines?",
+            "How do I create a temporary directory?", "What does the with statement do?",
+        ),
+        off_topic=("Recipe for banana bread", "Who won the football world cup?", "How to knit a scarf"),
+        filter_topics=("reference", "asyncio", "logging", "json"),
+        identifier_query="gather return_exceptions",
+        keyword_queries=(
+            "json indent", "logging level", "event loop task",
+            "mock patch", "unified diff", "socket timeout",
+        ),
+        topic_example=("json", "parse a json string", "json.loads() parses a JSON document into Python objects."),
+    ),
+}
+
+
+def corpus_guide(name: str | None = None) -> CorpusGuide:
+    """The guide for `name`, or for the corpus this machine uses (the configured one, else the one built)."""
+    return GUIDES[name or available_corpus() or "postgres-docs"]
+
+
+# ---------------------------------------------------------------------------------------------------------------------
 # Build, read, load
 # ---------------------------------------------------------------------------------------------------------------------
 def corpus_path(name: str) -> Path:

@@ -108,3 +108,45 @@ def test_the_runtime_never_imports_solutions_or_labs():
         for node in ast.walk(ast.parse(path.read_text())):
             names = [a.name for a in node.names] if isinstance(node, ast.Import) else [node.module or ""] if isinstance(node, ast.ImportFrom) else []
             assert not any(n.split(".")[0] in {"solutions", "labs"} for n in names), f"{path.name} imports {names}"
+
+
+@pytest.mark.parametrize("name", sorted(corpus.GUIDES))
+def test_each_corpus_guide_names_topics_its_corpus_has_broad_to_rare(name):
+    from collections import Counter
+
+    guide = corpus.corpus_guide(name)
+    topics = Counter(json.loads(line)["metadata"]["topic"] for line in corpus.build_corpus(name, progress=False).open())
+    counts = [topics[t] for t in guide.filter_topics]
+    assert all(counts) and counts == sorted(counts, reverse=True), dict(zip(guide.filter_topics, counts))
+    assert counts[-1] / sum(topics.values()) < 0.02, "the rarest filter must be selective enough to show the HNSW trap"
+    assert topics[guide.topic_example[0]] > 0
+    assert len(guide.questions) == 6 and len(guide.keyword_queries) == 6 and len(set(guide.questions)) == 6
+
+
+def test_the_guide_follows_the_configured_corpus(monkeypatch):
+    from course.settings import get_settings
+
+    monkeypatch.setenv("COURSE_CORPUS", "python-docs")
+    get_settings.cache_clear()
+    try:
+        corpus.build_corpus(progress=False)
+        assert corpus.corpus_guide().name == "python-docs"
+    finally:
+        monkeypatch.delenv("COURSE_CORPUS")
+        get_settings.cache_clear()
+
+
+@pytest.mark.parametrize("name", sorted(corpus.GUIDES))
+def test_every_keyword_query_of_a_guide_matches_its_corpus_in_full_text(name):
+    """websearch_to_tsquery requires every word: a query that matches nothing would make the hybrid demo vector-only."""
+    import psycopg
+
+    guide = corpus.corpus_guide(name)
+    rows = [json.loads(line)["content"] for line in corpus.build_corpus(name, progress=False).open()]
+    with psycopg.connect(database.libpq_url(), autocommit=True) as conn:
+        for query in (*guide.keyword_queries, guide.identifier_query):
+            matched = conn.execute(
+                "SELECT count(*) FROM unnest(%s::text[]) c WHERE to_tsvector('english', c) @@ websearch_to_tsquery('english', %s)",
+                [rows, query],
+            ).fetchone()[0]
+            assert matched > 0, f"{query!r} matches no chunk of {name}"

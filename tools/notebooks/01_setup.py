@@ -21,9 +21,11 @@ friendly_errors()   # an error from a step still to write says which step, witho
 import pandas as pd
 from course import database
 from course.embeddings import get_embedder
+from course.corpus import corpus_guide
 from course.target import load_objective
 from checks import check
 
+guide = corpus_guide()                                         # example questions that suit the corpus in use
 obj = load_objective(1)                                        # labs.objective1 (COURSE_TARGET=solutions for the reference)
 url = database.scratch_database("objective1", reset=True)      # an empty practice database, just for this notebook
 conn = await database.connect(url)
@@ -167,7 +169,8 @@ r'''md:
 `<=>` is pgvector's cosine *distance* (1 − cosine similarity). Order by it to find the nearest chunks to a question.''',
 r'''from pgvector.asyncpg import register_vector
 await register_vector(conn)
-[question] = await embedder.embed(["How are tables stored on disk?"])
+[question] = await embedder.embed([guide.questions[0]])
+print(guide.questions[0])
 rows = await conn.fetch("""
     SELECT metadata->>'section' AS section, round((1 - (embedding <=> $1))::numeric, 3) AS similarity
     FROM embeddings ORDER BY embedding <=> $1 LIMIT 5""", question)

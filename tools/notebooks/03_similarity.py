@@ -24,12 +24,13 @@ import numpy as np
 import pandas as pd
 import matplotlib.pyplot as plt
 from course import database
-from course.corpus import ensure_search_index
+from course.corpus import corpus_guide, ensure_search_index
 from course.embeddings import get_embedder
 from course.target import load_objective
 from checks import check
 
 obj = load_objective(3)
+guide = corpus_guide()   # example questions that suit the corpus in use
 pool = await database.create_pool()          # every connection gets pgvector's codec (vectors in/out as parameters)
 async with pool.acquire() as conn:
     built = await ensure_search_index(conn)   # HNSW on the corpus (Objective 2 explains it)
@@ -53,7 +54,8 @@ r'''md:
 An index can only serve `ORDER BY embedding <op> $1 LIMIT $2` — ascending by the raw operator. Write
 `top_k_sql(metric)`, then `similarity_from_distance()` and `validate_search()`, and finally `search_similar()`.
 Our corpus vectors are unit length, so the three metrics should agree here.''',
-r'''question = "How do I make a backup of my database?"
+r'''question = guide.questions[0]
+print(question)
 [q] = await embedder.embed([question])
 frames = []
 for metric in obj.OPERATORS:

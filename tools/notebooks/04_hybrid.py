@@ -16,17 +16,19 @@ r'''%load_ext autoreload
 from course.notebook import friendly_errors
 friendly_errors()   # an error from a step still to write says which step, without a long traceback
 
+import json
 import time
 import numpy as np
 import pandas as pd
 import matplotlib.pyplot as plt
 from course import database
-from course.corpus import ensure_search_index
+from course.corpus import corpus_guide, ensure_search_index
 from course.embeddings import get_embedder
 from course.target import load_objective
 from checks import check
 
 obj = load_objective(4)
+guide = corpus_guide()   # questions, topics and keyword queries that suit the corpus in use
 pool = await database.create_pool()
 embedder = get_embedder()
 async with pool.acquire() as conn:
@@ -43,10 +45,11 @@ The default GIN operator classes for `jsonb` serve `@>` (containment), **not** `
 filters as one JSON parameter: `metadata @> $1::jsonb`. That is also what keeps them injection-free — keys and values
 never become SQL text.''',
 r'''async with pool.acquire() as conn, conn.transaction():
-    for sql, arg in [("metadata @> $1::jsonb", {"topic": "monitoring"}), ("metadata->>'topic' = $1", "monitoring")]:
+    rare = guide.filter_topics[-1]
+    for sql, arg in [("metadata @> $1::jsonb", {"topic": rare}), ("metadata->>'topic' = $1", rare)]:
         plan = [r[0] for r in await conn.fetch(f"EXPLAIN SELECT count(*) FROM embeddings WHERE {sql}", arg)]
         print(f"{sql:24} → {plan[1].strip()}")
-print(obj.validate_filters('{"topic": "monitoring", "language": "en"}'))
+print(obj.validate_filters(json.dumps({"topic": rare, "language": "en"})))
 for bad in ['{"topic": {"$ne": 1}}', '["topic"]', "{oops"]:
     try:
         obj.validate_filters(bad)
@@ -59,9 +62,7 @@ An HNSW scan collects `hnsw.ef_search` (40) nearest candidates **first** and app
 If only 1% of rows match, about 0.4 of those 40 candidates survive — you asked for 10 and get 0 or 1. pgvector 0.8
 added `SET hnsw.iterative_scan = relaxed_order`: the scan continues until enough rows pass the filter
 (`relaxed_order` may return them slightly out of order, so re-sort). Measured over 6 questions:''',
-r'''questions = ["How do I see which queries are running right now?", "What does a trigger function return?",
-             "How can I grant select on all tables?", "Which function formats a timestamp?",
-             "How does a foreign key constraint work?", "How do I loop over query results?"]
+r'''questions = list(guide.questions)
 qvecs = [np.asarray(v, dtype=np.float32) for v in await embedder.embed(questions)]
 
 async def rows_through_hnsw(conn, q, topic, mode):
@@ -74,14 +75,14 @@ async def rows_through_hnsw(conn, q, topic, mode):
                                     "ORDER BY embedding <=> $1 LIMIT 10", q, {"topic": topic}))
 rows = []
 async with pool.acquire() as conn:
-    for topic in ("sql", "functions", "plpgsql", "monitoring"):
+    for topic in guide.filter_topics:
         for mode in ("off", "strict_order", "relaxed_order"):
             rows.append({"filter": topic, "hnsw.iterative_scan": mode,
                          "rows": np.mean([await rows_through_hnsw(conn, q, topic, mode) for q in qvecs])})
         rows.append({"filter": topic, "hnsw.iterative_scan": "your filtered_vector_search()",
                      "rows": np.mean([len(await obj.filtered_vector_search(conn, q, {"topic": topic}, top_k=10)) for q in qvecs])})
 trap = pd.DataFrame(rows).pivot(index="filter", columns="hnsw.iterative_scan", values="rows")
-trap = trap.loc[["sql", "functions", "plpgsql", "monitoring"]]
+trap = trap.loc[list(guide.filter_topics)]
 ax = trap.plot.bar(figsize=(9, 3.4), rot=0, title=f"Filtered top-10 through the HNSW index (ef_search 40), {len(questions)} questions")
 ax.set_ylabel("rows returned (of 10)"); ax.legend(title="hnsw.iterative_scan", loc="upper left", bbox_to_anchor=(1, 1))
 plt.tight_layout(); plt.show()
@@ -96,7 +97,7 @@ right under either plan: iterative scan on, results re-sorted.
 `websearch_to_tsquery` accepts what users type (`"exact phrase" -excluded or`), and `ts_rank(…, 32)` maps
 the rank into [0, 1) so it can be weighed against a cosine similarity. Compare a pure vector search with the hybrid
 one for a question that names an exact identifier:''',
-r'''question = "pg_stat_activity wait_event"
+r'''question = guide.identifier_query
 [q] = await embedder.embed([question])
 vector_only = await obj.hybrid_search(pool, q, question, top_k=5, vector_weight=1.0, text_weight=0.0)
 hybrid = await obj.hybrid_search(pool, q, question, top_k=5)
@@ -109,8 +110,7 @@ r'''md:
 
 Weighted scores need the parts on comparable scales. **RRF** ignores scores and adds `1 / (60 + rank)` from each
 ranking — robust, parameter-light, and the usual default in search engines. How much do the two strategies agree?''',
-r'''queries = ["vacuum full locks the table", "create index concurrently", "json path operators",
-           "streaming replication slots", "row level security policy", "pl/pgsql exception handling"]
+r'''queries = list(guide.keyword_queries)
 overlap = []
 for text in queries:
     [v] = await embedder.embed([text])

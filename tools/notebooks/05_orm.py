@@ -22,10 +22,12 @@ from sqlalchemy import delete, event
 from course import database
 from course.embeddings import get_embedder
 from course.measure import compare
+from course.corpus import corpus_guide
 from course.target import load_objective
 from checks import check
 
 obj = load_objective(5)
+guide = corpus_guide()   # a question and a topic that suit the corpus in use
 url = database.scratch_database("objective5", reset=True)
 raw = await database.connect(url)
 await raw.execute("CREATE EXTENSION IF NOT EXISTS vector")      # the codec needs the type to exist
@@ -110,11 +112,12 @@ async with Session() as session:
     await session.execute(delete(obj.Embedding))                 # start clean for the demo
     await repo.add_many([{"content": d["content"], "embedding": v, "metadata": d["metadata"]} for d, v in zip(docs, doc_vectors)])
     await session.commit()
-    [q] = await embedder.embed(["How do I restore a database from a dump?"])
+    topic, question, _ = guide.topic_example
+    [q] = await embedder.embed([question])
     hits = await repo.search(q, top_k=5)
-    filtered = await repo.search(q, top_k=5, filters={"topic": "app"})
+    filtered = await repo.search(q, top_k=5, filters={"topic": topic})
 pd.concat({"all": pd.DataFrame([{"section": h.embedding.metadata_["section"][:40], "similarity": round(h.similarity, 3)} for h in hits]),
-           "topic = app": pd.DataFrame([{"section": h.embedding.metadata_["section"][:40], "similarity": round(h.similarity, 3)} for h in filtered])}, axis=1)''',
+           f"topic = {topic}": pd.DataFrame([{"section": h.embedding.metadata_["section"][:40], "similarity": round(h.similarity, 3)} for h in filtered])}, axis=1)''',
 r'''md:
 ## 4. FastAPI: dependencies you can swap
 

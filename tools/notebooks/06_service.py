@@ -26,12 +26,13 @@ import pandas as pd
 import matplotlib.pyplot as plt
 from prometheus_client.parser import text_string_to_metric_families
 from course import database
-from course.corpus import ensure_search_index
+from course.corpus import corpus_guide, ensure_search_index
 from course.measure import compare
 from course.target import load_objective
 from checks import check
 
 obj = load_objective(6)
+guide = corpus_guide()   # questions and a topic that suit the corpus in use
 async with (await database.create_pool(max_size=1)).acquire() as conn:
     await ensure_search_index(conn)
 app = obj.create_app()                                   # the course database and the configured embedder
@@ -46,9 +47,7 @@ Cosine similarity scales depend on the model. The exercise brief's 0.7 comes fro
 similarities crowd into 0.7–0.9 even for loosely related text, so 0.7 is a sensible cut-off *on that scale*. Below,
 the same questions on this corpus with the model this notebook runs: the best match's score, the results at 0.7, and
 the results at the model's calibrated default:''',
-r'''questions = {"on-topic": ["How do I make a backup of my database?", "What does VACUUM do?", "How do I create an index?",
-                          "How do I grant privileges on a table?", "What is a foreign key?", "How can I store JSON documents?"],
-             "off-topic": ["Recipe for banana bread", "Who won the football world cup?", "How to knit a scarf"]}
+r'''questions = {"on-topic": list(guide.questions), "off-topic": list(guide.off_topic)}
 rows = []
 for kind, qs in questions.items():
     for q in qs:
@@ -63,7 +62,7 @@ for kind in questions:
     scores = table.loc[kind, "best score"]
     print(f"{kind}: best scores {scores.min():.2f}–{scores.max():.2f}")
 table''',
-r'''body = (await client.post("/search", params={"top_k": 3}, json={"query": "How do I create an index?"})).json()
+r'''body = (await client.post("/search", params={"top_k": 3}, json={"query": guide.questions[2]})).json()
 print(f"model {body['model']}, default min_score {body['min_score']}, {body['count']} results, cached={body['cached']}")
 pd.DataFrame([{"score": round(h["score"], 3), "section": h["metadata"]["section"], "content": h["content"][:70]} for h in body["results"]])''',
 r'''md:
@@ -73,14 +72,15 @@ An embedding API call costs money and tens of milliseconds; a repeated search sh
 TTL caches (`cachetools.TTLCache`): query text → embedding, and *(embedding, top_k, min_score, canonical filter)*
 → results. Adding a document clears the result cache (answers may change); the TTL bounds staleness from writes made
 elsewhere. Timings of the same search, three times:''',
-r'''timings = []
+r'''topic, query, new_document = guide.topic_example
+timings = []
 for attempt in range(3):
     started = time.perf_counter()
-    body = (await client.post("/search", params={"top_k": 5, "filter": '{"topic": "ddl"}'}, json={"query": "rename a column"})).json()
+    body = (await client.post("/search", params={"top_k": 5, "filter": json.dumps({"topic": topic})}, json={"query": query})).json()
     timings.append({"attempt": attempt + 1, "cached": body["cached"], "ms": round((time.perf_counter() - started) * 1000, 2)})
-created = (await client.post("/documents", json={"content": "ALTER TABLE … RENAME COLUMN renames a column.", "metadata": {"topic": "ddl", "source": "notebook-06"}})).json()
+created = (await client.post("/documents", json={"content": new_document, "metadata": {"topic": topic, "source": "notebook-06"}})).json()
 started = time.perf_counter()
-body = (await client.post("/search", params={"top_k": 5, "filter": '{"topic": "ddl"}'}, json={"query": "rename a column"})).json()
+body = (await client.post("/search", params={"top_k": 5, "filter": json.dumps({"topic": topic})}, json={"query": query})).json()
 timings.append({"attempt": "after an insert", "cached": body["cached"], "ms": round((time.perf_counter() - started) * 1000, 2)})
 display(pd.DataFrame(timings))
 async def timed_search(query):
@@ -88,9 +88,9 @@ async def timed_search(query):
     await client.post("/search", params={"top_k": 5}, json={"query": query})
     return time.perf_counter() - started
 miss, hit = [], []
-for query in ("vacuum a table", "create a role", "drop an index", "copy a csv file", "explain a plan"):
-    miss.append(await timed_search(query))            # first time: embed + database
-    hit.append(await timed_search(query))             # same question again: from the cache
+for text in guide.keyword_queries[:5]:
+    miss.append(await timed_search(text))             # first time: embed + database
+    hit.append(await timed_search(text))             # same question again: from the cache
 print(compare("06 search: cached vs uncached", "a cached search", hit, "an uncached one", miss))''',
 r'''md:
 ## 3. Errors that help, never a traceback
@@ -149,7 +149,7 @@ r'''md:
 
 ```bash
 make serve                       # http://127.0.0.1:8000 — the page at /, OpenAPI docs at /docs
-curl -sg -X POST 'http://127.0.0.1:8000/search?top_k=3&filter={"topic":"sql"}' \
+curl -sg -X POST 'http://127.0.0.1:8000/search?top_k=3&filter={"topic":"ddl"}' \
      -H 'content-type: application/json' -d '{"query": "how do I rename a column?"}'
 ```
 
