@@ -16,7 +16,7 @@ help:
 	@echo "make lab [OBJ=N]  install, start the database, load the corpus, open JupyterLab on objective N (default 1)"
 	@echo "make serve        install, start the database, load the corpus, serve the search API on $(HOST):$(PORT)"
 	@echo "make test         install and run every test (runtime, checks both ways, notebooks, the mutation suite)"
-	@echo "make check        your progress over every objective; OBJ=N grades labs/objectiveN in full, with hints"
+	@echo "make check        your progress over every objective; OBJ=N grades labs/objectiveN in full, with hints (MORE=1: more explicit)"
 	@echo "make bench        benchmarks that print same-run ratios (indexes, ...)"
 	@echo "make grade        grade every folder in submissions/ (SUBMISSIONS=..., GRADE_ARGS=...) into scores.json/csv"
 	@echo "make labs         regenerate labs/ from solutions/ (keeps labs you edited)"
@@ -65,7 +65,7 @@ browser:
 	  echo "note: Chromium is not installed; the search-page test will fail until it is (apt-get install chromium)"
 
 check: install
-	@$(PY) -m checks $(OBJ) || true  # the table says what failed; make's "Error 1" would only add noise
+	@$(PY) -m checks $(OBJ) $(if $(MORE),--more-hints) || true  # the table says what failed; make's "Error 1" would only add noise
 
 bench: install
 	$(PY) -m course setup

@@ -10,16 +10,17 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 
 
-def check(objective: int | None = None, target: str | None = None) -> bool:
+def check(objective: int | None = None, target: str | None = None, *, more_hints: bool = False) -> bool:
     """Grade one objective in a fresh process (so your latest edits to labs/ are what is graded) and print
     ✅/❌ per check with hints; with no objective, your progress over all of them. Returns True if every check
-    passed. With COURSE_STRICT_CHECKS=1 a failure raises."""
+    passed. `more_hints=True` adds the second, more explicit hint of a failing check. With COURSE_STRICT_CHECKS=1 a
+    failure raises."""
     from course.settings import get_settings
 
     settings = get_settings()
     env = {**os.environ, "COURSE_TARGET": target or settings.course_target}
     result = subprocess.run(
-        [sys.executable, "-m", "checks", *([] if objective is None else [str(objective)])], cwd=ROOT, env=env, capture_output=True, text=True
+        [sys.executable, "-m", "checks", *([] if objective is None else [str(objective)]), *(["--more-hints"] if more_hints else [])], cwd=ROOT, env=env, capture_output=True, text=True
     )
     print(result.stdout.strip())
     if result.returncode not in (0, 1):

@@ -72,7 +72,8 @@ def print_objective(objective: int, results: list[CheckResult], target: str, onl
     earned, total, passed = _score(results)
     print(f"  Score: {earned:g}/{total:g} points ({passed} of {len(results)} checks passed)")
     if not more_hints and any(r.more for r in results if not r.passed):
-        print(f"  Stuck? `python -m checks {objective} --more-hints` gives a more explicit hint.")
+        print(f"  Stuck? `make check OBJ={objective} MORE=1` (in the notebook: `check({objective}, more_hints=True)`) "
+              "gives a more explicit hint.")
 
 
 def report(objective: int, target: str | None, more_hints: bool = False) -> bool:

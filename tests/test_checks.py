@@ -17,7 +17,7 @@ def test_learner_cli_prints_marks_hints_and_score():
     assert labs.returncode == 1
     assert "❌" in labs.stdout and "hint:" in labs.stdout and "TODO" in labs.stdout
     assert "Score: 0/" in labs.stdout
-    assert "more:" not in labs.stdout and "--more-hints" in labs.stdout, "the explicit hint waits until asked for"
+    assert "more:" not in labs.stdout and "make check OBJ=1 MORE=1" in labs.stdout, "the explicit hint waits until asked for"
     more = subprocess.run([sys.executable, "-m", "checks", "1", "--more-hints"], cwd=ROOT, capture_output=True, text=True,
                           env={**__import__("os").environ, "COURSE_TARGET": "labs"}, timeout=600)
     assert "more: CREATE EXTENSION IF NOT EXISTS vector" in more.stdout
