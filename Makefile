@@ -52,8 +52,8 @@ test: install browser
 	@# may change direction between them (course/measure.py)
 	COURSE_CORPUS=python-docs COURSE_DATABASE=course_fallback $(PY) -m course setup
 	rm -rf .notebook-runs && mkdir -p .notebook-runs
-	COURSE_COMPARISONS=.notebook-runs/manual.jsonl $(NBVAL) notebooks
-	COURSE_COMPARISONS=.notebook-runs/fallback.jsonl COURSE_CORPUS=python-docs COURSE_DATABASE=course_fallback $(NBVAL) notebooks
+	COURSE_COMPARISONS=$(CURDIR)/.notebook-runs/manual.jsonl $(NBVAL) notebooks
+	COURSE_COMPARISONS=$(CURDIR)/.notebook-runs/fallback.jsonl COURSE_CORPUS=python-docs COURSE_DATABASE=course_fallback $(NBVAL) notebooks
 	$(PY) -m course.measure .notebook-runs/manual.jsonl .notebook-runs/fallback.jsonl
 	$(PY) -m tests.mutants -j 2
 

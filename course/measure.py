@@ -5,7 +5,7 @@ takes per-round timings of two alternatives measured in interleaved rounds (a bu
 hits both alike), and says "faster" only when every round agrees, "slower" only when every round disagrees, and
 otherwise that there is no reliable difference. The sentence is generated from the ratio, never written by hand.
 
-With `COURSE_COMPARISONS=path` set, each comparison is also appended to that JSON-lines file. `make test` runs the
+With `COURSE_COMPARISONS=path` set (relative to the repository root), each comparison is also appended to that JSON-lines file. `make test` runs the
 notebooks twice and `python -m course.measure run1.jsonl run2.jsonl` fails if any comparison changed direction.
 """
 
@@ -18,6 +18,8 @@ import sys
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
 
 #: A ratio within ±5 % of 1 in any round is too close to call.
 TOLERANCE = 0.05
@@ -60,7 +62,7 @@ def compare(name: str, subject: str, subject_times: Sequence[float], baseline: s
     direction = "faster" if low > 1 + TOLERANCE else "slower" if high < 1 - TOLERANCE else "same"
     result = Comparison(name, subject, baseline, statistics.median(ratios), low, high, len(ratios), direction)
     if path := os.environ.get("COURSE_COMPARISONS"):
-        with open(path, "a", encoding="utf-8") as fh:
+        with open(ROOT / path, "a", encoding="utf-8") as fh:  # a relative path is from the repository root
             fh.write(json.dumps(asdict(result)) + "\n")
     return result
 
