@@ -128,4 +128,96 @@ async def run() -> dict[str, float]:
               f"cache-hit p50 {part.loc['service, cache hit (ASGI, no client)', 'p50_ms']:.2f} ms in the app, "
               f"{part.loc['service, cache hit', 'p50_ms']:.2f} ms with the httpx client (goal <= 1 ms)")
     results["hit_p50_ms_c1"] = float(df[(df.kind == "service, cache hit (ASGI, no client)") & (df.concurrency == 1)].p50_ms.iloc[0])
+    results.update(await provider_down())
+    return results
+
+
+async def provider_down() -> dict[str, float]:
+    """With the default settings (SEARCH_DEADLINE, breaker, retries, timeouts), the OpenAI client against a loopback
+    server that is down (503, Retry-After: 2) or hung: how long an uncached search takes to fail, how fast it fails
+    once the breaker is open, and how many provider calls 10 concurrent identical misses make. Beside each, the
+    same client without the deadline, breaker and coalescing (what the service did before)."""
+    from course.corpus import EMBEDDINGS_TABLE_DDL
+    from course.database import connect, scratch_database
+    from course.embeddings import EmbeddingUnavailable, OpenAIEmbedder
+    from course.fake_providers import FakeProviderServer, Step
+    from course.settings import Settings, get_settings
+
+    defaults = get_settings()
+    banner(f"Objective 6 — provider down: defaults SEARCH_DEADLINE={defaults.search_deadline:g} s, "
+           f"EMBEDDING_MAX_RETRIES={defaults.embedding_max_retries}, EMBEDDING_TIMEOUT={defaults.embedding_timeout:g} s, "
+           f"breaker after {defaults.embedding_breaker_failures} failures")
+    import logging
+
+    logging.disable(logging.WARNING)  # the service logs each of the failures provoked here
+    url = scratch_database("bench_faults", reset=True)
+    conn = await connect(url)
+    await conn.execute("CREATE EXTENSION IF NOT EXISTS vector")
+    await conn.execute(EMBEDDINGS_TABLE_DDL)  # empty: only the provider matters
+    await conn.close()
+    rows, results = [], {}
+    with FakeProviderServer() as provider:
+        def client() -> OpenAIEmbedder:
+            return OpenAIEmbedder(base_url=provider.openai_base_url, model="text-embedding-ada-002", api_key="sk-bench",
+                                  timeout=defaults.embedding_timeout, max_retries=defaults.embedding_max_retries)
+
+        # before: the client alone, no deadline (its retries honour Retry-After: 2)
+        provider.fail_always(503, retry_after="2")
+        async with client() as bare:
+            started = time.perf_counter()
+            try:
+                await bare.embed(["an uncached question"])
+            except EmbeddingUnavailable:
+                pass
+            before = time.perf_counter() - started
+        rows.append({"case": "outage, client alone (before)", "seconds": before, "provider calls": len(provider.requests)})
+
+        app = create_app(embedder=client(), database_url=url, settings=Settings())
+        async with app.router.lifespan_context(app):
+            async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://bench", timeout=120) as c:
+                async def timed(query: str) -> tuple[float, int]:
+                    started = time.perf_counter()
+                    response = await c.post("/search", json={"query": query})
+                    return time.perf_counter() - started, response.status_code
+
+                provider.reset()
+                provider.fail_always(503, retry_after="2")
+                seconds, status = await timed("outage question")
+                rows.append({"case": "outage, service (after)", "seconds": seconds, "provider calls": len(provider.requests), "status": status})
+                results["outage_ratio"] = before / seconds
+                provider.reset()
+                provider.script(*[Step(delay=120)] * 3)
+                seconds, status = await timed("hung question")
+                rows.append({"case": "hung provider, service", "seconds": seconds, "provider calls": len(provider.requests), "status": status})
+                provider.fail_always(503, retry_after="2")
+                while app.state.embedder.state != "open":
+                    await timed(f"open the breaker {len(provider.requests)}")
+                calls = len(provider.requests)
+                fast = [(await timed(f"breaker open {i}"))[0] for i in range(50)]
+                rows.append({"case": "breaker open, service (p50 of 50)", "seconds": float(np.median(fast)),
+                             "provider calls": len(provider.requests) - calls, "status": 503})
+                results["breaker_open_p50_ms"] = float(np.median(fast)) * 1000
+        await app.state.embedder.aclose()
+
+        # coalescing: 10 concurrent identical misses, provider answering in 0.3 s
+        provider.reset()
+        provider.script(*[Step(delay=0.3)] * 10)
+        async with client() as bare:
+            await asyncio.gather(*[bare.embed(["the same question"]) for _ in range(10)])
+        rows.append({"case": "10 identical concurrent misses, client alone (before)", "seconds": None, "provider calls": len(provider.requests)})
+        provider.reset()
+        provider.script(*[Step(delay=0.3)] * 10)
+        app = create_app(embedder=client(), database_url=url, settings=Settings())
+        async with app.router.lifespan_context(app):
+            async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://bench") as c:
+                await asyncio.gather(*[c.post("/search", json={"query": "the same question"}) for _ in range(10)])
+        await app.state.embedder.aclose()
+        rows.append({"case": "10 identical concurrent misses, service (after)", "seconds": None, "provider calls": len(provider.requests)})
+    logging.disable(logging.NOTSET)
+    table = pd.DataFrame(rows)
+    table["status"] = table["status"].map(lambda v: "" if pd.isna(v) else str(int(v)))
+    table["seconds"] = table["seconds"].map(lambda v: "" if pd.isna(v) else f"{v:.3f}")
+    print(table.to_string(index=False))
+    print(f"RATIO outage time-to-503: client alone / service = {results['outage_ratio']:.1f}; "
+          f"breaker open p50 {results['breaker_open_p50_ms']:.2f} ms")
     return results

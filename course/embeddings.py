@@ -11,9 +11,13 @@ Every provider returns L2-normalised vectors of EMBEDDING_DIMENSIONS (1536) floa
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import contextvars
 import hashlib
 import logging
 import re
+import time
+from collections import Counter
 from collections.abc import Sequence
 from email.utils import parsedate_to_datetime
 from functools import lru_cache
@@ -52,6 +56,50 @@ class EmbeddingRequestError(EmbeddingError, ValueError):
         self.status_code = status_code
 
 
+class EmbeddingQuotaExceeded(EmbeddingRequestError):
+    """The account's quota or credit is used up (OpenAI `insufficient_quota`, Gemini's per-day quota): not retried,
+    because only the account's owner can fix it."""
+
+
+class EmbeddingInputTooLong(EmbeddingRequestError):
+    """A text is longer than the model accepts (estimated before sending, or the provider said so)."""
+
+
+class EmbeddingBadResponse(EmbeddingError):
+    """The provider answered 200 with something that is not the embeddings asked for: not JSON, the wrong shape,
+    count or indexes, or non-finite values."""
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# Deadlines: one budget for everything a request does
+# ---------------------------------------------------------------------------------------------------------------------
+_deadline: contextvars.ContextVar[float | None] = contextvars.ContextVar("embedding_deadline", default=None)
+
+
+@contextlib.contextmanager
+def deadline(seconds: float):
+    """Within this block, HTTP embedders cut each attempt's timeout to the time left and give up at once rather than
+    wait for a retry that could not finish in time. (The caller bounds the whole block, e.g. with asyncio.timeout.)"""
+    token = _deadline.set(time.monotonic() + seconds)
+    try:
+        yield
+    finally:
+        _deadline.reset(token)
+
+
+def time_left() -> float | None:
+    """Seconds left before the current deadline (None without one)."""
+    at = _deadline.get()
+    return None if at is None else at - time.monotonic()
+
+
+def estimate_tokens(text: str) -> int:
+    """A conservative token count without the provider's tokenizer (which would need a download): a third of the
+    UTF-8 bytes. OpenAI's tokenizers average about 4 bytes per token on English and 3 on code, and CJK characters
+    are 3 bytes and about one token each, so this over-counts ordinary text and is close on the worst cases."""
+    return -(-len(text.encode("utf-8", "surrogatepass")) // 3)
+
+
 # ---------------------------------------------------------------------------------------------------------------------
 # Interface
 # ---------------------------------------------------------------------------------------------------------------------
@@ -80,7 +128,7 @@ def validate_texts(texts: Sequence[str]) -> list[str]:
 def _normalise_rows(matrix: np.ndarray) -> np.ndarray:
     norms = np.linalg.norm(matrix, axis=1, keepdims=True)
     if not np.all(np.isfinite(matrix)) or np.any(norms == 0):
-        raise EmbeddingError("The model returned a zero or non-finite vector.")
+        raise EmbeddingBadResponse("The model returned a zero or non-finite vector.")
     return matrix / norms
 
 
@@ -175,6 +223,13 @@ class _Retryable(Exception):
 
 
 def _retry_after_seconds(response: httpx.Response) -> float | None:
+    """The server's own wait hint: OpenAI's `retry-after-ms` (milliseconds), else the standard `Retry-After`
+    (seconds or an HTTP date). Gemini sends neither; its hint is in the error body (see GeminiEmbedder)."""
+    if ms := response.headers.get("retry-after-ms"):
+        try:
+            return max(0.0, float(ms) / 1000)
+        except ValueError:
+            pass
     value = response.headers.get("retry-after")
     if not value:
         return None
@@ -191,13 +246,17 @@ def _retry_after_seconds(response: httpx.Response) -> float | None:
 
 
 class _HTTPEmbedder:
-    """Shared plumbing: batching, timeouts, retries with exponential backoff that honour Retry-After, and errors
-    that say what to do. Subclasses build the request and parse the response of their provider."""
+    """Shared plumbing: batching by items and tokens, timeouts, retries with exponential backoff that honour the
+    server's wait hints and the caller's deadline, answers validated, and errors that say what to do. Subclasses
+    build the request, parse the response, and read their provider's error details."""
 
     provider = "http"
     dimensions = EMBEDDING_DIMENSIONS
     #: Upper bound on one Retry-After wait, so a misbehaving server cannot stall a request for minutes.
     max_retry_after = 60.0
+    #: The model's input limit per text, and the provider's limit per request, in tokens.
+    max_input_tokens = 8191
+    max_request_tokens = 300_000
 
     def __init__(
         self,
@@ -227,6 +286,8 @@ class _HTTPEmbedder:
         self._client = client
         self._owns_client = client is None
         self._backoff = wait_exponential_jitter(multiplier=backoff_initial, max=backoff_max, jitter=backoff_initial)
+        #: Requests sent, retries, and failures by kind, since start (the service exports them as metrics).
+        self.stats: Counter[str] = Counter()
 
     # -- subclass hooks -----------------------------------------------------------------------------------------------
     def _request(self, texts: list[str]) -> tuple[str, dict[str, str], dict[str, Any]]:
@@ -234,6 +295,12 @@ class _HTTPEmbedder:
 
     def _parse(self, payload: dict[str, Any], count: int) -> list[list[float]]:
         raise NotImplementedError
+
+    def _retry_hint(self, response: httpx.Response) -> float | None:
+        return _retry_after_seconds(response)
+
+    def _is_quota(self, response: httpx.Response) -> bool:
+        return False
 
     # -- plumbing -----------------------------------------------------------------------------------------------------
     @property
@@ -259,18 +326,44 @@ class _HTTPEmbedder:
             return min(exc.retry_after, self.max_retry_after)
         return self._backoff(retry_state)
 
+    def _stop(self, retry_state) -> bool:
+        """Stop after max_retries, or when the next wait would not leave time for another attempt."""
+        if retry_state.attempt_number > self.max_retries:
+            return True
+        left = time_left()
+        return left is not None and retry_state.upcoming_sleep >= left - 0.05
+
+    def _batches(self, texts: list[str]) -> list[list[str]]:
+        """Batches of at most batch_size texts and max_request_tokens (estimated); refuses a text over the model's
+        input limit before anything is sent."""
+        batches: list[list[str]] = [[]]
+        tokens = 0
+        for i, text in enumerate(texts):
+            n = estimate_tokens(text)
+            if n > self.max_input_tokens:
+                raise EmbeddingInputTooLong(
+                    f"Text #{i} is about {n:,} tokens ({len(text):,} characters); {self.model} accepts at most "
+                    f"{self.max_input_tokens:,}. Split it into smaller chunks.", 422)
+            if batches[-1] and (len(batches[-1]) >= self.batch_size or tokens + n > self.max_request_tokens):
+                batches.append([])
+                tokens = 0
+            batches[-1].append(text)
+            tokens += n
+        return [b for b in batches if b]
+
     async def embed(self, texts: Sequence[str]) -> list[list[float]]:
         texts = validate_texts(texts)
         vectors: list[list[float]] = []
-        for start in range(0, len(texts), self.batch_size):
-            vectors.extend(await self._embed_batch(texts[start : start + self.batch_size]))
+        for batch in self._batches(texts):
+            vectors.extend(await self._embed_batch(batch))
         return vectors
 
     async def _embed_batch(self, texts: list[str]) -> list[list[float]]:
         retrying = AsyncRetrying(
             retry=retry_if_exception(lambda e: isinstance(e, _Retryable)),
-            stop=stop_after_attempt(self.max_retries + 1),
+            stop=self._stop,
             wait=self._wait,
+            before_sleep=lambda _: self.stats.update(["retries"]),
             reraise=True,
         )
         try:
@@ -278,24 +371,38 @@ class _HTTPEmbedder:
                 with attempt:
                     return await self._attempt(texts)
         except _Retryable as exc:
+            self.stats.update(["unavailable"])
+            tries = retrying.statistics.get("attempt_number", 1)
             raise EmbeddingUnavailable(
-                f"The {self.provider} embedding API is unavailable after {self.max_retries + 1} attempts: {exc}",
+                f"The {self.provider} embedding API is unavailable after {tries} attempt{'s' * (tries > 1)}: {exc}",
                 retry_after=exc.retry_after,
             ) from exc
+        except EmbeddingError as exc:
+            self.stats.update([type(exc).__name__])
+            raise
         raise AssertionError("unreachable")
 
     async def _attempt(self, texts: list[str]) -> list[list[float]]:
         url, headers, body = self._request(texts)
+        left = time_left()
+        budget = self.timeout if left is None else max(0.01, min(self.timeout, left))
+        self.stats.update(["requests"])
         try:
-            response = await self.client.post(url, headers=headers, json=body, timeout=self.timeout)
-        except httpx.TimeoutException as exc:
-            raise _Retryable(f"timed out after {self.timeout:g} s") from exc
+            # a deadline for the whole exchange: httpx's timeouts are per read, so a trickled answer could last longer
+            async with asyncio.timeout(budget):
+                response = await self.client.post(url, headers=headers, json=body, timeout=budget)
+        except (TimeoutError, httpx.TimeoutException) as exc:
+            raise _Retryable(f"timed out: no complete answer within {budget:.3g} s") from exc
         except httpx.TransportError as exc:
             raise _Retryable(f"cannot reach {self.base_url}: {exc!r}") from exc
-        if response.status_code == 429 or response.status_code >= 500:
-            raise _Retryable(
-                f"HTTP {response.status_code}: {self._error_message(response)}", _retry_after_seconds(response)
+        if self._is_quota(response):
+            raise EmbeddingQuotaExceeded(
+                f"The {self.provider} account's quota is exhausted (HTTP {response.status_code}: "
+                f"{self._error_message(response)}). Add credit or raise the quota; retrying will not help.",
+                response.status_code,
             )
+        if response.status_code == 429 or response.status_code >= 500:
+            raise _Retryable(f"HTTP {response.status_code}: {self._error_message(response)}", self._retry_hint(response))
         if response.status_code in (401, 403):
             raise EmbeddingRequestError(
                 f"The {self.provider} API refused the key (HTTP {response.status_code}: "
@@ -303,32 +410,42 @@ class _HTTPEmbedder:
                 response.status_code,
             )
         if response.status_code >= 400:
+            message = self._error_message(response)
+            if re.search(r"maximum (context|input) length|too long|token limit|too many tokens", message, re.I):
+                raise EmbeddingInputTooLong(f"The {self.provider} API says the input is too long: {message}", 422)
             raise EmbeddingRequestError(
-                f"The {self.provider} API rejected the request (HTTP {response.status_code}): "
-                f"{self._error_message(response)}",
+                f"The {self.provider} API rejected the request (HTTP {response.status_code}): {message}",
                 response.status_code,
             )
         try:
             payload = response.json()
+            if not isinstance(payload, dict):
+                raise TypeError(f"a JSON {type(payload).__name__}, not an object")
             vectors = self._parse(payload, len(texts))
+            matrix = np.asarray(vectors, dtype=np.float32)
         except (ValueError, KeyError, TypeError, IndexError) as exc:
-            raise EmbeddingError(f"Unexpected response from the {self.provider} API: {exc}") from exc
-        matrix = np.asarray(vectors, dtype=np.float32)
+            raise EmbeddingBadResponse(f"Unexpected response from the {self.provider} API: {str(exc)[:200]}") from exc
         if matrix.shape != (len(texts), self.dimensions):
-            raise EmbeddingError(
+            raise EmbeddingBadResponse(
                 f"The {self.provider} API returned vectors of shape {matrix.shape}; expected "
                 f"({len(texts)}, {self.dimensions}). Is {self.model!r} a {self.dimensions}-dimension model?"
             )
+        if not np.isfinite(matrix).all():
+            raise EmbeddingBadResponse(f"The {self.provider} API returned a vector with NaN or infinite values.")
         return _normalise_rows(matrix).tolist()
 
     @staticmethod
-    def _error_message(response: httpx.Response) -> str:
+    def _error(response: httpx.Response) -> dict[str, Any]:
         try:
             error = response.json().get("error")
-            if isinstance(error, dict) and error.get("message"):
-                return str(error["message"])
         except (ValueError, AttributeError):
-            pass
+            return {}
+        return error if isinstance(error, dict) else {}
+
+    @classmethod
+    def _error_message(cls, response: httpx.Response) -> str:
+        if message := cls._error(response).get("message"):
+            return str(message)[:300]
         return response.text[:200] or response.reason_phrase
 
 
@@ -342,6 +459,11 @@ class OpenAIEmbedder(_HTTPEmbedder):
         if self.model.startswith("text-embedding-3"):
             body["dimensions"] = self.dimensions  # v3 models can shorten; ada-002 is always 1536
         return f"{self.base_url}/embeddings", {"Authorization": f"Bearer {self._api_key}"}, body
+
+    def _is_quota(self, response):
+        # OpenAI answers 429 both for rate limits (retry) and for an exhausted quota or credit (do not)
+        error = self._error(response)
+        return response.status_code == 429 and "insufficient_quota" in (error.get("code"), error.get("type"))
 
     def _parse(self, payload, count):
         items = sorted(payload["data"], key=lambda item: item["index"])  # the API does not promise order
@@ -374,6 +496,29 @@ class GeminiEmbedder(_HTTPEmbedder):
             ]
         }
         return f"{self.base_url}/{model}:batchEmbedContents", {"x-goog-api-key": self._api_key}, body
+
+    #: gemini-embedding-001 takes at most 2,048 tokens per text, 100 texts per request
+    max_input_tokens = 2048
+    max_request_tokens = 100 * 2048
+
+    def _details(self, response, kind: str) -> list[dict[str, Any]]:
+        details = self._error(response).get("details")
+        return [d for d in details if isinstance(d, dict) and str(d.get("@type", "")).endswith(kind)] if isinstance(details, list) else []
+
+    def _retry_hint(self, response):
+        # Gemini sends no Retry-After header: the wait is google.rpc.RetryInfo's retryDelay, e.g. "17s" or "0.5s"
+        for info in self._details(response, "google.rpc.RetryInfo"):
+            match = re.fullmatch(r"\s*(\d+(?:\.\d+)?)s\s*", str(info.get("retryDelay", "")))
+            if match:
+                return float(match.group(1))
+        return _retry_after_seconds(response)
+
+    def _is_quota(self, response):
+        # RESOURCE_EXHAUSTED is also the rate limit; a per-day quota (google.rpc.QuotaFailure) will not pass soon
+        if response.status_code != 429:
+            return False
+        violations = [v for d in self._details(response, "google.rpc.QuotaFailure") for v in d.get("violations") or []]
+        return any("perday" in str(v.get("quotaId", "")).lower() for v in violations if isinstance(v, dict))
 
     def _parse(self, payload, count):
         embeddings = payload["embeddings"]

@@ -18,19 +18,29 @@ import threading
 import time
 from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Any
+from typing import Any, Callable
 
 from course.embeddings import HashingEmbedder
 
 
 @dataclass
 class Step:
-    """What the server does with one request: an HTTP status (200 = normal), optional Retry-After, or a delay."""
+    """What the server does with one request: an HTTP status (200 = normal), optional Retry-After, or a delay.
+
+    For fault drills: `error` adds fields to the provider's error object (OpenAI `code`, Gemini `details`);
+    `headers` adds response headers (`retry-after-ms`); `mutate` rewrites a normal 200 payload (drop an index, put
+    a NaN in a vector); `raw` replaces the whole body with these bytes (HTML, truncated JSON); `trickle` sends the
+    body a few bytes at a time with this many seconds between them."""
 
     status: int = 200
     retry_after: str | None = None
     delay: float = 0.0
     body: Any = None
+    error: dict[str, Any] | None = None
+    headers: dict[str, str] | None = None
+    mutate: Callable[[dict[str, Any]], Any] | None = None
+    raw: bytes | None = None
+    trickle: float = 0.0
 
 
 class FakeProviderServer:
@@ -121,16 +131,27 @@ class FakeProviderServer:
                 else:
                     self._send(404, {"error": {"message": f"Unknown path {self.path}", "code": 404}})
 
-            def _send(self, status: int, payload: Any, retry_after: str | None = None) -> None:
-                data = json.dumps(payload).encode()
+            def _send(self, status: int, payload: Any, retry_after: str | None = None, step: Step | None = None) -> None:
+                step = step or Step()
+                if status == 200 and step.mutate is not None:
+                    payload = step.mutate(payload)
+                data = step.raw if step.raw is not None else json.dumps(payload).encode()
                 try:
                     self.send_response(status)
-                    self.send_header("content-type", "application/json")
+                    self.send_header("content-type", "text/html" if step.raw is not None else "application/json")
                     self.send_header("content-length", str(len(data)))
                     if retry_after is not None:
                         self.send_header("retry-after", retry_after)
+                    for name, value in (step.headers or {}).items():
+                        self.send_header(name, value)
                     self.end_headers()
-                    self.wfile.write(data)
+                    if step.trickle:
+                        for i in range(0, len(data), 64):
+                            self.wfile.write(data[i : i + 64])
+                            self.wfile.flush()
+                            time.sleep(step.trickle)
+                    else:
+                        self.wfile.write(data)
                 except (BrokenPipeError, ConnectionResetError):  # the client gave up (timeout test)
                     pass
 
@@ -138,8 +159,8 @@ class FakeProviderServer:
                 if step.status != 200:
                     kinds = {400: "invalid_request_error", 401: "invalid_api_key", 429: "rate_limit_exceeded"}
                     error = {"message": step.body or f"Simulated HTTP {step.status}", "type": kinds.get(step.status, "server_error"),
-                             "param": None, "code": kinds.get(step.status)}
-                    return self._send(step.status, {"error": error}, step.retry_after)
+                             "param": None, "code": kinds.get(step.status), **(step.error or {})}
+                    return self._send(step.status, {"error": error}, step.retry_after, step)
                 if not self.headers.get("authorization", "").startswith("Bearer "):
                     return self._send(401, {"error": {"message": "You didn't provide an API key.", "type": "invalid_request_error"}})
                 texts = body.get("input") if isinstance(body, dict) else None
@@ -152,14 +173,14 @@ class FakeProviderServer:
                     random.shuffle(data)  # the API does not promise order; clients must sort by index
                 usage = sum(len(t.split()) for t in texts)
                 self._send(200, {"object": "list", "data": data, "model": body.get("model"),
-                                 "usage": {"prompt_tokens": usage, "total_tokens": usage}})
+                                 "usage": {"prompt_tokens": usage, "total_tokens": usage}}, step=step)
 
             def _gemini(self, step: Step, body: Any) -> None:
                 if step.status != 200:
                     statuses = {400: "INVALID_ARGUMENT", 403: "PERMISSION_DENIED", 429: "RESOURCE_EXHAUSTED", 503: "UNAVAILABLE"}
                     error = {"code": step.status, "message": step.body or f"Simulated HTTP {step.status}",
-                             "status": statuses.get(step.status, "INTERNAL")}
-                    return self._send(step.status, {"error": error}, step.retry_after)
+                             "status": statuses.get(step.status, "INTERNAL"), **(step.error or {})}
+                    return self._send(step.status, {"error": error}, step.retry_after, step)
                 if not self.headers.get("x-goog-api-key"):
                     return self._send(403, {"error": {"code": 403, "message": "Method doesn't allow unregistered callers.", "status": "PERMISSION_DENIED"}})
                 requests = body.get("requests") if isinstance(body, dict) else None
@@ -168,6 +189,6 @@ class FakeProviderServer:
                 texts = [r["content"]["parts"][0]["text"] for r in requests]
                 size = requests[0].get("outputDimensionality") or 3072
                 vectors = [[x * 3.0 for x in v[:size]] for v in server.vectors(texts)]  # not normalised below 3072
-                self._send(200, {"embeddings": [{"values": v} for v in vectors]})
+                self._send(200, {"embeddings": [{"values": v} for v in vectors]}, step=step)
 
         return Handler

@@ -65,6 +65,13 @@ class Settings(BaseSettings):
     embedding_cache_ttl: float = Field(3600.0, gt=0, description="Seconds a cached query embedding lives.")
     search_max_query_chars: int = Field(2000, ge=1, description="Longest query text accepted (422 beyond).")
     search_db_timeout: float = Field(10.0, gt=0, description="Seconds to wait for a pooled connection or a query.")
+    search_deadline: float = Field(5.0, gt=0, le=120, description="Seconds a search may take in all (embedding with "
+                                   "its retries, and the database); past it the answer is 503 with Retry-After.")
+    document_deadline: float = Field(30.0, gt=0, le=600, description="The same bound for POST /documents.")
+    embedding_breaker_failures: int = Field(5, ge=1, description="Consecutive provider failures that open the "
+                                            "circuit breaker (requests then fail at once with 503).")
+    embedding_breaker_reset: float = Field(30.0, gt=0, description="Seconds the breaker stays open before one "
+                                           "request is let through as a probe.")
     search_api_key: SecretStr | None = Field(None, description="Key POST /documents requires (Authorization: Bearer "
                                              "or X-API-Key); unset: writes are open (the course default).")
     search_max_body_bytes: int = Field(262_144, ge=1024, description="Largest request body accepted (413 beyond).")

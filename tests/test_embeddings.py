@@ -8,12 +8,16 @@ import numpy as np
 import pytest
 
 from course.embeddings import (
+    EmbeddingInputTooLong,
+    EmbeddingQuotaExceeded,
     EmbeddingRequestError,
     EmbeddingUnavailable,
     GeminiEmbedder,
     HashingEmbedder,
     LocalEmbedder,
     OpenAIEmbedder,
+    deadline,
+    estimate_tokens,
     get_embedder,
     pad_to,
 )
@@ -139,16 +143,20 @@ async def test_persistent_outage_raises_unavailable_with_retry_after(server):
     assert "unavailable" in str(info.value)
 
 
-@pytest.mark.parametrize("status, text", [(400, "rejected the request"), (401, "OPENAI_API_KEY")])
-async def test_client_errors_are_not_retried_and_say_why(server, status, text):
-    server.script(Step(status, body="This model's maximum context length is 8191 tokens"))
+@pytest.mark.parametrize("status, message, text, code", [
+    (400, "'input' is invalid", "rejected the request", 400),
+    (400, "This model's maximum context length is 8191 tokens", "says the input is too long", 422),
+    (401, "Incorrect API key provided", "OPENAI_API_KEY", 401),
+])
+async def test_client_errors_are_not_retried_and_say_why(server, status, message, text, code):
+    server.script(Step(status, body=message))
     async with openai(server) as e:
         with pytest.raises(EmbeddingRequestError, match=text) as info:
             await e.embed(["hello"])
     assert len(server.requests) == 1
-    assert info.value.status_code == status
+    assert info.value.status_code == code
     if status == 400:
-        assert "maximum context length" in str(info.value), "the provider's own message is passed on"
+        assert message in str(info.value), "the provider's own message is passed on"
 
 
 async def test_timeouts_are_retried_then_reported(server):
@@ -207,3 +215,53 @@ async def test_factory_uses_settings(server):
     await e.embed(["hi"])
     await e.aclose()
     assert server.requests[0]["json"]["model"] == "my-model"
+
+
+RETRY_INFO = "type.googleapis.com/google.rpc.RetryInfo"
+QUOTA_FAILURE = "type.googleapis.com/google.rpc.QuotaFailure"
+
+
+async def test_gemini_retry_delay_in_the_error_body_is_honoured(server):
+    """Gemini sends no Retry-After header: its wait is RetryInfo.retryDelay in the error details."""
+    server.script(Step(429, error={"details": [{"@type": RETRY_INFO, "retryDelay": "0.4s"}]}))
+    async with gemini(server, backoff_initial=5) as e:  # the backoff alone would wait seconds
+        started = time.perf_counter()
+        assert len(await e.embed(["rate limited once"])) == 1
+    assert 0.4 <= time.perf_counter() - started < 1.5
+    assert e.stats["retries"] == 1 and e.stats["requests"] == 2
+
+
+async def test_gemini_per_day_quota_is_not_retried(server):
+    violation = {"quotaMetric": "generativelanguage.googleapis.com/embed_content_requests",
+                 "quotaId": "EmbedContentRequestsPerDayPerProjectPerModel-FreeTier"}
+    server.script(Step(429, body="Quota exceeded", error={"details": [{"@type": QUOTA_FAILURE, "violations": [violation]},
+                                                                      {"@type": RETRY_INFO, "retryDelay": "40s"}]}))
+    async with gemini(server) as e:
+        with pytest.raises(EmbeddingQuotaExceeded, match="quota"):
+            await e.embed(["over quota"])
+    assert len(server.requests) == 1
+
+
+async def test_a_deadline_stops_retries_that_could_not_finish_in_time(server):
+    server.script(Step(503, retry_after="5"))
+    async with openai(server) as e:
+        started = time.perf_counter()
+        with deadline(1.0), pytest.raises(EmbeddingUnavailable, match="after 1 attempt") as info:
+            await e.embed(["no time to wait 5 s"])
+    assert time.perf_counter() - started < 0.5 and info.value.retry_after == 5
+
+
+async def test_batches_are_sized_by_tokens_as_well_as_items(server):
+    async with openai(server, batch_size=100) as e:
+        e.max_request_tokens = 1000
+        texts = ["x" * 1500] * 3 + ["short"] * 5  # 500 estimated tokens each, then tiny ones
+        assert [len(b) for b in e._batches(texts)] == [2, 6]
+        assert len(await e.embed(texts)) == 8 and len(server.requests) == 2
+        with pytest.raises(EmbeddingInputTooLong, match="8,191"):
+            await e.embed(["fine", "y" * 30_000])
+    assert len(server.requests) == 2, "an over-long text is refused before anything is sent"
+
+
+def test_the_token_estimate_over_counts_english_and_counts_bytes_for_other_scripts():
+    assert estimate_tokens("How do I create an index on a table?") == 12  # 36 bytes; OpenAI's tokenizer: 10
+    assert estimate_tokens("索引") == 2  # 6 bytes

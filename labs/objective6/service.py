@@ -1,4 +1,4 @@
-# lab-fingerprint: 3a5486578c826ee5
+# lab-fingerprint: 900bf9672b4eced7
 # Starter code generated from solutions/objective6/service.py by tools/make_labs.py. This file is yours: fill in every TODO.
 # `python -m checks N` (or check(N) in the notebook) grades it and gives hints.
 """Objective 6 — the semantic search service: POST /search with caching, metrics and errors that help.
@@ -18,6 +18,7 @@ SQL and error handlers are given.
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import json
 import logging
@@ -37,12 +38,16 @@ from fastapi.openapi.docs import get_swagger_ui_html
 from fastapi.responses import FileResponse, HTMLResponse, JSONResponse, Response
 from fastapi.security import APIKeyHeader, HTTPAuthorizationCredentials, HTTPBearer
 from fastapi.staticfiles import StaticFiles
-from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Histogram, generate_latest
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client.core import CounterMetricFamily
 from pydantic import BaseModel, ConfigDict, Field
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from course import database
-from course.embeddings import Embedder, EmbeddingRequestError, EmbeddingUnavailable, get_embedder
+from course.embeddings import (Embedder, EmbeddingError, EmbeddingInputTooLong, EmbeddingQuotaExceeded,
+                               EmbeddingRequestError, EmbeddingUnavailable, get_embedder, time_left)
+from course.embeddings import deadline as embedding_deadline
+from course.resilience import CircuitOpen, GuardedEmbedder
 from course.settings import Settings, get_settings
 from course.text import check_json, check_text
 
@@ -109,7 +114,8 @@ class ErrorBody(BaseModel):
 
     detail: str = Field(description="What went wrong and what to do about it.")
     error: str = Field(description="A stable kind: validation, bad_request, unauthorized, too_large, not_found, "
-                                   "embedding_unavailable, embedding_rejected, database or internal.")
+                                   "embedding_unavailable, embedding_rejected, embedding_invalid, embedding_quota, "
+                                   "model_mismatch, deadline, database or internal.")
 
 
 class HealthPart(BaseModel):
@@ -120,8 +126,10 @@ class HealthPart(BaseModel):
 
 class Health(BaseModel):
     status: str = Field(description="ok, or unavailable when a part is not ready.")
-    embedder: HealthPart
-    database: HealthPart
+    embedder: HealthPart = Field(description="The model, and the provider's state from recent calls: `breaker` "
+                                 "closed, open or half-opened, `last_error`, `retry_after`.")
+    database: HealthPart = Field(description="Reachable, the table's estimated rows, and `models`: which embedding "
+                                 "models its rows were made with (all must be the configured one).")
 
 
 #: Bounds of a document's metadata through the API (course.text.check_json): levels, entries per object or array,
@@ -145,8 +153,10 @@ def _error_responses(*codes: int) -> dict[int | str, dict[str, Any]]:
         414: "The URL is too long.",
         422: "A parameter or the body is invalid; `detail` says which and why.",
         500: "An unexpected error (logged); never expected.",
-        502: "The embedding provider refused the request: the service is misconfigured.",
-        503: "The embedding provider or the database is unavailable; retry after Retry-After seconds.",
+        502: "The embedding provider refused the request or answered with something that is not embeddings "
+             "(`embedding_rejected`, `embedding_invalid`), or its quota is used up (`embedding_quota`).",
+        503: "The embedding provider or the database is unavailable, no answer came within the deadline, or the "
+             "table holds another model's vectors (`model_mismatch`); retry after Retry-After seconds.",
     }
     return {code: {"model": ErrorBody, "description": described[code], **({"headers": RETRY_AFTER} if code == 503 else {})}
             for code in codes}
@@ -192,6 +202,32 @@ class Metrics:
         self.cache = Counter("search_cache_requests_total", "Cache lookups by cache and outcome.",
                              ["cache", "outcome"], registry=self.registry)
         self.errors = Counter("search_errors_total", "Failed requests by kind.", ["kind"], registry=self.registry)
+        self.failed_seconds = Histogram(
+            "search_failed_seconds", "Time to answer a failed POST /search, by error kind (how fast it failed).",
+            ["kind"], registry=self.registry, buckets=(0.001, 0.005, 0.01, 0.05, 0.1, 0.25, 0.5, 1, 2, 5, 10, 30))
+        self.breaker = Gauge("embedding_breaker_state", "The provider's circuit breaker: 0 closed, 1 half-opened, "
+                             "2 open.", registry=self.registry)
+        self._embedder: GuardedEmbedder | None = None
+        self.registry.register(self)  # collect() below: the provider's own counters, read at scrape time
+
+    def watch(self, embedder: GuardedEmbedder) -> None:
+        self._embedder = embedder
+        self.breaker.set_function(lambda: {"closed": 0, "half-opened": 1, "open": 2}[embedder.state])
+
+    def collect(self):
+        """embedding_provider_events_total{event}: requests sent, retries, failures by kind, calls coalesced with
+        an identical one in flight, and calls refused at once by the open breaker."""
+        family = CounterMetricFamily("embedding_provider_events", "Embedding provider activity by event.",
+                                     labels=["event"])
+        if self._embedder is not None:
+            for event, n in sorted((self._embedder.stats or {}).items()):
+                family.add_metric([event], n)
+            family.add_metric(["coalesced"], self._embedder.coalesced)
+            family.add_metric(["rejected_by_breaker"], self._embedder.rejected)
+        yield family
+
+    def describe(self):
+        return []
 
 
 # ---------------------------------------------------------------------------------------------------------------------
@@ -201,10 +237,12 @@ class DatabaseUnavailable(RuntimeError):
     """The database could not be reached or dropped the connection (the API answers 503)."""
 
 
-#: Errors that mean "the database is not there right now", as opposed to a bug in a query.
+#: Errors that mean "the database is not there right now", as opposed to a bug in a query. InternalClientError is
+#: asyncpg's protocol losing track when the server terminates a pooled connection mid-exchange (seen on DROP
+#: DATABASE … WITH (FORCE)); the pool discards that connection.
 DATABASE_ERRORS = (OSError, TimeoutError, asyncpg.PostgresConnectionError, asyncpg.InterfaceError,
                    asyncpg.TooManyConnectionsError, asyncpg.CannotConnectNowError, asyncpg.InvalidCatalogNameError,
-                   asyncpg.exceptions.OperatorInterventionError)
+                   asyncpg.exceptions.OperatorInterventionError, asyncpg.InternalClientError)
 
 
 SEARCH_SQL = """
@@ -213,6 +251,24 @@ SEARCH_SQL = """
         {where} ORDER BY embedding <=> $1 LIMIT $2)
     SELECT id, content, metadata, 1 - distance AS score FROM nearest
     WHERE 1 - distance >= $3 ORDER BY distance + 0"""
+
+
+class ModelMismatch(RuntimeError):
+    """The table's vectors were made by another model than the one embedding the queries (the API answers 503)."""
+
+
+#: The hard bound on a request is its deadline plus this: inside the deadline the embedder gives up on its own with
+#: a precise error (provider down, timed out), which should win over the generic "deadline" answer.
+DEADLINE_GRACE = 0.25
+
+
+def _error_kind(exc: BaseException) -> str:
+    """The `error` kind the handlers answer with, for the failure-latency histogram."""
+    kinds = [(ModelMismatch, "model_mismatch"), (TimeoutError, "deadline"), (DatabaseUnavailable, "database"),
+             (EmbeddingUnavailable, "embedding_unavailable"), (EmbeddingInputTooLong, "validation"),
+             (EmbeddingQuotaExceeded, "embedding_quota"), (EmbeddingRequestError, "embedding_rejected"),
+             (EmbeddingError, "embedding_invalid")]
+    return next(kind for cls, kind in kinds if isinstance(exc, cls))
 
 
 def _estimated_bytes(results: list[SearchHit]) -> int:
@@ -231,6 +287,7 @@ class SearchService:
         floor = max(1, settings.search_cache_max_bytes // max(1, settings.search_cache_size))
         self.result_cache: TTLCache = TTLCache(maxsize=settings.search_cache_max_bytes, ttl=settings.search_cache_ttl,
                                                getsizeof=lambda results: max(floor, _estimated_bytes(results)))
+        self._models: tuple[float, dict[str, int]] | None = None
 
     async def query(self, embedding: np.ndarray, top_k: int, min_score: float, filters: dict[str, Any] | None) -> list[SearchHit]:
         """The pgvector query (given): nearest top_k by cosine distance, filtered by metadata containment, then
@@ -239,13 +296,44 @@ class SearchService:
         `distance + 0`: PostgreSQL 17+ would drop a plain `ORDER BY distance` over the materialized CTE."""
         sql = SEARCH_SQL.format(where="WHERE metadata @> $4::jsonb" if filters else "")
         args = [embedding, top_k, min_score] + ([filters] if filters else [])
-        timeout = self.settings.search_db_timeout
+        timeout = self._db_timeout()
         try:
             async with self.pool.acquire(timeout=timeout) as conn:
-                rows = await conn.fetch(sql, *args, timeout=timeout)
-        except DATABASE_ERRORS as exc:
+                rows = await conn.fetch(sql, *args, timeout=self._db_timeout())
+        except (*DATABASE_ERRORS, asyncpg.UndefinedTableError) as exc:
             raise DatabaseUnavailable(f"{type(exc).__name__}: {exc}") from exc
         return [SearchHit(id=str(r["id"]), content=r["content"], metadata=r["metadata"], score=float(r["score"])) for r in rows]
+
+    def _db_timeout(self) -> float:
+        """SEARCH_DB_TIMEOUT, or less: what is left of the request's deadline."""
+        left = time_left()
+        return self.settings.search_db_timeout if left is None else max(0.01, min(self.settings.search_db_timeout, left))
+
+    async def table_models(self) -> dict[str, int]:
+        """Rows of `embeddings` per recorded embedding model (rows that record none are not counted), re-read at most
+        every 30 s: cheap enough for every search and /healthz."""
+        now = time.monotonic()
+        if self._models is None or now - self._models[0] > 30:
+            try:
+                async with self.pool.acquire(timeout=self._db_timeout()) as conn:
+                    rows = await conn.fetch("SELECT metadata->>'model' AS model, count(*) AS n FROM embeddings "
+                                            "WHERE metadata ? 'model' GROUP BY 1", timeout=self._db_timeout())
+            except asyncpg.UndefinedTableError:
+                return {}  # no table yet: the search itself reports it
+            except DATABASE_ERRORS as exc:
+                raise DatabaseUnavailable(f"{type(exc).__name__}: {exc}") from exc
+            self._models = (now, {r["model"]: r["n"] for r in rows})
+        return self._models[1]
+
+    async def model_problem(self) -> str | None:
+        """Why searching would compare vectors of different models, or None."""
+        others = {m: n for m, n in (await self.table_models()).items() if m != self.embedder.model_id}
+        if not others:
+            return None
+        found = ", ".join(f"{n:,} rows by {m}" for m, n in sorted(others.items()))
+        return (f"The embeddings table holds vectors of another model ({found}); the service embeds queries with "
+                f"{self.embedder.model_id}, and vectors of two models cannot be compared. Re-embed the corpus with "
+                "the configured model (`python -m course corpus load`), or configure the model the table was made with.")
 
     async def embed_query(self, text: str) -> tuple[np.ndarray, bool]:
         """The query's embedding and whether it came from the embedding cache (keyed by model and exact text)."""
@@ -262,7 +350,7 @@ class SearchService:
         """Embed and store a document, then clear the result cache: cached answers may now be wrong."""
         [vector] = await self.embedder.embed([doc.content])
         try:
-            async with self.pool.acquire(timeout=self.settings.search_db_timeout) as conn:
+            async with self.pool.acquire(timeout=self._db_timeout()) as conn:
                 row_id = await conn.fetchval(
                     "INSERT INTO embeddings (content, metadata, embedding) VALUES ($1, $2, $3) RETURNING id",
                     doc.content, {**doc.metadata, "model": self.embedder.model_id}, np.asarray(vector, dtype=np.float32))
@@ -332,7 +420,11 @@ def create_app(*, embedder: Embedder | None = None, database_url: str | None = N
         own_embedder = embedder is None
         if write_key is None:
             log.warning("SEARCH_API_KEY is not set: POST /documents accepts writes from anyone who can reach the service")
-        app.state.embedder = embedder or get_embedder(settings=settings)
+        # one retry budget for the process: identical concurrent calls coalesced, a breaker after repeated failures
+        app.state.embedder = GuardedEmbedder(embedder or get_embedder(settings=settings),
+                                             failure_threshold=settings.embedding_breaker_failures,
+                                             reset_seconds=settings.embedding_breaker_reset)
+        metrics.watch(app.state.embedder)
         pool = await database.create_pool(
             database_url, min_size=0, max_size=10, command_timeout=settings.search_db_timeout,
             server_settings={"hnsw.iterative_scan": "relaxed_order"})
@@ -341,7 +433,7 @@ def create_app(*, embedder: Embedder | None = None, database_url: str | None = N
             yield
         finally:
             await pool.close()
-            if own_embedder and hasattr(app.state.embedder, "aclose"):
+            if own_embedder:
                 await app.state.embedder.aclose()
 
     app = FastAPI(title="Semantic search on PostgreSQL + pgvector", version="1.0", lifespan=lifespan,
@@ -378,8 +470,20 @@ def create_app(*, embedder: Embedder | None = None, database_url: str | None = N
     async def provider_down(request: Request, exc: EmbeddingUnavailable):
         log.warning("embedding provider unavailable: %s", exc)
         wait = exc.retry_after or 5
+        why = ("it failed repeatedly, so the circuit breaker is not calling it" if isinstance(exc, CircuitOpen)
+               else "it is down, rate-limiting or too slow")
         return error(503, "embedding_unavailable",
-                     f"The embedding provider is unavailable; try again in {max(1, round(wait))} s.", wait)
+                     f"The embedding provider is unavailable ({why}); try again in {max(1, round(wait))} s.", wait)
+
+    @app.exception_handler(EmbeddingInputTooLong)
+    async def input_too_long(request: Request, exc: EmbeddingInputTooLong):
+        return error(422, "validation", str(exc))
+
+    @app.exception_handler(EmbeddingQuotaExceeded)
+    async def quota_exhausted(request: Request, exc: EmbeddingQuotaExceeded):
+        log.error("the embedding provider's quota is exhausted: %s", exc)
+        return error(502, "embedding_quota", "The embedding provider's quota for this service is used up; searches "
+                     "that need a new embedding fail until the service's owner raises it.")
 
     @app.exception_handler(EmbeddingRequestError)
     async def provider_refused(request: Request, exc: EmbeddingRequestError):
@@ -387,6 +491,20 @@ def create_app(*, embedder: Embedder | None = None, database_url: str | None = N
         log.error("the embedding provider refused a request (HTTP %s)", exc.status_code)
         return error(502, "embedding_rejected", f"The embedding provider refused the request (HTTP {exc.status_code or '?'}); "
                      "the service's embedding configuration needs attention.")
+
+    @app.exception_handler(EmbeddingError)
+    async def provider_nonsense(request: Request, exc: EmbeddingError):
+        log.error("the embedding provider's answer was unusable: %s", exc)
+        return error(502, "embedding_invalid", f"The embedding provider's answer was not usable: {str(exc)[:200]}")
+
+    @app.exception_handler(ModelMismatch)
+    async def model_mismatch(request: Request, exc: ModelMismatch):
+        return error(503, "model_mismatch", str(exc), 30)
+
+    @app.exception_handler(TimeoutError)
+    async def past_deadline(request: Request, exc: TimeoutError):
+        return error(503, "deadline", "No answer within the request's deadline (the embedding provider or the "
+                     "database is slow); try again shortly.", 5)
 
     @app.exception_handler(DatabaseUnavailable)
     async def database_down(request: Request, exc: DatabaseUnavailable):
@@ -436,7 +554,19 @@ def create_app(*, embedder: Embedder | None = None, database_url: str | None = N
             return error(422, "validation", str(exc))
         except RecursionError:
             return error(422, "validation", "filter is nested too deeply.")
-        result = await request.app.state.service.search(body.query.strip(), top_k, min_score, filters)
+        service: SearchService = request.app.state.service
+        started = time.perf_counter()
+        try:
+            # the deadline bounds everything: embedding (with retries, which stop early when they cannot finish in
+            # time) and the database; the hard bound is a little later, so the precise error wins the race
+            async with asyncio.timeout(settings.search_deadline + DEADLINE_GRACE):
+                with embedding_deadline(settings.search_deadline):
+                    if problem := await service.model_problem():
+                        raise ModelMismatch(problem)
+                    result = await service.search(body.query.strip(), top_k, min_score, filters)
+        except (EmbeddingError, DatabaseUnavailable, ModelMismatch, TimeoutError) as exc:
+            metrics.failed_seconds.labels(_error_kind(exc)).observe(time.perf_counter() - started)
+            raise
         # Serialise once with pydantic-core; returning the model would make FastAPI validate it again (~0.5 ms).
         return Response(result.model_dump_json(), media_type="application/json")
 
@@ -451,21 +581,27 @@ def create_app(*, embedder: Embedder | None = None, database_url: str | None = N
             check_json(doc.metadata, "metadata", **METADATA_LIMITS)
         except ValueError as exc:
             return error(422, "validation", str(exc))
-        return DocumentCreated(id=await request.app.state.service.add_document(doc))
+        async with asyncio.timeout(settings.document_deadline + DEADLINE_GRACE):
+            with embedding_deadline(settings.document_deadline):
+                return DocumentCreated(id=await request.app.state.service.add_document(doc))
 
     @app.get("/healthz", tags=["operations"], response_model=Health,
              responses={503: {"model": Health, "description": "A part is not ready (see which)."}})
     async def healthz(request: Request) -> JSONResponse:
         """Readiness, cheap enough to poll: the row count is the planner's estimate, not a count(*)."""
         service: SearchService = request.app.state.service
-        report: dict[str, Any] = {"embedder": {"model": service.embedder.model_id, "ready": True}}
+        embedder = service.embedder
+        report: dict[str, Any] = {
+            "embedder": embedder.health() if hasattr(embedder, "health") else {"model": embedder.model_id, "ready": True}}
         try:
             async with service.pool.acquire(timeout=2) as conn:
                 rows = await conn.fetchval(
                     "SELECT reltuples::bigint FROM pg_class WHERE oid = to_regclass('embeddings')", timeout=2)
             if rows is None:
                 raise LookupError("the embeddings table does not exist")
-            report["database"] = {"ready": True, "rows_estimate": max(int(rows), 0)}
+            report["database"] = {"ready": True, "rows_estimate": max(int(rows), 0), "models": await service.table_models()}
+            if problem := await service.model_problem():
+                report["database"].update(ready=False, error="model_mismatch", detail=problem)
         except Exception as exc:  # noqa: BLE001 — any failure means "not ready", reported, not raised
             log.warning("healthz: database not ready: %s", exc)
             report["database"] = {"ready": False, "error": type(exc).__name__}

@@ -98,8 +98,10 @@ r'''md:
 | problem | status | why |
 |---|---|---|
 | bad `top_k`, `min_score`, malformed `filter`, empty or over-long query | 422 | the client can fix it; the message says how |
-| provider down, rate-limited, timing out (after bounded retries) | 503 + `Retry-After` | try again later, and when |
-| provider refuses the request (bad key) | 502 | the service is misconfigured |
+| provider down, rate-limited, timing out (retries only within the deadline), breaker open | 503 + `Retry-After` | try again later, and when |
+| no answer within `SEARCH_DEADLINE` (slow provider or database) | 503 + `Retry-After` | the request's time is up |
+| provider refuses the request (bad key), its quota is used up, or it answers nonsense | 502 | the service or its account needs attention |
+| the table's vectors come from another model than the configured one | 503 | re-embed, or configure the right model |
 | database unreachable | 503 + `Retry-After` | transient; `/healthz` reports it |''',
 r'''for params, payload in [({"filter": "{oops"}, {"query": "vacuum"}), ({"top_k": 500}, {"query": "vacuum"}),
                         ({}, {"query": "x" * 5000}), ({"filter": '{"topic": ["a"]}'}, {"query": "vacuum"})]:
@@ -107,21 +109,63 @@ r'''for params, payload in [({"filter": "{oops"}, {"query": "vacuum"}), ({"top_k
     print(r.status_code, r.json()["detail"][:110])''',
 r'''md:
 What a provider outage looks like — the OpenAI client pointed at a local server speaking OpenAI's wire format,
-scripted to answer 503 with `Retry-After: 2`. The client honours it and retries twice, so this cell waits about
-4 seconds before the service gives up with a 503 of its own:''',
-r'''from course.embeddings import OpenAIEmbedder
-from course.fake_providers import FakeProviderServer, Step
+scripted to answer 503 with `Retry-After: 2`. Three things keep the service honest:
+
+* **a deadline per request** (`SEARCH_DEADLINE`, here 3 s): retries happen only inside it, and a retry whose wait
+  would not fit is not attempted — the answer is a 503 *now*, not after minutes of hopeless retries;
+* **a circuit breaker** (`EMBEDDING_BREAKER_FAILURES`, here 3): after three failed calls in a row the service stops
+  calling the provider and answers at once, until a probe after `EMBEDDING_BREAKER_RESET` seconds succeeds;
+* **coalescing**: identical searches in flight at the same time share one provider call.
+
+Five different searches in a row (an empty practice table, so only the provider matters):''',
+r'''from course.corpus import EMBEDDINGS_TABLE_DDL
+from course.embeddings import OpenAIEmbedder
+from course.fake_providers import FakeProviderServer
+from course.settings import Settings
+demo_url = database.scratch_database("objective6_outage", reset=True)
+demo = await database.connect(demo_url)
+await demo.execute("CREATE EXTENSION IF NOT EXISTS vector"); await demo.execute(EMBEDDINGS_TABLE_DDL); await demo.close()
+rows = []
+import logging
+logging.disable(logging.WARNING)   # the service logs every failure; the table below says it more briefly
 with FakeProviderServer() as provider:
     provider.fail_always(503, retry_after="2")
-    embedder = OpenAIEmbedder(base_url=provider.openai_base_url, model="text-embedding-ada-002", api_key="sk-demo", max_retries=2, backoff_initial=0.05)
-    down = obj.create_app(embedder=embedder)
+    embedder = OpenAIEmbedder(base_url=provider.openai_base_url, model="text-embedding-ada-002", api_key="sk-demo")
+    down = obj.create_app(embedder=embedder, database_url=demo_url,
+                          settings=Settings(search_deadline=3, embedding_breaker_failures=3, embedding_breaker_reset=30))
     async with down.router.lifespan_context(down):
         async with httpx.AsyncClient(transport=httpx.ASGITransport(app=down), base_url="http://down") as c:
-            started = time.perf_counter()
+            for attempt in range(1, 6):
+                started = time.perf_counter()
+                r = await c.post("/search", json={"query": f"question {attempt}"})
+                rows.append({"search": attempt, "status": r.status_code, "seconds": round(time.perf_counter() - started, 3),
+                             "Retry-After": r.headers.get("retry-after"), "provider calls so far": len(provider.requests),
+                             "detail": r.json()["detail"][:75]})
+            health = (await c.get("/healthz")).json()["embedder"]
+    await embedder.aclose()
+logging.disable(logging.NOTSET)
+display(pd.DataFrame(rows))
+print("/healthz embedder:", health)''',
+r'''md:
+The first searches each spend about two seconds (one attempt, the server's 2 s wait, a second attempt) and stop,
+because a third attempt could not finish inside the deadline; once the breaker is open, searches fail in about a
+millisecond and the provider sees no more calls. `/healthz` reports the breaker, so a load balancer stops sending
+traffic here until the provider is back.
+
+One more way to be wrong without any error: embedding queries with a *different model* than the one the table was
+built with. Every distance would compare vectors from two unrelated spaces. Rows record their model (Objective 1),
+so the service can refuse — here the OpenAI client (healthy this time) against the course table of local-model
+vectors:''',
+r'''with FakeProviderServer() as provider:
+    embedder = OpenAIEmbedder(base_url=provider.openai_base_url, model="text-embedding-ada-002", api_key="sk-demo")
+    wrong = obj.create_app(embedder=embedder)
+    logging.disable(logging.WARNING)
+    async with wrong.router.lifespan_context(wrong):
+        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=wrong), base_url="http://wrong") as c:
             r = await c.post("/search", json={"query": "anything"})
-    print(f"answered after {time.perf_counter() - started:.1f} s")
-    print(r.status_code, "Retry-After:", r.headers.get("retry-after"), "|", r.json()["detail"][:100])
-    print("attempts the provider saw:", len(provider.requests))
+            print(r.status_code, r.json()["error"], "|", r.json()["detail"])
+            print("/healthz database ready:", (await c.get("/healthz")).json()["database"]["ready"])
+    logging.disable(logging.NOTSET)
     await embedder.aclose()''',
 r'''md:
 ## 4. Metrics
