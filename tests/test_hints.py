@@ -8,14 +8,10 @@ import ast
 import re
 from pathlib import Path
 
+from tools.release import region_lines, squash
+
 ROOT = Path(__file__).resolve().parent.parent
-BEGIN = re.compile(r"^\s*# BEGIN SOLUTION")
-END = re.compile(r"^\s*# END SOLUTION\s*$")
 WINDOW = 24  # characters of a reference line (whitespace removed) that may not appear in a hint
-
-
-def squash(text: str) -> str:
-    return re.sub(r"\s+", "", text)
 
 
 def reference_lines(objective: int) -> list[str]:
@@ -23,16 +19,10 @@ def reference_lines(objective: int) -> list[str]:
     lines = []
     for path in sorted((ROOT / "solutions").glob(f"objective{objective}*")):
         for file in [path] if path.is_file() else sorted(path.rglob("*.py")):
-            inside = False
-            for line in file.read_text(encoding="utf-8").splitlines():
-                if BEGIN.match(line):
-                    inside = True
-                elif END.match(line):
-                    inside = False
-                elif inside:
-                    code = re.sub(r"^(return|await|async with|with|yield)\s+", "", line.strip())
-                    if not code.startswith("#") and len(squash(code)) >= 16:
-                        lines.append(squash(code))
+            for inside, line in region_lines(file):
+                code = re.sub(r"^(return|await|async with|with|yield)\s+", "", line.strip())
+                if inside and not code.startswith("#") and len(squash(code)) >= 16:
+                    lines.append(squash(code))
     return lines
 
 

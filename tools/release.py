@@ -123,15 +123,22 @@ def reference_lines(solutions: Path | None = None) -> set[str]:
         for file in sorted((solutions.parent / folder).rglob("*.py")):
             outside |= {squash(line) for line in file.read_text(encoding="utf-8").splitlines()}
     for file in sorted(solutions.rglob("*.py")):
-        region = False
-        for line in file.read_text(encoding="utf-8").splitlines():
-            if BEGIN.match(line):
-                region = True
-            elif END.match(line):
-                region = False
-            elif not line.strip().startswith("#") and len(squash(line)) >= 24:
+        for region, line in region_lines(file):
+            if not line.strip().startswith("#") and len(squash(line)) >= 24:
                 (inside if region else outside).add(squash(line))
     return inside - outside
+
+
+def region_lines(path: Path):
+    """(inside a solution region?, line) for every line of `path` except the markers themselves."""
+    region = False
+    for line in path.read_text(encoding="utf-8").splitlines():
+        if BEGIN.match(line):
+            region = True
+        elif END.match(line):
+            region = False
+        else:
+            yield region, line
 
 
 def leaks(dest: Path, reference: set[str]) -> list[str]:
