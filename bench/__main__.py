@@ -6,7 +6,7 @@ import asyncio
 import importlib
 import sys
 
-BENCHMARKS = ["indexes", "orm", "service"]
+BENCHMARKS = ["indexes", "orm", "service", "quality"]
 
 
 def main(argv: list[str]) -> int:

@@ -1,0 +1,102 @@
+"""Search quality: does hybrid search find better sections than vector search, or than full-text search alone?
+
+On the judged queries of course/quality.py (from the manual's back-of-book index), with the local model: each query's
+candidates are generated as the course's hybrid search does (nearest by vector and best by `websearch_to_tsquery`
+text, with both scores), then ranked five ways. The hybrid weight is chosen on the `tune` half and every number is reported on
+the `holdout` half. Prints the table, the weight sweep, and `RATIO hybrid vs vector nDCG@10: X.XX` lines.
+"""
+
+from __future__ import annotations
+
+import time
+
+import numpy as np
+import pandas as pd
+
+from bench.common import banner
+from course import database
+from course.embeddings import get_embedder
+from course.quality import evaluate, load_judgments, rank
+from solutions.objective4 import create_hybrid_indexes
+
+METHODS = ["vector", "text", "hybrid", "normalized", "rrf"]
+WEIGHTS = [round(w, 1) for w in np.linspace(0, 1, 11)]
+POOL = 100  # candidates from each side
+
+
+CANDIDATES_SQL = """
+    WITH q AS (SELECT websearch_to_tsquery('english', $2) AS tsq),
+    by_vector AS MATERIALIZED (SELECT id FROM embeddings ORDER BY embedding <=> $1 LIMIT $3),
+    by_text AS MATERIALIZED (
+        SELECT e.id FROM embeddings e, q WHERE to_tsvector('english', e.content) @@ q.tsq
+        ORDER BY ts_rank(to_tsvector('english', e.content), q.tsq, 32) DESC LIMIT $3)
+    SELECT e.id::text AS id, 1 - (e.embedding <=> $1) AS vector,
+           CASE WHEN to_tsvector('english', e.content) @@ q.tsq
+                THEN ts_rank(to_tsvector('english', e.content), q.tsq, 32) ELSE 0 END AS text
+    FROM embeddings e, q WHERE e.id IN (SELECT id FROM by_vector UNION SELECT id FROM by_text)"""
+
+
+async def candidates(pool, embedder, queries: list[str]) -> dict[str, list[dict]]:
+    """Per query: the union of the 100 nearest rows (HNSW, ef_search 200) and the 100 best `websearch_to_tsquery`
+    matches (GIN), each with both scores — the candidate generation of the course's hybrid_search(), sized for
+    ranking the top 10."""
+    vectors = await embedder.embed(queries)
+    found = {}
+    async with pool.acquire() as conn:
+        for query, vector in zip(queries, vectors):
+            async with conn.transaction():
+                await conn.execute("SET LOCAL hnsw.ef_search = 200")
+                rows = await conn.fetch(CANDIDATES_SQL, np.asarray(vector, dtype=np.float32), query, POOL)
+            found[query] = [dict(r) for r in rows]
+    return found
+
+
+def table(pools: dict[str, list[dict]], judged: list[dict], weights: dict[str, float]) -> pd.DataFrame:
+    rows = []
+    for method in METHODS:
+        rankings = {j["query"]: rank(pools[j["query"]], method, weights.get(method, 0.7)) for j in judged}
+        rows.append({"method": method, **evaluate(rankings, judged)})
+    return pd.DataFrame(rows).set_index("method")
+
+
+async def run() -> dict[str, float]:
+    judged = load_judgments()
+    tune = [j for j in judged if j["split"] == "tune"]
+    holdout = [j for j in judged if j["split"] == "holdout"]
+    embedder = get_embedder()
+    banner(f"Search quality — {len(judged)} queries from the manual's index ({len(tune)} tune / {len(holdout)} holdout), "
+           f"{embedder.model_id}")
+    pool = await database.create_pool(max_size=2)
+    try:
+        async with pool.acquire() as conn:
+            await create_hybrid_indexes(conn)
+        started = time.perf_counter()
+        pools = await candidates(pool, embedder, [j["query"] for j in judged])
+        print(f"candidates for {len(judged)} queries in {time.perf_counter() - started:.1f} s")
+    finally:
+        await pool.close()
+
+    sweep = []
+    for w in WEIGHTS:
+        for method in ("hybrid", "normalized"):
+            rankings = {j["query"]: rank(pools[j["query"]], method, w) for j in tune}
+            sweep.append({"vector weight": w, "method": method, "nDCG@10 (tune)": evaluate(rankings, tune)["nDCG@10"]})
+    sweep = pd.DataFrame(sweep).pivot(index="vector weight", columns="method", values="nDCG@10 (tune)")
+    chosen = {m: float(sweep[m].idxmax()) for m in ("hybrid", "normalized")}
+    print("weight sweep on the tune half (nDCG@10):")
+    print(sweep.to_string(float_format=lambda x: f"{x:.3f}"))
+    print(f"best vector weight on tune: raw hybrid {chosen['hybrid']:.1f}, normalized {chosen['normalized']:.1f} "
+          "(the course default is 0.7)")
+
+    default = table(pools, holdout, {"hybrid": 0.7, "normalized": 0.7})
+    tuned = table(pools, holdout, chosen)
+    print("\nholdout, course default weights (0.7 vector / 0.3 text):")
+    print(default.to_string(float_format=lambda x: f"{x:.3f}"))
+    print(f"\nholdout, weights chosen on tune (hybrid {chosen['hybrid']:.1f}, normalized {chosen['normalized']:.1f}):")
+    print(tuned.loc[["hybrid", "normalized"]].to_string(float_format=lambda x: f"{x:.3f}"))
+    base = default.loc["vector", "nDCG@10"]
+    results = {}
+    for method in ("hybrid", "normalized", "rrf", "text"):
+        results[f"{method}_vs_vector_ndcg"] = default.loc[method, "nDCG@10"] / base
+        print(f"RATIO {method} vs vector nDCG@10: {results[f'{method}_vs_vector_ndcg']:.2f}")
+    return results
