@@ -62,7 +62,8 @@ test: install browser
 	@# the student release: written without the reference (and checked for it), then its own `make test`, on its own
 	@# database server; this .venv and the corpus already built are reused, everything else is the release's
 	$(PY) tools/release.py $(RELEASE_TEST) --force
-	COURSE_DATA_DIR=$(CURDIR)/data PYTHONPATH=$(RELEASE_TEST) $(MAKE) --no-print-directory -C $(RELEASE_TEST) test VENV=$(CURDIR)/$(VENV); \
+	@# (-o: this .venv is installed already; the release must not reinstall it or point it at itself)
+	COURSE_DATA_DIR=$(CURDIR)/data PYTHONPATH=$(RELEASE_TEST) $(MAKE) --no-print-directory -C $(RELEASE_TEST) test VENV=$(CURDIR)/$(VENV) -o $(CURDIR)/$(VENV)/.installed; \
 	  status=$$?; $(MAKE) --no-print-directory -C $(RELEASE_TEST) db-stop VENV=$(CURDIR)/$(VENV) >/dev/null; exit $$status
 	$(PY) -m tests.mutants -j 2
 

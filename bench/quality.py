@@ -16,39 +16,11 @@ import pandas as pd
 from bench.common import banner
 from course import database
 from course.embeddings import get_embedder
-from course.quality import evaluate, load_judgments, rank
+from course.quality import candidates, evaluate, load_judgments, rank
 from solutions.objective4 import create_hybrid_indexes
 
 METHODS = ["vector", "text", "hybrid", "normalized", "rrf"]
 WEIGHTS = [round(w, 1) for w in np.linspace(0, 1, 11)]
-POOL = 100  # candidates from each side
-
-
-CANDIDATES_SQL = """
-    WITH q AS (SELECT websearch_to_tsquery('english', $2) AS tsq),
-    by_vector AS MATERIALIZED (SELECT id FROM embeddings ORDER BY embedding <=> $1 LIMIT $3),
-    by_text AS MATERIALIZED (
-        SELECT e.id FROM embeddings e, q WHERE to_tsvector('english', e.content) @@ q.tsq
-        ORDER BY ts_rank(to_tsvector('english', e.content), q.tsq, 32) DESC LIMIT $3)
-    SELECT e.id::text AS id, 1 - (e.embedding <=> $1) AS vector,
-           CASE WHEN to_tsvector('english', e.content) @@ q.tsq
-                THEN ts_rank(to_tsvector('english', e.content), q.tsq, 32) ELSE 0 END AS text
-    FROM embeddings e, q WHERE e.id IN (SELECT id FROM by_vector UNION SELECT id FROM by_text)"""
-
-
-async def candidates(pool, embedder, queries: list[str]) -> dict[str, list[dict]]:
-    """Per query: the union of the 100 nearest rows (HNSW, ef_search 200) and the 100 best `websearch_to_tsquery`
-    matches (GIN), each with both scores — the candidate generation of the course's hybrid_search(), sized for
-    ranking the top 10."""
-    vectors = await embedder.embed(queries)
-    found = {}
-    async with pool.acquire() as conn:
-        for query, vector in zip(queries, vectors):
-            async with conn.transaction():
-                await conn.execute("SET LOCAL hnsw.ef_search = 200")
-                rows = await conn.fetch(CANDIDATES_SQL, np.asarray(vector, dtype=np.float32), query, POOL)
-            found[query] = [dict(r) for r in rows]
-    return found
 
 
 def table(pools: dict[str, list[dict]], judged: list[dict], weights: dict[str, float]) -> pd.DataFrame:

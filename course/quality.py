@@ -24,6 +24,8 @@ import re
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 
+import numpy as np
+
 from course.corpus import _write_jsonl, corpus_path, read_corpus
 
 #: Queries kept: entries whose sections map to 1..MAX_RELEVANT chunks (broader entries say little about ranking).
@@ -169,3 +171,30 @@ def rank(candidates: Sequence[dict], method: str, vector_weight: float = 0.7, k:
     else:
         raise ValueError(f"unknown method {method!r}")
     return [c["id"] for c in order[:k]]
+
+
+CANDIDATES_SQL = """
+    WITH q AS (SELECT websearch_to_tsquery('english', $2) AS tsq),
+    by_vector AS MATERIALIZED (SELECT id FROM embeddings ORDER BY embedding <=> $1 LIMIT $3),
+    by_text AS MATERIALIZED (
+        SELECT e.id FROM embeddings e, q WHERE to_tsvector('english', e.content) @@ q.tsq
+        ORDER BY ts_rank(to_tsvector('english', e.content), q.tsq, 32) DESC LIMIT $3)
+    SELECT e.id::text AS id, 1 - (e.embedding <=> $1) AS vector,
+           CASE WHEN to_tsvector('english', e.content) @@ q.tsq
+                THEN ts_rank(to_tsvector('english', e.content), q.tsq, 32) ELSE 0 END AS text
+    FROM embeddings e, q WHERE e.id IN (SELECT id FROM by_vector UNION SELECT id FROM by_text)"""
+
+
+async def candidates(pool, embedder, queries: list[str], pool_size: int = 100) -> dict[str, list[dict]]:
+    """Per query: the union of the 100 nearest rows (HNSW, ef_search 200) and the 100 best `websearch_to_tsquery`
+    matches (GIN), each with both scores — the candidate generation of the course's hybrid_search(), sized for
+    ranking the top 10."""
+    vectors = await embedder.embed(queries)
+    found = {}
+    async with pool.acquire() as conn:
+        for query, vector in zip(queries, vectors):
+            async with conn.transaction():
+                await conn.execute("SET LOCAL hnsw.ef_search = 200")
+                rows = await conn.fetch(CANDIDATES_SQL, np.asarray(vector, dtype=np.float32), query, pool_size)
+            found[query] = [dict(r) for r in rows]
+    return found
