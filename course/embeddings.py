@@ -95,8 +95,9 @@ def time_left() -> float | None:
 
 def estimate_tokens(text: str) -> int:
     """A conservative token count without the provider's tokenizer (which would need a download): a third of the
-    UTF-8 bytes. OpenAI's tokenizers average about 4 bytes per token on English and 3 on code, and CJK characters
-    are 3 bytes and about one token each, so this over-counts ordinary text and is close on the worst cases."""
+    UTF-8 bytes. OpenAI's own rule of thumb is about 4 characters per token of English, and a CJK character is 3
+    bytes and about one token, so this over-counts ordinary text and is close on the dense cases. A text it lets
+    through that the provider still finds too long comes back as EmbeddingInputTooLong (422), not a 502."""
     return -(-len(text.encode("utf-8", "surrogatepass")) // 3)
 
 
