@@ -136,9 +136,15 @@ Each query's candidates are generated as `hybrid_search()` does (nearest 100 by 
 scores for each), then ranked five ways: similarity alone, `ts_rank` alone, the course's raw 0.7/0.3 sum, the same
 weights after scaling both scores to 0..1 per query (*normalized*), and RRF.''',
 r'''from course.quality import candidates, evaluate, load_judgments, rank
+async with pool.acquire() as conn:   # without section 1's full-text index every query would read every row
+    has_text_index = await conn.fetchval("SELECT count(*) > 0 FROM pg_indexes WHERE tablename = 'embeddings' "
+                                         "AND indexdef ILIKE '%gin%to_tsvector%'")
 if guide.name != "postgres-docs":
     print(f"Relevance judgments come from the PostgreSQL manual's index; {guide.what} has none, so this section "
           "measures nothing here. Build the course on Debian/Ubuntu (or the devcontainer) to see it.")
+    judged = []
+elif not has_text_index:
+    print("⏸  This section needs the full-text GIN index: finish create_hybrid_indexes() (section 1) and run its cell.")
     judged = []
 else:
     judged = load_judgments()
