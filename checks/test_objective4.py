@@ -147,6 +147,53 @@ async def test_no_text_match_still_ranks_by_vector_within_the_filter(lab, conn, 
     assert len(few) == sum(m["topic"] == "rare" for m in docs["metadata"]), "min(top_k, matching rows)"
 
 
+def _scored(lab, parts):
+    """Hybrid candidates with these (vector_similarity, text_rank) parts and a placeholder score."""
+    return [lab.HybridResult(id=f"r{i}", content=f"row {i}", metadata={}, vector_similarity=v, text_rank=t, score=0.0)
+            for i, (v, t) in enumerate(parts)]
+
+
+@pytest.mark.hint("Scale each part over the candidates to 0..1 — (x − min) / (max − min) — then weigh the scaled parts.",
+                  more="Per part: the smallest and largest value over the results, then (value − smallest) / "
+                       "(largest − smallest); a new result with dataclasses.replace(…, score=…); sorted highest first.")
+@pytest.mark.points(2)
+def test_normalized_scores_are_min_max_then_weights(lab):
+    """normalize_scores() scales both parts to 0..1 over the candidates, weighs them, and keeps the raw parts"""
+    parts = [(0.80, 0.00), (0.70, 0.05), (0.40, 0.09), (0.30, 0.00), (0.55, 0.02)]
+    given = _scored(lab, parts)
+    out = lab.normalize_scores(given, 0.6, 0.4)
+    v, t = np.array([p[0] for p in parts]), np.array([p[1] for p in parts])
+    expected = 0.6 * (v - v.min()) / (v.max() - v.min()) + 0.4 * (t - t.min()) / (t.max() - t.min())
+    order = np.argsort(-expected, kind="stable")
+    assert [r.id for r in out] == [f"r{i}" for i in order], "best first by the scaled, weighted score"
+    assert [r.score for r in out] == pytest.approx(list(expected[order])), "score = w_v · scaled similarity + w_t · scaled rank"
+    assert [(r.vector_similarity, r.text_rank) for r in out] == [parts[i] for i in order], "the raw parts are kept"
+    assert [r.score for r in given] == [0.0] * len(parts), "the input results must not be modified"
+
+
+@pytest.mark.hint("A part that is the same for every candidate carries no information: it scales to 0, not to 0 / 0.")
+def test_a_constant_part_scales_to_zero_not_nan(lab):
+    """normalize_scores() with no text match at all, one candidate, or none: finite scores, vector order"""
+    out = lab.normalize_scores(_scored(lab, [(0.8, 0.0), (0.6, 0.0), (0.7, 0.0)]), 0.7, 0.3)
+    assert [r.id for r in out] == ["r0", "r2", "r1"]
+    assert [r.score for r in out] == pytest.approx([0.7, 0.35, 0.0]), "no text match: the text part adds 0 to every row"
+    assert [r.score for r in lab.normalize_scores(_scored(lab, [(0.5, 0.1)]), 0.7, 0.3)] == [0.0]
+    assert lab.normalize_scores([], 0.7, 0.3) == []
+
+
+@pytest.mark.hint("After scaling, the weights decide: text weight 1 orders by text rank, vector weight 1 by similarity.")
+def test_after_scaling_the_weights_mean_what_they_say(lab):
+    """normalize_scores(): raw text ranks are tiny next to similarities, yet weights of 0.5 / 0.5 balance them"""
+    parts = [(0.80, 0.00), (0.70, 0.05), (0.40, 0.09), (0.30, 0.00)]  # near, both, words, far
+    assert [r.id for r in lab.normalize_scores(_scored(lab, parts), 1.0, 0.0)] == ["r0", "r1", "r2", "r3"]
+    assert [r.id for r in lab.normalize_scores(_scored(lab, parts), 0.0, 1.0)][:2] == ["r2", "r1"]
+    assert [r.id for r in lab.normalize_scores(_scored(lab, parts), 0.5, 0.5)] == ["r1", "r2", "r0", "r3"], \
+        "good on both scaled parts (r1) must beat best on one (r0 by similarity, r2 by text)"
+    for bad in ((-0.1, 1.0), (0.0, 0.0), (float("nan"), 0.5)):
+        with pytest.raises(ValueError):
+            lab.normalize_scores(_scored(lab, parts), *bad)
+
+
 @pytest.mark.hint("RRF score = Σ 1 / (k + rank), rank from 1; sort by score, highest first.")
 def test_rrf_fuses_a_hand_made_case(lab):
     """rrf_fuse() computes reciprocal rank fusion exactly"""

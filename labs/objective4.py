@@ -1,4 +1,4 @@
-# lab-fingerprint: 87e1aa6921ade571
+# lab-fingerprint: 37a145857ad21930
 # Starter code generated from solutions/objective4.py by tools/make_labs.py. This file is yours: fill in every TODO.
 # `python -m checks N` (or check(N) in the notebook) grades it and gives hints.
 """Objective 4 — hybrid search: metadata filters, full-text relevance and vector similarity.
@@ -7,6 +7,7 @@
 * A GIN index on `to_tsvector('english', content)` serves full-text matches, ranked with `ts_rank`.
 * `hybrid_search()` combines them: score = vector_weight · similarity + text_weight · text_rank, where the text
   rank is `ts_rank(…, 32)` = rank / (rank + 1), in [0, 1). Documents without a text match still rank by vector.
+* `normalize_scores()` puts both parts on one scale (min–max over the candidates) before weighing them.
 * `rrf_fuse()` is the second strategy: reciprocal rank fusion, Σ 1 / (k + rank) with k = 60.
 * The filtered-HNSW trap: an HNSW scan finds `ef_search` candidates and *then* filters, so a selective filter
   returns fewer than top_k rows. pgvector 0.8's `hnsw.iterative_scan` keeps scanning until enough rows match.
@@ -17,7 +18,7 @@ from __future__ import annotations
 import json
 import math
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 from uuid import UUID
 
@@ -134,6 +135,19 @@ async def hybrid_search(
         raise ValueError("query_text is empty: hybrid search needs words to match (use a vector search otherwise).")
     candidates = max(10 * top_k, 100)
     raise NotImplementedError("TODO: candidates from both sides (nearest by vector, best by text, each within the filter), score every candidate with both parts, best first")
+
+
+def normalize_scores(results: Sequence[HybridResult], vector_weight: float = 0.7,
+                     text_weight: float = 0.3) -> list[HybridResult]:
+    """Re-score hybrid candidates with both parts on one scale, best first: each part (vector_similarity,
+    text_rank) is min–max scaled to 0..1 over these results — (x − min) / (max − min), and 0 for a part that is the
+    same for every result — then score = vector_weight · scaled similarity + text_weight · scaled rank.
+
+    Cosine similarity and ts_rank live on different scales, so a raw weighted sum lets whichever part spreads more
+    decide; scaled, a weight means what it says. The raw parts are kept; only `score` (and the order) change. The
+    input is not modified. ValueError for negative or non-finite weights, or weights summing to 0."""
+    _check_weights(vector_weight, text_weight)
+    raise NotImplementedError("TODO: min–max scaling of each part over these results (a constant part scales to 0, not a division by zero), then the weighted sum; dataclasses.replace keeps the raw parts; sort best first")
 
 
 def rrf_fuse(rankings: Sequence[Sequence[Any]], k: int = RRF_K) -> list[tuple[Any, float]]:

@@ -4,6 +4,7 @@
 * A GIN index on `to_tsvector('english', content)` serves full-text matches, ranked with `ts_rank`.
 * `hybrid_search()` combines them: score = vector_weight · similarity + text_weight · text_rank, where the text
   rank is `ts_rank(…, 32)` = rank / (rank + 1), in [0, 1). Documents without a text match still rank by vector.
+* `normalize_scores()` puts both parts on one scale (min–max over the candidates) before weighing them.
 * `rrf_fuse()` is the second strategy: reciprocal rank fusion, Σ 1 / (k + rank) with k = 60.
 * The filtered-HNSW trap: an HNSW scan finds `ef_search` candidates and *then* filters, so a selective filter
   returns fewer than top_k rows. pgvector 0.8's `hnsw.iterative_scan` keeps scanning until enough rows match.
@@ -14,7 +15,7 @@ from __future__ import annotations
 import json
 import math
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 from uuid import UUID
 
@@ -199,6 +200,31 @@ async def hybrid_search(
         HybridResult(r["id"], r["content"], r["metadata"], float(r["vector_similarity"]), float(r["text_rank"]), float(r["score"]))
         for r in rows
     ]
+    # END SOLUTION
+
+
+def normalize_scores(results: Sequence[HybridResult], vector_weight: float = 0.7,
+                     text_weight: float = 0.3) -> list[HybridResult]:
+    """Re-score hybrid candidates with both parts on one scale, best first: each part (vector_similarity,
+    text_rank) is min–max scaled to 0..1 over these results — (x − min) / (max − min), and 0 for a part that is the
+    same for every result — then score = vector_weight · scaled similarity + text_weight · scaled rank.
+
+    Cosine similarity and ts_rank live on different scales, so a raw weighted sum lets whichever part spreads more
+    decide; scaled, a weight means what it says. The raw parts are kept; only `score` (and the order) change. The
+    input is not modified. ValueError for negative or non-finite weights, or weights summing to 0."""
+    _check_weights(vector_weight, text_weight)
+    # BEGIN SOLUTION hint: min–max scaling of each part over these results (a constant part scales to 0, not a division by zero), then the weighted sum; dataclasses.replace keeps the raw parts; sort best first
+    if not results:
+        return []
+
+    def scaled(values: list[float]) -> list[float]:
+        low, high = min(values), max(values)
+        return [0.0 if high == low else (v - low) / (high - low) for v in values]
+
+    vectors = scaled([r.vector_similarity for r in results])
+    texts = scaled([r.text_rank for r in results])
+    rescored = [replace(r, score=vector_weight * v + text_weight * t) for r, v, t in zip(results, vectors, texts)]
+    return sorted(rescored, key=lambda r: -r.score)
     # END SOLUTION
 
 

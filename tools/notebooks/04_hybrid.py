@@ -10,7 +10,9 @@ about your metadata. In `labs/objective4.py` you will build:
 2. `validate_filters()` — filters arrive from users: a JSON object of scalar values, nothing else;
 3. `filtered_vector_search()` — and the trap that makes a naive one return too few rows;
 4. `hybrid_search()` — score = 0.7 · vector similarity + 0.3 · text rank, with both parts reported;
-5. `rrf_fuse()` — reciprocal rank fusion, a second way to combine rankings.''',
+5. `rrf_fuse()` — reciprocal rank fusion, a second way to combine rankings;
+6. `normalize_scores()` — both scores on one scale before they are weighed, and then a measurement of which of
+   these actually finds better sections.''',
 r'''%load_ext autoreload
 %autoreload 2
 from course.notebook import friendly_errors
@@ -134,7 +136,7 @@ favour exact word matching more than questions people type would — read the nu
 
 Each query's candidates are generated as `hybrid_search()` does (nearest 100 by vector, best 100 by text, both
 scores for each), then ranked five ways: similarity alone, `ts_rank` alone, the course's raw 0.7/0.3 sum, the same
-weights after scaling both scores to 0..1 per query (*normalized*), and RRF.''',
+weights after scaling both scores to 0..1 per query (*normalized* — your `normalize_scores()`), and RRF.''',
 r'''from course.quality import candidates, evaluate, load_judgments, rank
 async with pool.acquire() as conn:   # without section 1's full-text index every query would read every row
     has_text_index = await conn.fetchval("SELECT count(*) > 0 FROM pg_indexes WHERE tablename = 'embeddings' "
@@ -157,12 +159,19 @@ else:
           f"{np.percentile(sims, 5):.2f}–{np.percentile(sims, 95):.2f}, ts_rank(…, 32) of matching rows "
           f"{np.percentile(ranks, 5):.3f}–{np.percentile(ranks, 95):.3f} (5th–95th percentiles): "
           f"{'very different scales, so a raw weighted sum mostly follows the similarity' if np.percentile(sims, 95) > 3 * np.percentile(ranks, 95) else 'comparable scales'}.")''',
-r'''if judged:
+r'''def ranking(method, candidates, w):
+    """Top 10 ids of one query's candidates; "normalized" is your normalize_scores()."""
+    if method == "normalized":
+        scored = [obj.HybridResult(c["id"], "", {}, c["vector"], c["text"], 0.0) for c in candidates]
+        return [r.id for r in obj.normalize_scores(scored, w, 1 - w)][:10]
+    return rank(candidates, method, w)
+
+if judged:
     weights = [round(w, 1) for w in np.linspace(0, 1, 11)]
-    sweep = {m: [evaluate({j["query"]: rank(pools[j["query"]], m, w) for j in tune}, tune)["nDCG@10"] for w in weights]
+    sweep = {m: [evaluate({j["query"]: ranking(m, pools[j["query"]], w) for j in tune}, tune)["nDCG@10"] for w in weights]
              for m in ("hybrid", "normalized")}
     chosen = {m: weights[int(np.argmax(sweep[m]))] for m in sweep}
-    results = pd.DataFrame({m: evaluate({j["query"]: rank(pools[j["query"]], m, chosen.get(m, 0.7)) for j in holdout}, holdout)
+    results = pd.DataFrame({m: evaluate({j["query"]: ranking(m, pools[j["query"]], chosen.get(m, 0.7)) for j in holdout}, holdout)
                             for m in ("vector", "text", "hybrid", "normalized", "rrf")}).T
     fig, (left, right) = plt.subplots(1, 2, figsize=(12, 3.8))
     results.plot.bar(ax=left, rot=0, title=f"Holdout ({len(holdout)} queries), weights chosen on tune")
