@@ -53,6 +53,63 @@ async def access_paths(conn, df: pd.DataFrame, query) -> list[str]:
     return paths
 
 
+HALFVEC_SQL = "SELECT id FROM embeddings ORDER BY embedding::halfvec(1536) <=> $1::halfvec(1536) LIMIT $2"
+#: Hamming distance on the sign bits finds `fetch` candidates through the bit index, then the exact cosine re-ranks
+BINARY_SQL = """
+    SELECT id FROM (SELECT id, embedding FROM embeddings
+                    ORDER BY binary_quantize(embedding)::bit(1536) <~> binary_quantize($1::vector) LIMIT $3) c
+    ORDER BY embedding <=> $1::vector LIMIT $2"""
+
+
+async def _timed(conn, sql: str, queries, exact, *args, ef_search: int = 40) -> dict:
+    times, recalls = [], []
+    for q, truth in zip(queries, exact):
+        started = time.perf_counter()
+        async with conn.transaction():
+            await conn.execute(f"SET LOCAL hnsw.ef_search = {int(ef_search)}")
+            ids = [r["id"] for r in await conn.fetch(sql, q, 10, *args)]
+        times.append((time.perf_counter() - started) * 1000)
+        recalls.append(obj.recall_at_k(ids, truth))
+    return {"p50_ms": float(np.median(times)), "recall_at_10": float(np.mean(recalls))}
+
+
+async def quantized(conn, queries) -> pd.DataFrame:
+    """The same top-10 cosine search with smaller index entries: float32 HNSW, halfvec HNSW (an expression index on
+    embedding::halfvec(1536), 2 bytes per dimension) and a bit HNSW on binary_quantize(embedding) (1 bit per
+    dimension) that over-fetches candidates and re-ranks them exactly. Size, build time, latency, recall."""
+    await obj.drop_vector_indexes(conn)
+    exact = [await obj.top_k_ids(conn, q, 10, exact=True) for q in queries]
+    specs = [
+        ("float32 (vector)", "embeddings_q_f32", "USING hnsw (embedding vector_cosine_ops)"),
+        ("halfvec", "embeddings_q_f16", "USING hnsw ((embedding::halfvec(1536)) halfvec_cosine_ops)"),
+        ("bit (binary_quantize)", "embeddings_q_bit", "USING hnsw ((binary_quantize(embedding)::bit(1536)) bit_hamming_ops)"),
+    ]
+    rows = []
+    for label, name, using in specs:
+        started = time.perf_counter()
+        await conn.execute(f"CREATE INDEX {name} ON embeddings {using} WITH (m = 16, ef_construction = 64)")
+        build = time.perf_counter() - started
+        size = await conn.fetchval("SELECT pg_relation_size($1::regclass)", name)
+        base = {"index": label, "size MB": size / 1e6, "build s": build}
+        if label.startswith("float32"):
+            for ef in (40, 100):
+                rows.append({**base, "query": f"ef_search {ef}", **await _timed(conn, obj.top_k_sql(), queries, exact, ef_search=ef)})
+        elif label == "halfvec":
+            for ef in (40, 100):
+                rows.append({**base, "query": f"ef_search {ef}", **await _timed(conn, HALFVEC_SQL, queries, exact, ef_search=ef)})
+        else:
+            for fetch in (20, 40, 100, 200):
+                rows.append({**base, "query": f"fetch {fetch}, re-rank", **await _timed(
+                    conn, BINARY_SQL, queries, exact, fetch, ef_search=max(40, fetch))})
+        sql = HALFVEC_SQL if label == "halfvec" else BINARY_SQL if "bit" in label else obj.top_k_sql()
+        plan = "\n".join(r[0] for r in await conn.fetch("EXPLAIN " + sql, queries[0], 10, *([100] if "bit" in label else [])))
+        for row in rows:
+            if row["index"] == label:
+                row["served by"] = "Index Scan" if name in plan else "Seq Scan (not the index)"
+        await conn.execute(f"DROP INDEX {name}")
+    return pd.DataFrame(rows)
+
+
 async def run() -> dict[str, float]:
     banner("Objective 2 — indexes on the corpus (100 section-title queries, top 10, cosine)")
     external = await scratch_copy("bench_external")
@@ -75,6 +132,15 @@ async def run() -> dict[str, float]:
                     results[f"{method}_speedup_{recall}"] = found[1]
                 else:
                     print(f"RATIO {method}: no setting reached recall@10 >= {recall} through its index")
+        table_mb = await external.fetchval("SELECT pg_total_relation_size('embeddings') / 1e6")
+        print(f"\nSmaller index entries (table {table_mb:.1f} MB):")
+        sizes = await quantized(external, queries)
+        print(sizes.to_string(index=False, float_format=lambda x: f"{x:.3f}"))
+        f32 = sizes[sizes["index"].str.startswith("float32")].iloc[0]
+        for label in ("halfvec", "bit (binary_quantize)"):
+            row = sizes[sizes["index"] == label].iloc[0]
+            print(f"RATIO {label} index size vs float32: {row['size MB'] / f32['size MB']:.2f}")
+            results[f"{label.split()[0]}_size_ratio"] = row["size MB"] / f32["size MB"]
         ext_ms, plain_ms = await _seq_p50(external, queries[:40]), await _seq_p50(plain, queries[:40])
         print(f"RATIO exact seq scan, EXTERNAL (TOAST) {ext_ms:.1f} ms vs PLAIN {plain_ms:.1f} ms: "
               f"PLAIN {ext_ms / plain_ms:.2f}x faster")
