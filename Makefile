@@ -13,7 +13,7 @@ RELEASE_TEST ?= $(or $(TMPDIR),/tmp)/pgvector-course-release
 NBVAL  = COURSE_TARGET=solutions COURSE_STRICT_CHECKS=1 $(PY) -m pytest --nbval-lax --nbval-cell-timeout=600 -n 2 --dist loadfile
 export PYTHONDONTWRITEBYTECODE := 1
 
-.PHONY: help install lab serve test check grade labs release bench browser db-start db-stop clean
+.PHONY: help install lab serve test lint check grade labs release bench browser db-start db-stop clean
 help:
 	@echo "make lab [OBJ=N]  install, start the database, load the corpus, open JupyterLab on objective N (default 1)"
 	@echo "make serve        install, start the database, load the corpus, serve the search API on $(HOST):$(PORT)"
@@ -45,7 +45,7 @@ serve: install
 	$(PY) -m course setup
 	$(VENV)/bin/uvicorn $(or $(COURSE_TARGET),solutions).objective6:app --host $(HOST) --port $(PORT)
 
-test: install browser
+test: install browser lint
 	$(PY) tools/make_labs.py --check
 	$(PY) tools/notebooks/build.py --check
 	$(PY) -m course setup
@@ -66,6 +66,9 @@ test: install browser
 	COURSE_DATA_DIR=$(CURDIR)/data PYTHONPATH=$(RELEASE_TEST) $(MAKE) --no-print-directory -C $(RELEASE_TEST) test VENV=$(CURDIR)/$(VENV) -o $(CURDIR)/$(VENV)/.installed; \
 	  status=$$?; $(MAKE) --no-print-directory -C $(RELEASE_TEST) db-stop VENV=$(CURDIR)/$(VENV) >/dev/null; exit $$status
 	$(PY) -m tests.mutants -j 2
+
+lint: install
+	$(VENV)/bin/ruff check course solutions checks bench tools tests labs
 
 # The search page's test drives Debian's Chromium; install it when we can (root on Debian/Ubuntu).
 browser:

@@ -112,7 +112,7 @@ async def run() -> dict[str, float]:
                     lat, wall = await _drive(concurrency, [lambda: _asgi_post(app, "/search", hit_qs, hit_body)] * REQUESTS)
                     rounds.setdefault("service, cache hit (ASGI, no client)", []).append(
                         _row("service, cache hit (ASGI, no client)", concurrency, lat, wall))
-                for kind, measured in rounds.items():
+                for measured in rounds.values():
                     rows.append(sorted(measured, key=lambda r: r["p50_ms"])[1])
     df = pd.DataFrame(rows)
     print(df.to_string(index=False, float_format=lambda x: f"{x:.2f}"))

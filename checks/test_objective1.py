@@ -230,6 +230,6 @@ async def test_database_refusal_in_a_later_batch_writes_nothing(lab, conn):
     await _setup(lab, conn)
     [existing] = await lab.insert_documents(conn, RecordingEmbedder(), DOCS[:1])
     docs = [{"content": f"new document {i}"} for i in range(3)] + [{"content": "duplicate", "id": str(existing)}]
-    with pytest.raises(Exception):
+    with pytest.raises(Exception):  # noqa: B017 — whatever the learner's code raises; the check is what was written
         await lab.insert_documents(conn, RecordingEmbedder(), docs, batch_size=3)
     assert await _count(conn) == 1, "the first batch was written although the second failed"

@@ -19,6 +19,7 @@ import re
 import time
 from collections import Counter
 from collections.abc import Sequence
+from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
 from functools import lru_cache
 from pathlib import Path
@@ -26,7 +27,7 @@ from typing import Any, Protocol, runtime_checkable
 
 import httpx
 import numpy as np
-from tenacity import AsyncRetrying, retry_if_exception, stop_after_attempt, wait_exponential_jitter
+from tenacity import AsyncRetrying, retry_if_exception, wait_exponential_jitter
 
 from course.settings import EMBEDDING_DIMENSIONS, Settings, get_settings
 
@@ -239,9 +240,7 @@ def _retry_after_seconds(response: httpx.Response) -> float | None:
     except ValueError:
         pass
     try:
-        from datetime import datetime, timezone
-
-        return max(0.0, (parsedate_to_datetime(value) - datetime.now(timezone.utc)).total_seconds())
+        return max(0.0, (parsedate_to_datetime(value) - datetime.now(UTC)).total_seconds())
     except (TypeError, ValueError):
         return None
 

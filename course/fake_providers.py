@@ -16,9 +16,10 @@ import json
 import random
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Any, Callable
+from typing import Any
 
 from course.embeddings import HashingEmbedder
 
@@ -87,7 +88,7 @@ class FakeProviderServer:
         """The vectors this server returns for `texts` (before any client-side normalisation)."""
         return [v[: self.dimensions] for v in self._embedder.embed_sync(texts)]
 
-    def __enter__(self) -> "FakeProviderServer":
+    def __enter__(self) -> FakeProviderServer:
         self._thread.start()
         return self
 

@@ -99,6 +99,7 @@ def release_makefile(text: str) -> str:
     text = re.sub(r'^\t@echo "make test .*$', '\t@echo "make test         install and run the course\'s tests (runtime, workspace, the starter\'s checks and notebooks)"',
                   text, count=1, flags=re.M)
     text = text.replace("(course, labs, solutions, checks)", "(course, labs, checks)")
+    text = text.replace("ruff check course solutions checks bench tools tests labs", "ruff check course checks tests labs")
     return text.replace("$(or $(COURSE_TARGET),solutions).objective6:app", "$(or $(COURSE_TARGET),labs).objective6:app")
 
 
