@@ -23,7 +23,7 @@ async def title_queries(conn, n: int = 100) -> tuple[list[str], list[np.ndarray]
     """n section titles of the manual, embedded: realistic questions with answers in the corpus."""
     titles = [r[0] for r in await conn.fetch(
         "SELECT s FROM (SELECT DISTINCT metadata->>'section' AS s FROM embeddings) t ORDER BY md5(s) LIMIT $1", n)]
-    vectors = await get_embedder().embed(titles)
+    vectors = await get_embedder().embed(titles, kind="query")
     return titles, [np.asarray(v, dtype=np.float32) for v in vectors]
 
 

@@ -16,8 +16,9 @@ import pandas as pd
 from bench.common import banner
 from course import database
 from course.embeddings import get_embedder
-from course.quality import candidates, evaluate, load_judgments, rank
+from course.quality import POOL_SIZE, candidates, candidates_sql, evaluate, load_judgments, rank
 from solutions.objective4 import create_hybrid_indexes
+from solutions.objective6.service import BEST_MODE, FUSION, default_min_score
 
 METHODS = ["vector", "text", "hybrid", "normalized", "rrf"]
 WEIGHTS = [round(w, 1) for w in np.linspace(0, 1, 11)]
@@ -71,4 +72,56 @@ async def run() -> dict[str, float]:
     for method in ("hybrid", "normalized", "rrf", "text"):
         results[f"{method}_vs_vector_ndcg"] = default.loc[method, "nDCG@10"] / base
         print(f"RATIO {method} vs vector nDCG@10: {results[f'{method}_vs_vector_ndcg']:.2f}")
+
+    # the service's modes, as it runs them: rows below the model's calibrated min_score dropped before ranking
+    floor = default_min_score(embedder.model_id)
+    floored = {q: [c for c in p if c["vector"] >= floor] for q, p in pools.items()}
+    service = pd.DataFrame([{"mode": mode, **evaluate({j["query"]: rank(floored[j["query"]], FUSION[mode]) for j in holdout}, holdout)}
+                            for mode in FUSION]).set_index("mode")
+    best = service["nDCG@10"].idxmax()
+    print(f"\nthe service's modes on holdout, min_score {floor} applied (POST /search?mode=…):")
+    print(service.to_string(float_format=lambda x: f"{x:.3f}"))
+    print(f"best mode for {embedder.model_id}: {best} (BEST_MODE says {BEST_MODE.get(embedder.model_id, 'vector')})")
+    results["best_mode_agrees"] = float(best == BEST_MODE.get(embedder.model_id, "vector"))
+    results.update(await text_ranking_cost(embedder))
     return results
+
+
+async def text_ranking_cost(embedder) -> dict[str, float]:
+    """What ranking by words costs: the candidate query with `to_tsvector(content)` recomputed per matching row (the
+    course's expression index) vs a stored generated tsvector column, added and rolled back in one transaction."""
+    queries = [j["query"] for j in load_judgments(split="holdout")[:40]]
+    vectors = [np.asarray(v, dtype=np.float32) for v in await embedder.embed(queries, kind="query")]
+    conn = await database.connect()
+    try:
+        from pgvector.asyncpg import register_vector
+
+        await register_vector(conn)
+
+        async def timed(sql: str) -> float:
+            for q, v in zip(queries[:5], vectors[:5]):  # warm
+                await conn.fetch(sql, v, q, POOL_SIZE)
+            started = time.perf_counter()
+            for q, v in zip(queries, vectors):
+                await conn.fetch(sql, v, q, POOL_SIZE)
+            return (time.perf_counter() - started) / len(queries) * 1000
+
+        expression = await timed(candidates_sql())
+        async with conn.transaction():
+            await conn.execute("ALTER TABLE embeddings ADD COLUMN bench_tsv tsvector "
+                               "GENERATED ALWAYS AS (to_tsvector('english', content)) STORED")
+            await conn.execute("CREATE INDEX ON embeddings USING gin (bench_tsv)")
+            stored = await timed(candidates_sql().replace("to_tsvector('english', e.content)", "e.bench_tsv"))
+            raise _Rollback
+    except _Rollback:
+        pass
+    finally:
+        await conn.close()
+    print(f"\ncandidates per query ({len(queries)} holdout queries): tsvector computed per row {expression:.1f} ms, "
+          f"stored tsvector column {stored:.1f} ms")
+    print(f"RATIO stored tsvector column vs expression index, candidate query: {expression / stored:.2f}x faster")
+    return {"stored_tsvector_speedup": expression / stored}
+
+
+class _Rollback(Exception):
+    """Leaves the benchmark's schema change behind in an aborted transaction."""

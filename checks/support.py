@@ -12,7 +12,7 @@ import pytest
 from pgvector.asyncpg import register_vector
 
 from course.corpus import EMBEDDINGS_TABLE_DDL
-from course.embeddings import EmbeddingUnavailable, HashingEmbedder
+from course.embeddings import EmbeddingUnavailable, HashingEmbedder, check_kind
 from course.target import load_objective
 
 
@@ -34,11 +34,14 @@ class RecordingEmbedder(HashingEmbedder):
 
     def __init__(self, *, fail_on_call: int | None = None, nan_on_call: int | None = None):
         self.calls: list[list[str]] = []
+        self.kinds: list[str] = []
         self.fail_on_call = fail_on_call
         self.nan_on_call = nan_on_call
 
-    async def embed(self, texts: Sequence[str]) -> list[list[float]]:
+    async def embed(self, texts: Sequence[str], kind: str = "document") -> list[list[float]]:
+        check_kind(kind)
         self.calls.append(list(texts))
+        self.kinds.append(kind)
         if self.fail_on_call == len(self.calls):
             raise EmbeddingUnavailable("simulated provider outage", retry_after=1)
         vectors = self.embed_sync(texts)

@@ -67,7 +67,7 @@ def test_parse_filter(lab, bad):
         lab.parse_filter(bad)
 
 
-@pytest.mark.hint("Hash the float32 bytes of the embedding together with top_k, min_score and json.dumps(filter, sort_keys=True).")
+@pytest.mark.hint("Hash the float32 bytes of the embedding together with top_k, min_score, the mode, the text and json.dumps(filter, sort_keys=True).")
 def test_result_cache_key(lab):
     """result_cache_key() is stable, ignores filter key order, and changes with every input"""
     e = np.random.default_rng(0).normal(size=1536).astype(np.float32)
@@ -77,8 +77,9 @@ def test_result_cache_key(lab):
     other[5] += 1e-3
     variants = [lab.result_cache_key(other, 10, 0.3, {"a": 1, "b": "x"}), lab.result_cache_key(e, 11, 0.3, {"a": 1, "b": "x"}),
                 lab.result_cache_key(e, 10, 0.31, {"a": 1, "b": "x"}), lab.result_cache_key(e, 10, 0.3, {"a": 2, "b": "x"}),
-                lab.result_cache_key(e, 10, 0.3, None)]
-    assert len({key, *variants}) == 6, "every change of input must change the key"
+                lab.result_cache_key(e, 10, 0.3, None), lab.result_cache_key(e, 10, 0.3, {"a": 1, "b": "x"}, "rrf"),
+                lab.result_cache_key(e, 10, 0.3, {"a": 1, "b": "x"}, "vector", "other words")]
+    assert len({key, *variants}) == 8, "every change of input (embedding, top_k, min_score, filter, mode, text) must change the key"
 
 
 @pytest.mark.hint("Look the model up in CALIBRATED_MIN_SCORE; unknown models get FALLBACK_MIN_SCORE.")
@@ -108,6 +109,30 @@ async def test_ranking_scores_and_parameters_match_an_independent_computation(la
         assert [h["score"] for h in body["results"]] == pytest.approx(sorted((sims[i] for i in allowed), reverse=True), abs=1e-5)
     default = (await search(client, query)).json()
     assert default["min_score"] == lab.default_min_score(data["embedder"].model_id), "min_score defaults to the calibrated value"
+
+
+@pytest.mark.hint("search(): pass mode and text to result_cache_key() and self.query(), set `mode` in the response, and "
+                  "embed the query with kind=\"query\".")
+@pytest.mark.points(2)
+async def test_modes_reach_the_query_and_the_cache(lab, client, data):
+    """each mode ranks its own way and is cached apart; queries are embedded as queries"""
+    query = "vacuum backup"
+    bodies = {}
+    for mode in ("vector", "rrf", "hybrid"):
+        response = await search(client, query, top_k=8, min_score=0.0, mode=mode)
+        assert response.status_code == 200, response.text
+        bodies[mode] = body = response.json()
+        assert body["mode"] == mode and body["cached"] is False, f"mode={mode}: a new mode is a new search"
+    vector, rrf, hybrid = (bodies[m]["results"] for m in ("vector", "rrf", "hybrid"))
+    assert all(h["score"] == pytest.approx(h["similarity"]) for h in vector), "vector mode scores by similarity"
+    assert all(0 < h["score"] <= 2 / 61 for h in rrf), "rrf mode scores by reciprocal rank fusion (at most 2/61)"
+    assert all(0 <= h["score"] <= 1 for h in hybrid) and hybrid[0]["score"] > rrf[0]["score"], "hybrid mode scores 0..1"
+    # the same embedding from other words: the hashing model splits on the hyphen, full-text search does not
+    same_vector = await search(client, "vacuum-backup", top_k=8, min_score=0.0, mode="rrf")
+    assert same_vector.json()["cached"] is False, "hybrid and rrf match the query's words: the text belongs in the key"
+    again = await search(client, query, top_k=8, min_score=0.0, mode="rrf")
+    assert again.json()["cached"] is True and again.json()["results"] == rrf
+    assert set(data["embedder"].kinds) == {"query"}, "a search embeds its text as a query (kind=\"query\")"
 
 
 @pytest.mark.hint("Keep a TTLCache of results keyed by result_cache_key() and one of embeddings keyed by the query text.")

@@ -23,7 +23,7 @@ from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
 from functools import lru_cache
 from pathlib import Path
-from typing import Any, Protocol, runtime_checkable
+from typing import Any, Literal, Protocol, runtime_checkable
 
 import httpx
 import numpy as np
@@ -105,12 +105,24 @@ def estimate_tokens(text: str) -> int:
 # ---------------------------------------------------------------------------------------------------------------------
 # Interface
 # ---------------------------------------------------------------------------------------------------------------------
+#: What a text is embedded as. Retrieval models may embed a short question differently from the passage that answers
+#: it: Gemini takes `RETRIEVAL_QUERY` / `RETRIEVAL_DOCUMENT` task types. OpenAI's and the local model have one mode
+#: and ignore it. Documents are the default: whatever is stored must be embedded as a document.
+EmbedKind = Literal["query", "document"]
+KINDS = ("query", "document")
+
+
 @runtime_checkable
 class Embedder(Protocol):
     model_id: str
     dimensions: int
 
-    async def embed(self, texts: Sequence[str]) -> list[list[float]]: ...
+    async def embed(self, texts: Sequence[str], kind: EmbedKind = "document") -> list[list[float]]: ...
+
+
+def check_kind(kind: str) -> None:
+    if kind not in KINDS:
+        raise ValueError(f"kind must be 'query' (a search) or 'document' (something stored), not {kind!r}.")
 
 
 def validate_texts(texts: Sequence[str]) -> list[str]:
@@ -178,7 +190,8 @@ class LocalEmbedder:
         matrix = np.asarray(_wordllama().embed(texts, norm=True), dtype=np.float32)
         return pad_to(_normalise_rows(matrix)).tolist()
 
-    async def embed(self, texts: Sequence[str]) -> list[list[float]]:
+    async def embed(self, texts: Sequence[str], kind: EmbedKind = "document") -> list[list[float]]:
+        check_kind(kind)  # one model for both: nothing else to do with it
         texts = validate_texts(texts)
         if len(texts) <= 64:  # ~ms of work: not worth a thread hop
             return self.embed_sync(texts)
@@ -209,7 +222,8 @@ class HashingEmbedder:
                 out[row, int.from_bytes(hashlib.blake2b(text.encode(), digest_size=4).digest(), "little") % self.dimensions] = 1.0
         return _normalise_rows(out).tolist() if len(texts) else []
 
-    async def embed(self, texts: Sequence[str]) -> list[list[float]]:
+    async def embed(self, texts: Sequence[str], kind: EmbedKind = "document") -> list[list[float]]:
+        check_kind(kind)
         return self.embed_sync(texts)
 
 
@@ -252,6 +266,10 @@ class _HTTPEmbedder:
 
     provider = "http"
     dimensions = EMBEDDING_DIMENSIONS
+    #: Whether answers narrower than `dimensions` are accepted and zero-padded (OpenAI-compatible servers run models
+    #: of any width); `native_dimensions` is the width seen in the first answer, None until then.
+    pads = False
+    native_dimensions: int | None = None
     #: Upper bound on one Retry-After wait, so a misbehaving server cannot stall a request for minutes.
     max_retry_after = 60.0
     #: The model's input limit per text, and the provider's limit per request, in tokens.
@@ -290,7 +308,7 @@ class _HTTPEmbedder:
         self.stats: Counter[str] = Counter()
 
     # -- subclass hooks -----------------------------------------------------------------------------------------------
-    def _request(self, texts: list[str]) -> tuple[str, dict[str, str], dict[str, Any]]:
+    def _request(self, texts: list[str], kind: EmbedKind) -> tuple[str, dict[str, str], dict[str, Any]]:
         raise NotImplementedError
 
     def _parse(self, payload: dict[str, Any], count: int) -> list[list[float]]:
@@ -351,14 +369,15 @@ class _HTTPEmbedder:
             tokens += n
         return [b for b in batches if b]
 
-    async def embed(self, texts: Sequence[str]) -> list[list[float]]:
+    async def embed(self, texts: Sequence[str], kind: EmbedKind = "document") -> list[list[float]]:
+        check_kind(kind)
         texts = validate_texts(texts)
         vectors: list[list[float]] = []
         for batch in self._batches(texts):
-            vectors.extend(await self._embed_batch(batch))
+            vectors.extend(await self._embed_batch(batch, kind))
         return vectors
 
-    async def _embed_batch(self, texts: list[str]) -> list[list[float]]:
+    async def _embed_batch(self, texts: list[str], kind: EmbedKind = "document") -> list[list[float]]:
         retrying = AsyncRetrying(
             retry=retry_if_exception(lambda e: isinstance(e, _Retryable)),
             stop=self._stop,
@@ -369,7 +388,7 @@ class _HTTPEmbedder:
         try:
             async for attempt in retrying:
                 with attempt:
-                    return await self._attempt(texts)
+                    return await self._attempt(texts, kind)
         except _Retryable as exc:
             self.stats.update(["unavailable"])
             tries = retrying.statistics.get("attempt_number", 1)
@@ -382,8 +401,8 @@ class _HTTPEmbedder:
             raise
         raise AssertionError("unreachable")
 
-    async def _attempt(self, texts: list[str]) -> list[list[float]]:
-        url, headers, body = self._request(texts)
+    async def _attempt(self, texts: list[str], kind: EmbedKind = "document") -> list[list[float]]:
+        url, headers, body = self._request(texts, kind)
         left = time_left()
         budget = self.timeout if left is None else max(0.01, min(self.timeout, left))
         self.stats.update(["requests"])
@@ -425,14 +444,27 @@ class _HTTPEmbedder:
             matrix = np.asarray(vectors, dtype=np.float32)
         except (ValueError, KeyError, TypeError, IndexError) as exc:
             raise EmbeddingBadResponse(f"Unexpected response from the {self.provider} API: {str(exc)[:200]}") from exc
-        if matrix.shape != (len(texts), self.dimensions):
-            raise EmbeddingBadResponse(
-                f"The {self.provider} API returned vectors of shape {matrix.shape}; expected "
-                f"({len(texts)}, {self.dimensions}). Is {self.model!r} a {self.dimensions}-dimension model?"
-            )
+        self._check_shape(matrix, len(texts))
         if not np.isfinite(matrix).all():
             raise EmbeddingBadResponse(f"The {self.provider} API returned a vector with NaN or infinite values.")
-        return _normalise_rows(matrix).tolist()
+        return pad_to(_normalise_rows(matrix), self.dimensions).tolist()
+
+    def _check_shape(self, matrix: np.ndarray, count: int) -> None:
+        """One vector per text, all of the width this provider answers with (`self.native_dimensions`, learnt from
+        the first answer when the provider may pad): narrower vectors are zero-padded to `dimensions` afterwards."""
+        width = self.native_dimensions or (matrix.shape[1] if matrix.ndim == 2 and self.pads else self.dimensions)
+        if matrix.ndim != 2 or matrix.shape != (count, width) or width > self.dimensions:
+            raise EmbeddingBadResponse(
+                f"The {self.provider} API returned vectors of shape {matrix.shape}; expected ({count}, {width}). "
+                + (f"Is {self.model!r} a {width}-dimension model?" if width <= self.dimensions else
+                   f"{self.model!r} answers {width} dimensions, more than the column's {self.dimensions}: choose a "
+                   f"model of at most {self.dimensions}, or one that can shorten its vectors.")
+            )
+        if self.native_dimensions is None and self.pads:
+            self.native_dimensions = width
+            if width < self.dimensions:
+                log.info("%s answers %d-dimension vectors: zero-padded to %d (cosine, L2 and inner product are "
+                         "unchanged)", self.model_id, width, self.dimensions)
 
     @staticmethod
     def _error(response: httpx.Response) -> dict[str, Any]:
@@ -453,8 +485,11 @@ class OpenAIEmbedder(_HTTPEmbedder):
     """OpenAI `POST {base_url}/embeddings` (also Azure OpenAI-compatible gateways and local OpenAI-style servers)."""
 
     provider = "openai"
+    #: OPENAI_BASE_URL may point at any OpenAI-compatible server (Ollama, vLLM, LM Studio, …) whose model answers
+    #: 384, 768 or 1024 dimensions: those are zero-padded to 1536, which leaves every distance between them unchanged.
+    pads = True
 
-    def _request(self, texts):
+    def _request(self, texts, kind):
         body: dict[str, Any] = {"model": self.model, "input": texts, "encoding_format": "float"}
         if self.model.startswith("text-embedding-3"):
             body["dimensions"] = self.dimensions  # v3 models can shorten; ada-002 is always 1536
@@ -482,14 +517,17 @@ class GeminiEmbedder(_HTTPEmbedder):
         kwargs["batch_size"] = min(kwargs.get("batch_size", 100), 100)  # the API's per-request limit
         super().__init__(**kwargs)
 
-    def _request(self, texts):
+    #: Gemini's task types for retrieval: a question and the passage answering it are embedded differently
+    TASK_TYPES = {"query": "RETRIEVAL_QUERY", "document": "RETRIEVAL_DOCUMENT"}
+
+    def _request(self, texts, kind):
         model = self.model if self.model.startswith("models/") else f"models/{self.model}"
         body = {
             "requests": [
                 {
                     "model": model,
                     "content": {"parts": [{"text": text}]},
-                    "taskType": "SEMANTIC_SIMILARITY",
+                    "taskType": self.TASK_TYPES[kind],
                     "outputDimensionality": self.dimensions,
                 }
                 for text in texts

@@ -139,62 +139,89 @@ def load_judgments(name: str = "postgres-docs", split: str | None = None) -> lis
 # Rankings from one candidate pool: what each way of combining the two signals puts first
 # ---------------------------------------------------------------------------------------------------------------------
 def _minmax(values: Sequence[float]) -> list[float]:
+    """Scale to 0..1 over this query's candidates. All equal: 1 if they are positive (every candidate has the
+    signal, equally), 0 if not (none has it) — a constant shift, so it never changes an order."""
     low, high = min(values), max(values)
-    return [0.0 if high == low else (v - low) / (high - low) for v in values]
+    if high == low:
+        return [1.0 if high > 0 else 0.0] * len(values)
+    return [(v - low) / (high - low) for v in values]
 
 
-def rank(candidates: Sequence[dict], method: str, vector_weight: float = 0.7, k: int = 10, rrf_k: int = 60) -> list:
-    """The top-k ids of `candidates` (dicts with id, vector, text: cosine similarity and ts_rank of one query) by:
+#: The ways of ranking one candidate pool (see fuse()); the service offers vector, hybrid (= normalized) and rrf.
+METHODS = ("vector", "text", "hybrid", "normalized", "rrf")
+RRF_K = 60
+
+
+def fuse(candidates: Sequence[dict], method: str, vector_weight: float = 0.7, rrf_k: int = RRF_K) -> list[tuple[dict, float]]:
+    """`candidates` (dicts with `vector`: cosine similarity and `text`: ts_rank, of one query) with the score of
+    `method`, best first:
 
     vector      similarity alone
-    text        ts_rank alone (rows that match the query's words)
+    text        ts_rank alone (only rows that match the query's words)
     hybrid      vector_weight · similarity + (1 − vector_weight) · ts_rank, the raw scores as they are
     normalized  the same weights after scaling each score to 0..1 over this query's candidates (min–max)
-    rrf         reciprocal rank fusion of the vector and text rankings (1 / (rrf_k + rank) from each)
-    """
+    rrf         reciprocal rank fusion: Σ 1 / (rrf_k + rank) over the vector ranking and the text ranking
+
+    Ties keep the candidates' order (sorted() is stable)."""
     if method == "vector":
-        order = sorted(candidates, key=lambda c: -c["vector"])
+        scored = [(c, c["vector"]) for c in candidates]
     elif method == "text":
-        order = sorted((c for c in candidates if c["text"] > 0), key=lambda c: -c["text"])
+        scored = [(c, c["text"]) for c in candidates if c["text"] > 0]
     elif method in ("hybrid", "normalized"):
         v, t = [c["vector"] for c in candidates], [c["text"] for c in candidates]
         if method == "normalized" and candidates:
             v, t = _minmax(v), _minmax(t)
-        scores = [vector_weight * a + (1 - vector_weight) * b for a, b in zip(v, t)]
-        order = [c for _, c in sorted(zip(scores, candidates), key=lambda pair: -pair[0])]
+        scored = [(c, vector_weight * a + (1 - vector_weight) * b) for c, a, b in zip(candidates, v, t)]
     elif method == "rrf":
-        fused: dict = {}
-        for ranking in (rank(candidates, "vector", k=len(candidates)), rank(candidates, "text", k=len(candidates))):
-            for position, item in enumerate(ranking, start=1):
-                fused[item] = fused.get(item, 0.0) + 1.0 / (rrf_k + position)
-        return [item for item, _ in sorted(fused.items(), key=lambda pair: -pair[1])][:k]
+        fused = {id(c): [c, 0.0] for c in candidates}
+        for signal in ("vector", "text"):
+            for position, (c, _) in enumerate(fuse(candidates, signal), start=1):
+                fused[id(c)][1] += 1.0 / (rrf_k + position)
+        scored = [(c, score) for c, score in fused.values()]
     else:
-        raise ValueError(f"unknown method {method!r}")
-    return [c["id"] for c in order[:k]]
+        raise ValueError(f"unknown method {method!r}: use one of {', '.join(METHODS)}")
+    return sorted(scored, key=lambda pair: -pair[1])
 
 
-CANDIDATES_SQL = """
+def rank(candidates: Sequence[dict], method: str, vector_weight: float = 0.7, k: int = 10, rrf_k: int = RRF_K) -> list:
+    """The ids of the top k candidates by `method` (see fuse())."""
+    return [c["id"] for c, _ in fuse(candidates, method, vector_weight, rrf_k)[:k]]
+
+
+def candidates_sql(filtered: bool = False) -> str:
+    """One query's candidate pool: the $3 nearest rows by cosine distance (HNSW) and the $3 best matches of
+    `websearch_to_tsquery($2)` by ts_rank (GIN), each row with both scores; `filtered` adds `metadata @> $4` to both
+    halves. The service's hybrid and rrf modes and the evaluation below share it."""
+    where = "AND metadata @> $4::jsonb" if filtered else ""
+    return f"""
     WITH q AS (SELECT websearch_to_tsquery('english', $2) AS tsq),
-    by_vector AS MATERIALIZED (SELECT id FROM embeddings ORDER BY embedding <=> $1 LIMIT $3),
+    by_vector AS MATERIALIZED (SELECT id FROM embeddings WHERE true {where} ORDER BY embedding <=> $1 LIMIT $3),
     by_text AS MATERIALIZED (
-        SELECT e.id FROM embeddings e, q WHERE to_tsvector('english', e.content) @@ q.tsq
+        SELECT e.id FROM embeddings e, q WHERE to_tsvector('english', e.content) @@ q.tsq {where}
         ORDER BY ts_rank(to_tsvector('english', e.content), q.tsq, 32) DESC LIMIT $3)
-    SELECT e.id::text AS id, 1 - (e.embedding <=> $1) AS vector,
+    SELECT e.id::text AS id, e.content, e.metadata, 1 - (e.embedding <=> $1) AS vector,
            CASE WHEN to_tsvector('english', e.content) @@ q.tsq
                 THEN ts_rank(to_tsvector('english', e.content), q.tsq, 32) ELSE 0 END AS text
-    FROM embeddings e, q WHERE e.id IN (SELECT id FROM by_vector UNION SELECT id FROM by_text)"""
+    FROM embeddings e, q WHERE e.id IN (SELECT id FROM by_vector UNION SELECT id FROM by_text)
+    ORDER BY e.id"""
 
 
-async def candidates(pool, embedder, queries: list[str], pool_size: int = 100) -> dict[str, list[dict]]:
+#: Candidates per signal, and the HNSW search width that finds them (recall of the 100 nearest ≈ 0.99).
+POOL_SIZE = 100
+POOL_EF_SEARCH = 200
+
+
+async def candidates(pool, embedder, queries: list[str], pool_size: int = POOL_SIZE) -> dict[str, list[dict]]:
     """Per query: the union of the 100 nearest rows (HNSW, ef_search 200) and the 100 best `websearch_to_tsquery`
-    matches (GIN), each with both scores — the candidate generation of the course's hybrid_search(), sized for
-    ranking the top 10."""
-    vectors = await embedder.embed(queries)
+    matches (GIN), each with both scores — the candidate generation of the course's hybrid_search() and of the
+    service's hybrid and rrf modes, sized for ranking the top 10."""
+    vectors = await embedder.embed(queries, kind="query")
     found = {}
+    sql = candidates_sql()
     async with pool.acquire() as conn:
         for query, vector in zip(queries, vectors):
             async with conn.transaction():
-                await conn.execute("SET LOCAL hnsw.ef_search = 200")
-                rows = await conn.fetch(CANDIDATES_SQL, np.asarray(vector, dtype=np.float32), query, pool_size)
+                await conn.execute(f"SET LOCAL hnsw.ef_search = {POOL_EF_SEARCH}")
+                rows = await conn.fetch(sql, np.asarray(vector, dtype=np.float32), query, pool_size)
             found[query] = [dict(r) for r in rows]
     return found

@@ -26,7 +26,7 @@ from typing import Any
 from purgatory import AsyncCircuitBreakerFactory
 from purgatory.domain.model import OpenedState
 
-from course.embeddings import EmbeddingError, EmbeddingRequestError, EmbeddingUnavailable
+from course.embeddings import EmbeddingError, EmbeddingRequestError, EmbeddingUnavailable, EmbedKind, check_kind
 
 #: Outcomes that say nothing about the provider's health: a refused key or input, or a quota to raise (someone must
 #: act, and each such call fails fast anyway). purgatory treats an excluded outcome as a success.
@@ -62,11 +62,12 @@ class GuardedEmbedder:
         """The inner HTTP client's counters (requests, retries, failures by kind), if it keeps them."""
         return getattr(self.inner, "stats", None)
 
-    async def embed(self, texts: Sequence[str]) -> list[list[float]]:
-        key = tuple(texts)
+    async def embed(self, texts: Sequence[str], kind: EmbedKind = "document") -> list[list[float]]:
+        check_kind(kind)
+        key = (kind, tuple(texts))
         task = self._inflight.get(key)
         if task is None:
-            task = asyncio.ensure_future(self._call(list(texts)))
+            task = asyncio.ensure_future(self._call(list(texts), kind))
             self._inflight[key] = task
             task.add_done_callback(lambda _: self._inflight.pop(key, None))
         else:
@@ -74,12 +75,12 @@ class GuardedEmbedder:
         # shield: this caller's deadline cancels its wait, not the call the other callers are waiting for
         return await asyncio.shield(task)
 
-    async def _call(self, texts: list[str]) -> list[list[float]]:
+    async def _call(self, texts: list[str], kind: EmbedKind) -> list[list[float]]:
         if self._breaker is None:
             self._breaker = await self._breakers.get_breaker("embedding")
         try:
             async with self._breaker:
-                vectors = await self.inner.embed(texts)
+                vectors = await self.inner.embed(texts, kind=kind)
         except OpenedState:
             self.rejected += 1
             wait = self.seconds_until_probe() or 1.0

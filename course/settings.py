@@ -63,6 +63,9 @@ class Settings(BaseSettings):
                                     "writes made outside the service).")
     embedding_cache_size: int = Field(4096, ge=0, description="Query-text -> embedding cache entries.")
     embedding_cache_ttl: float = Field(3600.0, gt=0, description="Seconds a cached query embedding lives.")
+    search_mode: Literal["vector", "hybrid", "rrf"] | None = Field(
+        None, description="POST /search's default ranking; unset: the best measured for the embedding model (rrf for "
+        "the local model, vector for models not evaluated here).")
     search_max_query_chars: int = Field(2000, ge=1, description="Longest query text accepted (422 beyond).")
     search_db_timeout: float = Field(10.0, gt=0, description="Seconds to wait for a pooled connection or a query.")
     search_deadline: float = Field(5.0, gt=0, le=120, description="Seconds a search may take in all (embedding with "

@@ -1,4 +1,4 @@
-# lab-fingerprint: b754e6d3fc33710b
+# lab-fingerprint: 0148978d7f750271
 # Starter code generated from solutions/objective5.py by tools/make_labs.py. This file is yours: fill in every TODO.
 # `python -m checks N` (or check(N) in the notebook) grades it and gives hints.
 """Objective 5 — an async SQLAlchemy 2 ORM layer for pgvector, and FastAPI dependency injection.
@@ -233,7 +233,7 @@ async def get_document(document_id: uuid.UUID, repo: RepositoryDep) -> DocumentO
 @router.post("/search", response_model=list[SearchHit])
 async def search_documents(body: SearchIn, repo: RepositoryDep, embedder: EmbedderDep) -> list[SearchHit]:
     """Embed the query and return the nearest documents with their similarity."""
-    raise NotImplementedError("TODO: embed the query, search through the repository with the request's top_k and filters, map each hit to SearchHit")
+    raise NotImplementedError("TODO: embed the query (kind=\"query\"), search through the repository with the request's top_k and filters, map each hit to SearchHit")
 
 
 def create_app(engine: AsyncEngine | None = None, embedder: Embedder | None = None) -> FastAPI:

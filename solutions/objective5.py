@@ -306,8 +306,8 @@ async def get_document(document_id: uuid.UUID, repo: RepositoryDep) -> DocumentO
 @router.post("/search", response_model=list[SearchHit])
 async def search_documents(body: SearchIn, repo: RepositoryDep, embedder: EmbedderDep) -> list[SearchHit]:
     """Embed the query and return the nearest documents with their similarity."""
-    # BEGIN SOLUTION hint: embed the query, search through the repository with the request's top_k and filters, map each hit to SearchHit
-    [vector] = await embedder.embed([body.query])
+    # BEGIN SOLUTION hint: embed the query (kind="query"), search through the repository with the request's top_k and filters, map each hit to SearchHit
+    [vector] = await embedder.embed([body.query], kind="query")
     hits = await repo.search(vector, body.top_k, body.filters)
     return [SearchHit(**_out(h.embedding).model_dump(), similarity=h.similarity) for h in hits]
     # END SOLUTION

@@ -84,9 +84,9 @@ class _BrokenEmbedder(HashingEmbedder):
     def __init__(self):
         self.calls = 0
 
-    async def embed(self, texts):
+    async def embed(self, texts, kind="document"):
         self.calls += 1
-        vectors = await super().embed(texts)
+        vectors = await super().embed(texts, kind)
         if self.calls == 2:
             vectors[0] = [float("nan")] * len(vectors[0])
         return vectors

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import asyncio
 import time
 
 import numpy as np
 import pytest
 
 from course.embeddings import (
+    EmbeddingBadResponse,
     EmbeddingInputTooLong,
     EmbeddingQuotaExceeded,
     EmbeddingRequestError,
@@ -22,6 +24,7 @@ from course.embeddings import (
     pad_to,
 )
 from course.fake_providers import FakeProviderServer, Step
+from course.resilience import GuardedEmbedder
 from course.settings import Settings
 
 
@@ -200,11 +203,58 @@ async def test_gemini_errors(server):
     assert len(server.requests) == 2
 
 
-async def test_wrong_dimensions_from_provider_are_an_error():
+async def test_an_openai_compatible_model_of_another_width_is_zero_padded():
+    """OPENAI_BASE_URL may serve a 768-d model (Ollama, vLLM…): padded to 1536, distances unchanged."""
+    texts = ["vacuum a table", "vacuum tables often", "replication slots"]
     with FakeProviderServer(dimensions=768) as s:
         async with openai(s) as e:
-            with pytest.raises(Exception, match="shape"):
+            vectors = np.asarray(await e.embed(texts))
+            assert vectors.shape == (3, 1536) and e.native_dimensions == 768
+            assert not vectors[:, 768:].any(), "the padding is zeros"
+            native = np.asarray(s.vectors(texts))
+            native /= np.linalg.norm(native, axis=1, keepdims=True)
+            assert np.allclose(vectors @ vectors.T, native @ native.T, atol=1e-6), "cosine is the model's own"
+            # the width is the model's: a later answer of another width is not embeddings of this model
+            s.script(Step(200, mutate=lambda p: {**p, "data": [{**d, "embedding": d["embedding"][:512]} for d in p["data"]]}))
+            with pytest.raises(EmbeddingBadResponse, match="shape"):
                 await e.embed(["hello"])
+
+
+async def test_wider_vectors_than_the_column_are_an_error_that_says_what_to_do(server):
+    server.script(Step(200, mutate=lambda p: {**p, "data": [{**d, "embedding": d["embedding"] * 2} for d in p["data"]]}))
+    async with openai(server) as e:
+        with pytest.raises(EmbeddingBadResponse, match="3072 dimensions, more than the column's 1536"):
+            await e.embed(["hello"])
+
+
+async def test_gemini_asked_for_1536_must_answer_1536():
+    with FakeProviderServer(dimensions=768) as s:
+        async with gemini(s) as e:
+            with pytest.raises(EmbeddingBadResponse, match="shape"):
+                await e.embed(["hello"])
+
+
+async def test_gemini_embeds_queries_and_documents_with_their_retrieval_task_types(server):
+    async with gemini(server) as e:
+        await e.embed(["a stored passage"])
+        await e.embed(["what is a passage?"], kind="query")
+        with pytest.raises(ValueError, match="kind must be"):
+            await e.embed(["x"], kind="question")
+    assert [r["json"]["requests"][0]["taskType"] for r in server.requests] == ["RETRIEVAL_DOCUMENT", "RETRIEVAL_QUERY"]
+
+
+async def test_coalescing_keeps_queries_and_documents_apart():
+    calls = []
+
+    class Slow(HashingEmbedder):
+        async def embed(self, texts, kind="document"):
+            calls.append(kind)
+            await asyncio.sleep(0.05)
+            return self.embed_sync(texts)
+
+    guarded = GuardedEmbedder(Slow())
+    await asyncio.gather(guarded.embed(["same"], kind="query"), guarded.embed(["same"]), guarded.embed(["same"]))
+    assert sorted(calls) == ["document", "query"] and guarded.coalesced == 1
 
 
 async def test_factory_uses_settings(server):

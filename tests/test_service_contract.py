@@ -66,6 +66,9 @@ HOSTILE = [
     ("filter nested 2,000 deep", "POST", "/search?filter=" + "%5B" * 2000 + "%5D" * 2000, {"Content-Type": "application/json"}, b'{"query": "v"}', 414),
     ("injection-shaped filter key", "POST", "/search?filter=%7B%22a%27)%20OR%201%3D1--%22%3A%22x%22%7D", {"Content-Type": "application/json"}, b'{"query": "v"}', 200),
     ("filter with 9 keys", "POST", "/search?filter=" + json.dumps({f"k{i}": i for i in range(9)}).replace(" ", ""), {"Content-Type": "application/json"}, b'{"query": "v"}', 422),
+    ("min_score given twice", "POST", "/search?min_score=abc&min_score=0.3", {"Content-Type": "application/json"}, b'{"query": "v"}', 422),
+    ("unknown mode", "POST", "/search?mode=bm25", {"Content-Type": "application/json"}, b'{"query": "v"}', 422),
+    ("injection-shaped query in rrf mode", "POST", "/search?mode=rrf", {"Content-Type": "application/json"}, b'{"query": "a\') OR 1=1 -- & | ! <->"}', 200),
     ("write without a key", "POST", "/documents", {"Content-Type": "application/json"}, b'{"content": "x"}', 401),
     ("write with a wrong key", "POST", "/documents", {"Content-Type": "application/json", "X-API-Key": "guess"}, b'{"content": "x"}', 401),
     ("NUL in content", "POST", "/documents", AUTH, b'{"content": "a\\u0000b"}', 422),
@@ -156,11 +159,11 @@ def test_result_cache_is_bounded_by_bytes_and_entries():
 
     settings = Settings(_env_file=None, search_cache_size=10, search_cache_max_bytes=2**20)
     service = SearchService(pool=None, embedder=None, settings=settings, metrics=Metrics())
-    small = [SearchHit(id="1", content="x", metadata={}, score=1.0)]
+    small = [SearchHit(id="1", content="x", metadata={}, score=1.0, similarity=1.0)]
     for i in range(50):
         service.result_cache[f"small{i}"] = small
     assert len(service.result_cache) == 10, "at most SEARCH_CACHE_SIZE entries"
-    big = [SearchHit(id=str(i), content="y" * 20_000, metadata={"k": "z" * 1000}, score=0.5) for i in range(20)]
+    big = [SearchHit(id=str(i), content="y" * 20_000, metadata={"k": "z" * 1000}, score=0.5, similarity=0.5) for i in range(20)]
     for i in range(5):
         service.result_cache[f"big{i}"] = big
     assert service.result_cache.currsize <= 2**20 and len(service.result_cache) <= 2, "at most SEARCH_CACHE_MAX_BYTES"

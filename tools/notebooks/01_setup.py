@@ -63,7 +63,8 @@ r'''md:
 ## 3. Where vectors come from: an embedding API
 
 An *embedding model* maps text to a point in a high-dimensional space where similar meanings land close together.
-The course talks to every provider through one async interface: `await embedder.embed(texts)`.
+The course talks to every provider through one async interface: `await embedder.embed(texts)` — with
+`kind="query"` for a search (Gemini embeds questions and passages with different task types; the others ignore it).
 
 * `local` (default): **WordLlama**, a small real model whose weights ship inside its PyPI wheel — no API key, no
   download, ~0.1 s per 1,000 sentences. It produces 256 numbers; the course appends zeros up to 1536, which changes
@@ -169,7 +170,7 @@ r'''md:
 `<=>` is pgvector's cosine *distance* (1 − cosine similarity). Order by it to find the nearest chunks to a question.''',
 r'''from pgvector.asyncpg import register_vector
 await register_vector(conn)
-[question] = await embedder.embed([guide.questions[0]])
+[question] = await embedder.embed([guide.questions[0]], kind="query")
 print(guide.questions[0])
 rows = await conn.fetch("""
     SELECT metadata->>'section' AS section, round((1 - (embedding <=> $1))::numeric, 3) AS similarity

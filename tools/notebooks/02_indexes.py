@@ -42,7 +42,7 @@ random vectors (random vectors in 1536 dimensions are all about equally far apar
 r'''embedder = get_embedder()
 titles = [r[0] for r in await conn.fetch(
     "SELECT s FROM (SELECT DISTINCT metadata->>'section' AS s FROM embeddings) t ORDER BY md5(s) LIMIT 100")]
-queries = [np.asarray(v, dtype=np.float32) for v in await embedder.embed(titles)]
+queries = [np.asarray(v, dtype=np.float32) for v in await embedder.embed(titles, kind="query")]
 print(len(queries), "queries, e.g.", titles[:3])''',
 r'''md:
 ## 1. Build an HNSW index

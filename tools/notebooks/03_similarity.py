@@ -56,7 +56,7 @@ An index can only serve `ORDER BY embedding <op> $1 LIMIT $2` — ascending by t
 Our corpus vectors are unit length, so the three metrics should agree here.''',
 r'''question = guide.questions[0]
 print(question)
-[q] = await embedder.embed([question])
+[q] = await embedder.embed([question], kind="query")
 frames = []
 for metric in obj.OPERATORS:
     results = await obj.search_similar(pool, q, top_k=5, metric=metric)

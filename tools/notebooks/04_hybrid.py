@@ -65,7 +65,7 @@ If only 1% of rows match, about 0.4 of those 40 candidates survive — you asked
 added `SET hnsw.iterative_scan = relaxed_order`: the scan continues until enough rows pass the filter
 (`relaxed_order` may return them slightly out of order, so re-sort). Measured over 6 questions:''',
 r'''questions = list(guide.questions)
-qvecs = [np.asarray(v, dtype=np.float32) for v in await embedder.embed(questions)]
+qvecs = [np.asarray(v, dtype=np.float32) for v in await embedder.embed(questions, kind="query")]
 
 async def rows_through_hnsw(conn, q, topic, mode):
     # force the HNSW plan (no seq scan, no GIN bitmap) to see what the index alone returns
@@ -100,7 +100,7 @@ right under either plan: iterative scan on, results re-sorted.
 the rank into [0, 1) so it can be weighed against a cosine similarity. Compare a pure vector search with the hybrid
 one for a question that names an exact identifier:''',
 r'''question = guide.identifier_query
-[q] = await embedder.embed([question])
+[q] = await embedder.embed([question], kind="query")
 vector_only = await obj.hybrid_search(pool, q, question, top_k=5, vector_weight=1.0, text_weight=0.0)
 hybrid = await obj.hybrid_search(pool, q, question, top_k=5)
 def table(results):
@@ -115,7 +115,7 @@ ranking — robust, parameter-light, and the usual default in search engines. Ho
 r'''queries = list(guide.keyword_queries)
 overlap = []
 for text in queries:
-    [v] = await embedder.embed([text])
+    [v] = await embedder.embed([text], kind="query")
     weighted = [r.id for r in await obj.hybrid_search(pool, v, text, top_k=10)]
     rrf = [row_id for row_id, _ in await obj.hybrid_search_rrf(pool, v, text, top_k=10)]
     overlap.append({"query": text, "shared in top 10": len(set(weighted) & set(rrf)),

@@ -113,7 +113,7 @@ async with Session() as session:
     await repo.add_many([{"content": d["content"], "embedding": v, "metadata": d["metadata"]} for d, v in zip(docs, doc_vectors)])
     await session.commit()
     topic, question, _ = guide.topic_example
-    [q] = await embedder.embed([question])
+    [q] = await embedder.embed([question], kind="query")
     hits = await repo.search(q, top_k=5)
     filtered = await repo.search(q, top_k=5, filters={"topic": topic})
 pd.concat({"all": pd.DataFrame([{"section": h.embedding.metadata_["section"][:40], "similarity": round(h.similarity, 3)} for h in hits]),
