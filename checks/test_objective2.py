@@ -207,3 +207,88 @@ async def test_drop_vector_indexes_goes_by_access_method_not_name(lab, conn, dat
     await conn.execute("CREATE INDEX content_hnsw_ivfflat_notes ON embeddings (content)")
     assert await lab.drop_vector_indexes(conn) == ["fast_lookup"]
     assert await conn.fetchval("SELECT to_regclass('content_hnsw_ivfflat_notes') IS NOT NULL")
+
+
+async def scans_of(conn, index: str, call) -> tuple[object, int]:
+    """Run `call()` and count the scans of `index` it made, from the statistics views: each count is read after
+    pg_stat_force_next_flush(), so this backend's counters are published first."""
+    async def scans() -> int:
+        await conn.execute("SELECT pg_stat_force_next_flush()")
+        return await conn.fetchval("SELECT coalesce(idx_scan, 0) FROM pg_stat_user_indexes WHERE indexrelname = $1", index)
+
+    before = await scans()
+    result = await call()
+    return result, await scans() - before
+
+
+async def indexdef(conn, name: str) -> str:
+    return await conn.fetchval("SELECT pg_get_indexdef($1::regclass)", name)
+
+
+@pytest.mark.hint("An HNSW expression index: the column cast to halfvec(1536), in its own parentheses, with the "
+                  "halfvec cosine operator class and WITH (m = …, ef_construction = …).")
+async def test_halfvec_index_is_an_hnsw_expression_index_on_halfvec(lab, conn, data):
+    """create_halfvec_index() builds HNSW over embedding::halfvec(1536) with halfvec_cosine_ops and the options asked for"""
+    info = await lab.create_halfvec_index(conn, m=8, ef_construction=32, name="half_idx")
+    found = await catalog(conn, "half_idx")
+    assert found["method"] == "hnsw" and found["table"] == "embeddings", found
+    assert found["opclass"] == "halfvec_cosine_ops", f"opclass is {found['opclass']}: cosine at half precision"
+    assert "::halfvec(1536)" in await indexdef(conn, "half_idx"), "the index stores embedding::halfvec(1536)"
+    assert found["options"] == {"m": "8", "ef_construction": "32"}, f"options are {found['options']}"
+    assert info.name == "half_idx" and info.size_bytes == await conn.fetchval("SELECT pg_relation_size('half_idx')")
+    await lab.create_index(conn, "hnsw", name="full_idx")
+    full = await conn.fetchval("SELECT pg_relation_size('full_idx')")
+    assert info.size_bytes < 0.7 * full, f"a halfvec index is about half the float32 one ({info.size_bytes:,} vs {full:,} bytes)"
+
+
+@pytest.mark.hint("The ORDER BY must repeat the index's expression exactly (the column cast to halfvec(1536)), with "
+                  "the query cast the same way, or PostgreSQL reads every row.")
+async def test_halfvec_search_is_served_by_its_index_and_finds_the_neighbours(lab, conn, data):
+    """halfvec_top_k_ids() is answered by the halfvec index (statistics scan counter) and finds the neighbours (HNSW recall on this fixture: 0.82-0.92 per build)"""
+    await conn.execute("CREATE INDEX half_idx ON embeddings USING hnsw ((embedding::halfvec(1536)) halfvec_cosine_ops)")
+    queries = list(random_vectors(12, seed=9, normalised=True))
+    exact = [await lab.top_k_ids(conn, q, 10, exact=True) for q in queries]
+    recalls = []
+    for q, truth in zip(queries, exact):
+        ids, scans = await scans_of(conn, "half_idx", lambda q=q: lab.halfvec_top_k_ids(conn, q, 10, ef_search=60))
+        assert scans >= 1, "the halfvec index was not used: the plan read every row (same rows, much slower)"
+        recalls.append(lab.recall_at_k(ids, truth))
+    assert sum(recalls) / len(recalls) >= 0.7, f"recall@10 {sum(recalls) / len(recalls):.2f} at ef_search 60"
+
+
+@pytest.mark.hint("An HNSW expression index on binary_quantize() of the column cast to bit(1536), with the Hamming "
+                  "operator class.")
+async def test_binary_index_is_an_hnsw_hamming_index_on_the_sign_bits(lab, conn, data):
+    """create_binary_index() builds HNSW over binary_quantize(embedding)::bit(1536) with bit_hamming_ops"""
+    info = await lab.create_binary_index(conn, name="bits_idx")
+    found = await catalog(conn, "bits_idx")
+    assert found["method"] == "hnsw" and found["opclass"] == "bit_hamming_ops", found
+    definition = await indexdef(conn, "bits_idx")
+    assert "binary_quantize(embedding)" in definition and "::bit(1536)" in definition, definition
+    assert info.size_bytes == await conn.fetchval("SELECT pg_relation_size('bits_idx')")
+
+
+@pytest.mark.hint("Fetch `candidates` rows by Hamming distance between the indexed sign bits and the query's (raise "
+                  "hnsw.ef_search to at least that many), then order those by exact cosine distance and keep k.")
+@pytest.mark.points(2)
+async def test_quantized_search_over_fetches_through_the_bit_index_and_re_ranks_exactly(lab, conn, data):
+    """quantized_top_k_ids(): candidates from the bit index, re-ranked by exact cosine, recall bought back by over-fetching"""
+    await conn.execute("CREATE INDEX bits_idx ON embeddings USING hnsw "
+                       "((binary_quantize(embedding)::bit(1536)) bit_hamming_ops)")
+    queries = list(random_vectors(12, seed=9, normalised=True))
+    exact = [await lab.top_k_ids(conn, q, 10, exact=True) for q in queries]
+    wide, narrow = [], []
+    for q, truth in zip(queries, exact):
+        ids, scans = await scans_of(conn, "bits_idx", lambda q=q: lab.quantized_top_k_ids(conn, q, 10, candidates=100))
+        assert scans >= 1, "the candidates must come through the bit index (a scan of every row gives the same rows slowly)"
+        distances = [r["d"] for r in await conn.fetch(
+            "SELECT embedding <=> $1 AS d FROM embeddings WHERE id = ANY($2::uuid[]) ORDER BY array_position($2::uuid[], id)",
+            q, ids)]
+        assert distances == sorted(distances), "the candidates must be re-ranked by exact cosine distance, nearest first"
+        wide.append(lab.recall_at_k(ids, truth))
+        narrow.append(lab.recall_at_k(await lab.quantized_top_k_ids(conn, q, 10, candidates=10), truth))
+    assert sum(wide) / len(wide) >= 0.85, f"recall@10 with 100 candidates re-ranked is {sum(wide) / len(wide):.2f}"
+    assert sum(narrow) < sum(wide), "over-fetching candidates must raise recall (sign bits alone rank poorly)"
+    many = await lab.quantized_top_k_ids(conn, queries[0], 60, candidates=100)
+    assert len(many) == 60, (f"{len(many)} results for k=60: an HNSW scan returns at most hnsw.ef_search rows, so "
+                             "ef_search must be at least `candidates`")

@@ -219,3 +219,82 @@ async def benchmark(
     df.attrs["indexes"] = built
     return df
     # END SOLUTION
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# Smaller vectors: halfvec (2 bytes per dimension) and binary quantization (1 bit per dimension)
+# ---------------------------------------------------------------------------------------------------------------------
+#: The column's width: casts and bit strings must name it (an expression index serves only the exact expression).
+DIMENSIONS = 1536
+
+
+async def _timed_build(conn: asyncpg.Connection, name: str, statement: str) -> IndexInfo:
+    """Run one CREATE INDEX for an HNSW index called `name`; its build time and size, as create_index() reports."""
+    began = time.perf_counter()
+    await conn.execute(statement)
+    elapsed = time.perf_counter() - began
+    return IndexInfo(name=name, kind="hnsw", build_seconds=elapsed,
+                     size_bytes=await conn.fetchval("SELECT pg_relation_size($1::regclass)", name))
+
+
+async def create_halfvec_index(conn: asyncpg.Connection, *, m: int = 16, ef_construction: int = 64,
+                               name: str = "embeddings_halfvec_idx") -> IndexInfo:
+    """An HNSW cosine index on `embedding::halfvec(1536)` (an expression index: the table keeps float32, the index
+    stores 2 bytes per dimension — half the size; and halfvec can be indexed up to 4,000 dimensions where vector
+    stops at 2,000). Returns its IndexInfo like create_index()."""
+    _check_range("m", m)
+    _check_range("ef_construction", ef_construction)
+    if ef_construction < 2 * m:
+        raise ValueError(f"ef_construction must be at least 2·m = {2 * m}; got {ef_construction}.")
+    # BEGIN SOLUTION hint: an HNSW expression index over the column cast to halfvec at the column's width (the expression in its own parentheses), with the halfvec cosine operator class and the WITH options (pgvector's README: "Half-Precision Indexing"); _timed_build() runs it and reports time and size
+    sql = (f"CREATE INDEX {name} ON embeddings USING hnsw ((embedding::halfvec({DIMENSIONS})) halfvec_cosine_ops) "
+           f"WITH (m = {m}, ef_construction = {ef_construction})")
+    return await _timed_build(conn, name, sql)
+    # END SOLUTION
+
+
+async def halfvec_top_k_ids(conn: asyncpg.Connection, query: Sequence[float], k: int = 10, **settings) -> list:
+    """Ids of the k nearest rows by cosine distance at half precision, through the halfvec index: the ORDER BY must
+    be the index's expression exactly, with the query cast the same way (query_settings(**settings) apply)."""
+    k = _check_k(k)
+    # BEGIN SOLUTION hint: order by the very expression the index stores, compared with the query cast the same way; any other expression is a sequential scan
+    sql = f"SELECT id FROM embeddings ORDER BY embedding::halfvec({DIMENSIONS}) <=> $1::halfvec({DIMENSIONS}) LIMIT $2"
+    async with query_settings(conn, **settings):
+        return [r["id"] for r in await conn.fetch(sql, np.asarray(query, dtype=np.float32), k)]
+    # END SOLUTION
+
+
+async def create_binary_index(conn: asyncpg.Connection, *, m: int = 16, ef_construction: int = 64,
+                              name: str = "embeddings_bit_idx") -> IndexInfo:
+    """An HNSW Hamming index on `binary_quantize(embedding)::bit(1536)`: one bit per dimension (its sign), 1/32 of
+    float32. Returns its IndexInfo."""
+    _check_range("m", m)
+    _check_range("ef_construction", ef_construction)
+    if ef_construction < 2 * m:
+        raise ValueError(f"ef_construction must be at least 2·m = {2 * m}; got {ef_construction}.")
+    # BEGIN SOLUTION hint: an HNSW expression index over the sign bits — binary_quantize() of the column, cast to a bit string of the column's width — with the Hamming operator class (pgvector's README: "Binary Quantization"); _timed_build() runs it
+    sql = (f"CREATE INDEX {name} ON embeddings USING hnsw ((binary_quantize(embedding)::bit({DIMENSIONS})) "
+           f"bit_hamming_ops) WITH (m = {m}, ef_construction = {ef_construction})")
+    return await _timed_build(conn, name, sql)
+    # END SOLUTION
+
+
+async def quantized_top_k_ids(conn: asyncpg.Connection, query: Sequence[float], k: int = 10, *, candidates: int = 100,
+                              **settings) -> list:
+    """Binary quantization with re-ranking: fetch `candidates` rows by Hamming distance between sign bits (through
+    the bit index), then order those by exact cosine distance on the full vectors and keep k. Sign bits alone rank
+    poorly; the exact re-rank of a wider candidate set buys the recall back. An HNSW scan returns at most
+    hnsw.ef_search rows, so ef_search must be at least `candidates`."""
+    k = _check_k(k)
+    candidates = _check_k(candidates)
+    if candidates < k:
+        raise ValueError(f"candidates ({candidates}) must be at least k ({k}): the re-rank only reorders them.")
+    # BEGIN SOLUTION hint: an inner query takes `candidates` rows by Hamming distance (<~>) between the indexed sign bits and the query's, an outer one orders those by exact cosine distance and keeps k; raise ef_search to at least `candidates`
+    sql = f"""SELECT id FROM (
+                  SELECT id, embedding FROM embeddings
+                  ORDER BY binary_quantize(embedding)::bit({DIMENSIONS}) <~> binary_quantize($1::vector) LIMIT $3) c
+              ORDER BY embedding <=> $1::vector LIMIT $2"""
+    settings["ef_search"] = max(settings.get("ef_search") or 0, candidates)
+    async with query_settings(conn, **settings):
+        return [r["id"] for r in await conn.fetch(sql, np.asarray(query, dtype=np.float32), k, candidates)]
+    # END SOLUTION

@@ -204,6 +204,74 @@ How to read it (the numbers above are yours; the reasons hold everywhere):
 
 For a corpus that changes and a service that needs predictable recall, HNSW is the default choice; IVFFlat wins
 when builds must be quick or memory is tight, and the data is loaded once.''',
+r'''md:
+## 9. Smaller vectors: `halfvec` and binary quantization
+
+A `vector(1536)` stores 4 bytes per dimension; the HNSW index stores them again. Two ways to make the index smaller,
+without changing the table:
+
+* **`halfvec`** — 2 bytes per dimension. An *expression index* on `embedding::halfvec(1536)` with
+  `halfvec_cosine_ops`; the query must repeat that expression exactly (`ORDER BY embedding::halfvec(1536) <=>
+  $1::halfvec(1536)`), or PostgreSQL reads every row and you get the right answer slowly. `halfvec` also lifts the
+  index limit: a `vector` index takes at most 2,000 dimensions, a `halfvec` one 4,000 (OpenAI's
+  text-embedding-3-large has 3,072).
+* **binary quantization** — 1 bit per dimension (its sign): `binary_quantize(embedding)::bit(1536)` with
+  `bit_hamming_ops`. Hamming distance between sign bits ranks roughly; fetch more candidates than you need through
+  the bit index and **re-rank them exactly** with the full vectors. An HNSW scan returns at most `hnsw.ef_search`
+  rows, so raise it to the number of candidates.
+
+Write `create_halfvec_index()`, `halfvec_top_k_ids()`, `create_binary_index()` and `quantized_top_k_ids()`. First,
+the limit itself, on an empty 3,072-d table:''',
+r'''async with conn.transaction():
+    await conn.execute("CREATE TEMP TABLE wide (id int PRIMARY KEY, e vector(3072))")
+    try:
+        async with conn.transaction():
+            await conn.execute("CREATE INDEX ON wide USING hnsw (e vector_cosine_ops)")
+    except asyncpg.PostgresError as exc:
+        print("vector(3072):", type(exc).__name__, "—", exc)
+    await conn.execute("CREATE INDEX wide_half ON wide USING hnsw ((e::halfvec(3072)) halfvec_cosine_ops)")
+    print("halfvec(3072):", await conn.fetchval("SELECT pg_get_indexdef('wide_half'::regclass)"))
+    await conn.execute("DROP TABLE wide")''',
+r'''await obj.drop_vector_indexes(conn)
+sample = queries[:50]
+truth = [await obj.top_k_ids(conn, q, 10, exact=True) for q in sample]
+built = {"float32 (vector)": await obj.create_index(conn, "hnsw", m=16, ef_construction=64),
+         "halfvec": await obj.create_halfvec_index(conn),
+         "bit (binary_quantize)": await obj.create_binary_index(conn)}
+
+async def measure(label, search):
+    times, recalls = [], []
+    for q, t in zip(sample, truth):
+        started = time.perf_counter()
+        found = await search(q)
+        times.append((time.perf_counter() - started) * 1000)
+        recalls.append(obj.recall_at_k(found, t))
+    return {"search": label, "p50 ms": np.median(times), "recall@10": np.mean(recalls)}
+
+rows = [await measure("float32, ef_search 100", lambda q: obj.top_k_ids(conn, q, 10, ef_search=100)),
+        await measure("halfvec, ef_search 100", lambda q: obj.halfvec_top_k_ids(conn, q, 10, ef_search=100))]
+for n in (10, 50, 100, 200):
+    rows.append(await measure(f"bit, {n} candidates re-ranked", lambda q, n=n: obj.quantized_top_k_ids(conn, q, 10, candidates=n)))
+sizes = pd.DataFrame([{"index": k, "MB": v.size_bytes / 1e6, "build s": v.build_seconds} for k, v in built.items()])
+print(f"table: {table_mb:.1f} MB")
+display(sizes.round(2))
+quant = pd.DataFrame(rows)
+fig, ax = plt.subplots(figsize=(6.5, 3.2))
+for label, marker in (("float32", "o"), ("halfvec", "s"), ("bit", "^")):
+    part = quant[quant.search.str.startswith(label)]
+    ax.plot(part["p50 ms"], part["recall@10"], marker=marker, label=label)
+for _, r in quant[quant.search.str.startswith("bit")].iterrows():
+    ax.annotate(r.search.split(",")[1].split()[0], (r["p50 ms"], r["recall@10"]), textcoords="offset points", xytext=(4, -10))
+ax.set_xlabel("p50 latency (ms)"); ax.set_ylabel("recall@10"); ax.set_title("Smaller indexes: recall vs latency (bit: candidates)")
+ax.legend(); plt.show()
+quant.round(3)''',
+r'''md:
+Read it off your table: the halfvec index is about half the float32 one at (nearly) the same recall — half
+precision barely moves cosine similarities. The bit index is a small fraction of either; with few candidates its
+recall is poor (sign bits alone rank roughly), and re-ranking more candidates buys recall back at a small cost in
+latency. That trade — a tiny index in memory, the full vectors read only for the candidates — is what lets an index
+of millions of vectors fit in RAM.''',
+r'''await obj.drop_vector_indexes(conn)   # the last cell restores the course's HNSW index''',
 r'''await plain.close(); await conn.close()
 async with (await database.create_pool(max_size=1)).acquire() as main:
     await ensure_search_index(main)          # the course database keeps its HNSW index for Objectives 3–6
