@@ -12,7 +12,9 @@ import time
 import numpy as np
 import pandas as pd
 
+from bench import index_depth
 from bench.common import banner, scratch_copy, title_queries
+from course.embeddings import get_embedder
 from solutions import objective2 as obj
 
 
@@ -130,6 +132,35 @@ async def wide_vectors(conn) -> list[str]:
     return lines
 
 
+def _show(title: str, df: pd.DataFrame, ratios: dict[str, float]) -> dict[str, float]:
+    print(f"\n{title}")
+    print(df.to_string(float_format=lambda x: f"{x:.3f}"))
+    for name, value in ratios.items():
+        print(f"RATIO {name}: {value:.2f}")
+    return ratios
+
+
+async def depth(conn, titles) -> dict[str, float]:
+    """bench/index_depth.py on the same scratch copy (it removes 100 held-out chunks from it first)."""
+    results: dict[str, float] = {}
+    sets = await index_depth.query_sets(conn, titles, get_embedder())
+    print(f"\nquery sets: {', '.join(f'{k} ({len(v)})' for k, v in sets.items())}; "
+          f"{await conn.fetchval('SELECT count(*) FROM embeddings')} rows after holding out the chunks")
+    df, ratios = await index_depth.build_quality(conn, sets)
+    results.update(_show("HNSW m 16: ef_construction vs the ef_search each query set needs (recall@10 through the index)",
+                         df.set_index(["ef_construction", "query set"]), ratios))
+    ivf_queries = sets.get("index terms", sets["section titles"])
+    df, ratios = await index_depth.ivfflat_by_rule(conn, ivf_queries)
+    results.update(_show("IVFFlat: the brief's lists 100 vs pgvector's rule (rows / 1000), planner's choice vs index forced",
+                         df.set_index(["lists", "probes", "index"]), ratios))
+    df, ratios = await index_depth.native_width(conn, sets["section titles"])
+    if df is None:
+        print("\nnative width: the embedding model fills all 1536 dimensions; nothing to compare")
+    else:
+        results.update(_show("The model's native 256 dimensions vs the padded 1536 (section titles)", df, ratios))
+    return results
+
+
 async def run() -> dict[str, float]:
     banner("Objective 2 — indexes on the corpus (100 section-title queries, top 10, cosine)")
     external = await scratch_copy("bench_external")
@@ -168,6 +199,7 @@ async def run() -> dict[str, float]:
         print(f"RATIO exact seq scan, EXTERNAL (TOAST) {ext_ms:.1f} ms vs PLAIN {plain_ms:.1f} ms: "
               f"PLAIN {ext_ms / plain_ms:.2f}x faster")
         results["plain_vs_external"] = ext_ms / plain_ms
+        results.update(await depth(external, queries))
         return results
     finally:
         await external.close()

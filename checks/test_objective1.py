@@ -12,6 +12,8 @@ from pgvector.asyncpg import register_vector
 from checks.support import RecordingEmbedder, create_table, objective
 from course.embeddings import EmbeddingUnavailable
 
+#: The objective's name in `make check` and grade reports (read from this line, not imported).
+TITLE = "pgvector setup"
 lab = objective(1)
 
 DOCS = [

@@ -1,24 +1,41 @@
-CELLS = [
-r'''md:
-# Objective 2 — HNSW and IVFFlat: build them, measure them, choose one
+# ---
+# jupyter:
+#   jupytext:
+#     text_representation:
+#       extension: .py
+#       format_name: percent
+#       format_version: '1.3'
+#   kernelspec:
+#     display_name: Python 3 (course)
+#     language: python
+#     name: python3
+# ---
 
-Without an index, a top-k query computes the distance to **every** row (a sequential scan). pgvector's two
-approximate indexes look at a small part of the data instead, and may miss a few true neighbours:
+# %% [markdown]
+# # Objective 2 — HNSW and IVFFlat: build them, measure them, choose one
+#
+# Without an index, a top-k query computes the distance to **every** row (a sequential scan). pgvector's two
+# approximate indexes look at a small part of the data instead, and may miss a few true neighbours:
+#
+# * **HNSW** — a layered graph of nearest-neighbour links. Build knobs `m` (links per node) and `ef_construction`;
+#   query knob `hnsw.ef_search` (candidates kept while searching; it also caps the rows returned).
+# * **IVFFlat** — k-means clusters ("lists"); a query scans the `ivfflat.probes` nearest lists.
+#
+# The measure of "may miss" is **recall@10**: the share of the true 10 nearest that the index returned. You will write,
+# in `labs/objective2.py`: index creation from validated parameters, dropping vector indexes, per-query settings,
+# an EXPLAIN reader, `recall_at_k()` and the benchmark. Every number below is measured on this machine, now.
 
-* **HNSW** — a layered graph of nearest-neighbour links. Build knobs `m` (links per node) and `ef_construction`;
-  query knob `hnsw.ef_search` (candidates kept while searching; it also caps the rows returned).
-* **IVFFlat** — k-means clusters ("lists"); a query scans the `ivfflat.probes` nearest lists.
-
-The measure of "may miss" is **recall@10**: the share of the true 10 nearest that the index returned. You will write,
-in `labs/objective2.py`: index creation from validated parameters, dropping vector indexes, per-query settings,
-an EXPLAIN reader, `recall_at_k()` and the benchmark. Every number below is measured on this machine, now.''',
-r'''%load_ext autoreload
-%autoreload 2
+# %%
+# %load_ext autoreload
+# %autoreload 2
 from course.notebook import friendly_errors
 friendly_errors()   # an error from a step still to write says which step, without a long traceback
 
+import asyncio
+import time
 import numpy as np
 import pandas as pd
+from IPython.display import display
 import matplotlib.pyplot as plt
 from pgvector.asyncpg import register_vector
 from course import database
@@ -35,55 +52,95 @@ conn = await database.connect(url)
 rows = await clone_corpus(conn)
 await register_vector(conn)
 table_mb = await conn.fetchval("SELECT pg_total_relation_size('embeddings') / 1e6")
-print(f"{obj.__name__}: {rows} rows of 1536-d vectors, table {table_mb:.1f} MB")''',
-r'''md:
-Queries: 100 section titles of the manual, embedded with the same model — questions the corpus can answer, not
-random vectors (random vectors in 1536 dimensions are all about equally far apart, which makes every index look bad).''',
-r'''embedder = get_embedder()
+print(f"{obj.__name__}: {rows} rows of 1536-d vectors, table {table_mb:.1f} MB")
+
+# %% [markdown]
+# Queries: 100 section titles of the manual, embedded with the same model — questions the corpus can answer, not
+# random vectors (random vectors in 1536 dimensions are all about equally far apart, which makes every index look bad).
+
+# %%
+embedder = get_embedder()
 titles = [r[0] for r in await conn.fetch(
     "SELECT s FROM (SELECT DISTINCT metadata->>'section' AS s FROM embeddings) t ORDER BY md5(s) LIMIT 100")]
 queries = [np.asarray(v, dtype=np.float32) for v in await embedder.embed(titles, kind="query")]
-print(len(queries), "queries, e.g.", titles[:3])''',
-r'''md:
-## 1. Build an HNSW index
+print(len(queries), "queries, e.g.", titles[:3])
 
-`index_sql()` validates the parameters against pgvector's ranges and writes the `CREATE INDEX`; `create_index()`
-times the build and reads the index size from the catalog.''',
-r'''print(obj.index_sql("hnsw", m=16, ef_construction=64))
+# %% [markdown]
+# ## 1. Build an HNSW index
+#
+# `index_sql()` validates the parameters against pgvector's ranges and writes the `CREATE INDEX`; `create_index()`
+# times the build and reads the index size from the catalog.
+
+# %%
+print(obj.index_sql("hnsw", m=16, ef_construction=64))
 hnsw = await obj.create_index(conn, "hnsw", m=16, ef_construction=64)
 print(f"built {hnsw.name} in {hnsw.build_seconds:.1f} s, {hnsw.size_bytes / 1e6:.1f} MB")
 try:
     obj.index_sql("hnsw", m=200)
 except ValueError as exc:
-    print("refused:", exc)''',
-r'''md:
-## 2. Is the index used? `EXPLAIN`
+    print("refused:", exc)
 
-An index serves only `ORDER BY embedding <=> $1 LIMIT k`. `explain_top_k()` runs
-`EXPLAIN (ANALYZE, BUFFERS, FORMAT JSON)` and reports the scan node; `exact=True` disables index scans for that
-query only, which is how we get the true answer to measure recall against.''',
-r'''for exact in (False, True):
+# %% [markdown]
+# ## 2. Is the index used? `EXPLAIN`
+#
+# An index serves only `ORDER BY embedding <=> $1 LIMIT k`. `explain_top_k()` runs
+# `EXPLAIN (ANALYZE, BUFFERS, FORMAT JSON)` and reports the scan node; `exact=True` disables index scans for that
+# query only, which is how we get the true answer to measure recall against.
+
+# %%
+for exact in (False, True):
     e = await obj.explain_top_k(conn, queries[0], 10, exact=exact)
-    print(f"exact={exact!s:5}  {e['access']:<18} index={e['index']!s:<32} {e['execution_ms']:.2f} ms")''',
-r'''md:
-## 3. Query-time settings for one query only
+    print(f"exact={exact!s:5}  {e['access']:<18} index={e['index']!s:<32} {e['execution_ms']:.2f} ms")
 
-`SET hnsw.ef_search = 100` would change every later query on that connection (and, through a pool, other
-requests). `query_settings()` uses `SET LOCAL` inside a transaction, so the setting dies with it.''',
-r'''print("before:", await conn.fetchval("SHOW hnsw.ef_search"))
+
+# %% [markdown]
+# ### Reading a whole plan
+#
+# The one-line summary hides what a plan says. Here are both plans in full, from `EXPLAIN (ANALYZE, BUFFERS)` (long
+# vector literals cut):
+#
+# * `Limit` — the `LIMIT 10`: it stops pulling rows from the node below after 10.
+# * `Index Scan using … Order By: (embedding <=> …)` — HNSW hands rows over *already in distance order*, so nothing
+#   sorts; `Buffers: shared hit=N` counts the 8 KB pages it touched (graph nodes and their vectors).
+# * `Seq Scan` under `Sort` (`top-N heapsort`) — the exact plan computes the distance of every row, keeping the best
+#   10 in a heap; its buffer count includes the TOAST pages every vector is read from (section 6).
+# * `actual time=first..last rows=… loops=…` — milliseconds to the first and the last row; `Execution Time` is the
+#   server's total, without the network.
+
+# %%
+def show_plan(lines):
+    for line in lines:
+        print(line if len(line) <= 110 else line[:107] + "…")
+sql = "EXPLAIN (ANALYZE, BUFFERS) SELECT id FROM embeddings ORDER BY embedding <=> $1 LIMIT 10"
+for exact in (False, True):
+    async with obj.query_settings(conn, exact=exact):
+        print("── exact scan ──" if exact else "── HNSW ──")
+        show_plan([r[0] for r in await conn.fetch(sql, queries[0])])
+
+# %% [markdown]
+# ## 3. Query-time settings for one query only
+#
+# `SET hnsw.ef_search = 100` would change every later query on that connection (and, through a pool, other
+# requests). `query_settings()` uses `SET LOCAL` inside a transaction, so the setting dies with it.
+
+# %%
+print("before:", await conn.fetchval("SHOW hnsw.ef_search"))
 async with obj.query_settings(conn, ef_search=100):
     print("inside:", await conn.fetchval("SHOW hnsw.ef_search"))
 print("after: ", await conn.fetchval("SHOW hnsw.ef_search"))
 for ef in (1, 10, 40):
     ids = await obj.top_k_ids(conn, queries[0], 10, ef_search=ef)
-    print(f"ef_search={ef:<3} returns {len(ids)} rows")   # ef_search also caps how many rows HNSW can return''',
-r'''md:
-## 4. Memory for building: `maintenance_work_mem`
+    print(f"ef_search={ef:<3} returns {len(ids)} rows")   # ef_search also caps how many rows HNSW can return
 
-IVFFlat runs k-means over a sample of the table in memory. With too little `maintenance_work_mem` the build fails,
-and the error says how much this table needs (PostgreSQL's default is 64MB; the course sets 512MB on its
-connections). Here we lower it to 16MB for one transaction to see the failure:''',
-r'''import asyncpg
+# %% [markdown]
+# ## 4. Memory for building: `maintenance_work_mem`
+#
+# IVFFlat runs k-means over a sample of the table in memory. With too little `maintenance_work_mem` the build fails,
+# and the error says how much this table needs (PostgreSQL's default is 64MB; the course sets 512MB on its
+# connections). Here we lower it to 16MB for one transaction to see the failure:
+
+# %%
+import asyncpg
 await obj.drop_vector_indexes(conn)
 try:
     async with conn.transaction():
@@ -93,15 +150,47 @@ except asyncpg.PostgresError as exc:
     print(f"16MB:  {type(exc).__name__}: {exc}")
 print("course setting:", await conn.fetchval("SHOW maintenance_work_mem"))
 ivf = await obj.create_index(conn, "ivfflat", lists=100)
-print(f"built {ivf.name} in {ivf.build_seconds:.1f} s, {ivf.size_bytes / 1e6:.1f} MB")''',
-r'''md:
-## 5. The benchmark: latency vs recall
+print(f"built {ivf.name} in {ivf.build_seconds:.1f} s, {ivf.size_bytes / 1e6:.1f} MB")
 
-`benchmark()` computes the exact top 10 with a sequential scan, then sweeps HNSW `ef_search` and IVFFlat `probes`
-over the same 100 queries.''',
-r'''df = await obj.benchmark(conn, queries, k=10)
-df.style.format({"p50_ms": "{:.2f}", "p95_ms": "{:.2f}", "recall_at_10": "{:.3f}"})''',
-r'''fig, ax = plt.subplots(figsize=(7.5, 4.2))
+# %% [markdown]
+# ### Building while the table stays writable: `CREATE INDEX CONCURRENTLY`
+#
+# A plain `CREATE INDEX` blocks writes to the table until it is done — minutes on a large table. `CONCURRENTLY` lets
+# inserts continue (it scans the table twice and waits for older transactions), and cannot run inside a transaction
+# block. A second connection watches `pg_stat_progress_create_index` while the first builds:
+
+# %%
+watcher = await database.connect()
+await obj.drop_vector_indexes(conn)
+seen = {}
+async def watch(build):
+    started = time.perf_counter()
+    while not build.done():
+        row = await watcher.fetchrow("SELECT phase, blocks_done, blocks_total, tuples_done, tuples_total "
+                                     "FROM pg_stat_progress_create_index")
+        if row and row["phase"] not in seen:
+            seen[row["phase"]] = f"{time.perf_counter() - started:5.2f} s  blocks {row['blocks_done']}/{row['blocks_total']}, tuples {row['tuples_done']}/{row['tuples_total']}"
+        await asyncio.sleep(0.02)
+build = asyncio.ensure_future(conn.execute(
+    "CREATE INDEX CONCURRENTLY embeddings_hnsw_cosine_idx ON embeddings USING hnsw (embedding vector_cosine_ops)"))
+await watch(build)
+await build
+await watcher.close()
+for phase, when in seen.items():
+    print(f"{when}  {phase}")
+
+# %% [markdown]
+# ## 5. The benchmark: latency vs recall
+#
+# `benchmark()` computes the exact top 10 with a sequential scan, then sweeps HNSW `ef_search` and IVFFlat `probes`
+# over the same 100 queries.
+
+# %%
+df = await obj.benchmark(conn, queries, k=10)
+df.style.format({"p50_ms": "{:.2f}", "p95_ms": "{:.2f}", "recall_at_10": "{:.3f}"})
+
+# %%
+fig, ax = plt.subplots(figsize=(7.5, 4.2))
 seq = df[df.method == "seq scan"].iloc[0]
 for method, marker in (("hnsw", "o-"), ("ivfflat", "s-")):
     part = df[df.method == method]
@@ -111,24 +200,29 @@ for method, marker in (("hnsw", "o-"), ("ivfflat", "s-")):
 ax.axvline(seq.p50_ms, color="grey", ls="--", label=f"seq scan ({seq.p50_ms:.1f} ms, recall 1.0)")
 ax.set_xscale("log"); ax.xaxis.set_major_formatter(plt.matplotlib.ticker.ScalarFormatter()); ax.set_xlabel("p50 latency per query (ms, log scale)"); ax.set_ylabel("recall@10")
 ax.set_title(f"{rows} corpus vectors, 100 queries (labels: ef_search / probes)"); ax.legend(loc="lower right")
-plt.tight_layout(); plt.show()''',
-r'''md:
-Look at the IVFFlat points with many probes: they can land at the sequential scan's latency. Scanning 50 of 100
-lists costs the planner about as much as reading the table, so it may choose the plain scan instead. `EXPLAIN` tells:''',
-r'''await obj.drop_vector_indexes(conn)
+plt.tight_layout(); plt.show()
+
+# %% [markdown]
+# Look at the IVFFlat points with many probes: they can land at the sequential scan's latency. Scanning 50 of 100
+# lists costs the planner about as much as reading the table, so it may choose the plain scan instead. `EXPLAIN` tells:
+
+# %%
+await obj.drop_vector_indexes(conn)
 await obj.create_index(conn, "ivfflat", lists=100)
 ivf_access = {}   # what the planner really runs for each IVFFlat row of the benchmark
 for parameter in df[df.method == "ivfflat"].parameter:
     e = await obj.explain_top_k(conn, queries[0], 10, probes=int(parameter.split("=")[1]))
     ivf_access[parameter] = e["access"]
-    print(f"{parameter:<11} → {e['access']}{' using ' + e['index'] if e['index'] else ''} ({e['execution_ms']:.1f} ms)")''',
-r'''md:
-## 6. How the vectors are stored matters: TOAST vs `SET STORAGE PLAIN`
+    print(f"{parameter:<11} → {e['access']}{' using ' + e['index'] if e['index'] else ''} ({e['execution_ms']:.1f} ms)")
 
-A 1536-d vector is 6 KB, so PostgreSQL stores it *out of line* (TOAST, storage EXTERNAL) and every exact distance
-first fetches it from a side table. `ALTER TABLE … ALTER COLUMN embedding SET STORAGE PLAIN` keeps it in the row
-(it still fits in an 8 KB page). Same data, two copies:''',
-r'''import time
+# %% [markdown]
+# ## 6. How the vectors are stored matters: TOAST vs `SET STORAGE PLAIN`
+#
+# A 1536-d vector is 6 KB, so PostgreSQL stores it *out of line* (TOAST, storage EXTERNAL) and every exact distance
+# first fetches it from a side table. `ALTER TABLE … ALTER COLUMN embedding SET STORAGE PLAIN` keeps it in the row
+# (it still fits in an 8 KB page). Same data, two copies:
+
+# %%
 plain_url = database.scratch_database("objective2_plain", reset=True)
 plain = await database.connect(plain_url)
 await clone_corpus(plain, storage="plain")
@@ -154,13 +248,16 @@ builds = {name: (await obj.create_index(c, "hnsw")).build_seconds for name, c in
 storage = pd.DataFrame([{"storage": name, "seq scan p50 ms": np.median(r), "spread ms": f"{min(r):.1f}–{max(r):.1f}",
                          "HNSW build s (one build)": builds[name]} for name, r in rounds.items()])
 print(verdict)
-storage.round(2)''',
-r'''md:
-## 7. Recall at a fixed `ef_search` falls as the data grows
+storage.round(2)
 
-An HNSW search explores about `ef_search` candidates; in a bigger graph that is a smaller share of the
-neighbourhood. Same queries, same settings, three sizes:''',
-r'''growth = []
+# %% [markdown]
+# ## 7. Recall at a fixed `ef_search` falls as the data grows
+#
+# An HNSW search explores about `ef_search` candidates; in a bigger graph that is a smaller share of the
+# neighbourhood. Same queries, same settings, three sizes:
+
+# %%
+growth = []
 for n in (1000, 3000, rows):
     c = await database.connect(database.scratch_database("objective2_size", reset=True))
     await clone_corpus(c, limit=n); await register_vector(c)
@@ -170,10 +267,14 @@ for n in (1000, 3000, rows):
         found = [await obj.top_k_ids(c, q, 10, ef_search=ef) for q in queries]
         growth.append({"rows": n, "ef_search": ef, "recall_at_10": np.mean([obj.recall_at_k(f, t) for f, t in zip(found, truth)])})
     await c.close()
-pd.DataFrame(growth).pivot(index="rows", columns="ef_search", values="recall_at_10").round(3)''',
-r'''md:
-## 8. HNSW or IVFFlat? Read it off your own table''',
-r'''def best(method):
+pd.DataFrame(growth).pivot(index="rows", columns="ef_search", values="recall_at_10").round(3)
+
+
+# %% [markdown]
+# ## 8. HNSW or IVFFlat? Read it off your own table
+
+# %%
+def best(method):
     """The cheapest setting with recall >= 0.99 that the index itself served (not the planner's seq-scan fallback)."""
     part = df[(df.method == method) & (df.recall_at_10 >= 0.99)]
     part = part[[method != "ivfflat" or ivf_access.get(p) != "Seq Scan" for p in part.parameter]]
@@ -191,38 +292,45 @@ summary = pd.DataFrame([
 ])
 summary["speed-up"] = seq.p50_ms / summary["p50 ms"]
 print(f"table: {table_mb:.1f} MB")
-summary.round(3)''',
-r'''md:
-How to read it (the numbers above are yours; the reasons hold everywhere):
+print(f"IVFFlat was built with the brief's lists = 100; pgvector's guidance for {rows:,} rows is lists ≈ rows / 1000 = "
+      f"{max(1, round(rows / 1000))} (probes ≈ √lists to start) — `python -m bench indexes` measures both")
+summary.round(3)
 
-* **Latency at high recall** — compare the `p50 ms` of the cheapest setting that reaches recall ≥ 0.99.
-* **Build time and memory** — IVFFlat builds faster and needs `maintenance_work_mem` for k-means; HNSW builds are
-  slower (compare the build times above).
-* **Rebuild needs** — IVFFlat's lists are k-means centroids of the data *at build time*: build it after loading,
-  and rebuild when the data drifts. HNSW inserts new rows into the graph as they arrive — no retraining.
-* **Growth** — at a fixed `ef_search` HNSW recall falls as rows are added (section 7); raise `ef_search` with size.
 
-For a corpus that changes and a service that needs predictable recall, HNSW is the default choice; IVFFlat wins
-when builds must be quick or memory is tight, and the data is loaded once.''',
-r'''md:
-## 9. Smaller vectors: `halfvec` and binary quantization
+# %% [markdown]
+# How to read it (the numbers above are yours; the reasons hold everywhere):
+#
+# * **Latency at high recall** — compare the `p50 ms` of the cheapest setting that reaches recall ≥ 0.99.
+# * **Build time and memory** — IVFFlat builds faster and needs `maintenance_work_mem` for k-means; HNSW builds are
+#   slower (compare the build times above).
+# * **Rebuild needs** — IVFFlat's lists are k-means centroids of the data *at build time*: build it after loading,
+#   and rebuild when the data drifts. HNSW inserts new rows into the graph as they arrive — no retraining.
+# * **Growth** — at a fixed `ef_search` HNSW recall falls as rows are added (section 7); raise `ef_search` with size.
+#
+# For a corpus that changes and a service that needs predictable recall, HNSW is the default choice; IVFFlat wins
+# when builds must be quick or memory is tight, and the data is loaded once.
 
-A `vector(1536)` stores 4 bytes per dimension; the HNSW index stores them again. Two ways to make the index smaller,
-without changing the table:
+# %% [markdown]
+# ## 9. Smaller vectors: `halfvec` and binary quantization
+#
+# A `vector(1536)` stores 4 bytes per dimension; the HNSW index stores them again. Two ways to make the index smaller,
+# without changing the table:
+#
+# * **`halfvec`** — 2 bytes per dimension. An *expression index* on `embedding::halfvec(1536)` with
+#   `halfvec_cosine_ops`; the query must repeat that expression exactly (`ORDER BY embedding::halfvec(1536) <=>
+#   $1::halfvec(1536)`), or PostgreSQL reads every row and you get the right answer slowly. `halfvec` also lifts the
+#   index limit: a `vector` index takes at most 2,000 dimensions, a `halfvec` one 4,000 (OpenAI's
+#   text-embedding-3-large has 3,072).
+# * **binary quantization** — 1 bit per dimension (its sign): `binary_quantize(embedding)::bit(1536)` with
+#   `bit_hamming_ops`. Hamming distance between sign bits ranks roughly; fetch more candidates than you need through
+#   the bit index and **re-rank them exactly** with the full vectors. An HNSW scan returns at most `hnsw.ef_search`
+#   rows, so raise it to the number of candidates.
+#
+# Write `create_halfvec_index()`, `halfvec_top_k_ids()`, `create_binary_index()` and `quantized_top_k_ids()`. First,
+# the limit itself, on an empty 3,072-d table:
 
-* **`halfvec`** — 2 bytes per dimension. An *expression index* on `embedding::halfvec(1536)` with
-  `halfvec_cosine_ops`; the query must repeat that expression exactly (`ORDER BY embedding::halfvec(1536) <=>
-  $1::halfvec(1536)`), or PostgreSQL reads every row and you get the right answer slowly. `halfvec` also lifts the
-  index limit: a `vector` index takes at most 2,000 dimensions, a `halfvec` one 4,000 (OpenAI's
-  text-embedding-3-large has 3,072).
-* **binary quantization** — 1 bit per dimension (its sign): `binary_quantize(embedding)::bit(1536)` with
-  `bit_hamming_ops`. Hamming distance between sign bits ranks roughly; fetch more candidates than you need through
-  the bit index and **re-rank them exactly** with the full vectors. An HNSW scan returns at most `hnsw.ef_search`
-  rows, so raise it to the number of candidates.
-
-Write `create_halfvec_index()`, `halfvec_top_k_ids()`, `create_binary_index()` and `quantized_top_k_ids()`. First,
-the limit itself, on an empty 3,072-d table:''',
-r'''async with conn.transaction():
+# %%
+async with conn.transaction():
     await conn.execute("CREATE TEMP TABLE wide (id int PRIMARY KEY, e vector(3072))")
     try:
         async with conn.transaction():
@@ -231,8 +339,11 @@ r'''async with conn.transaction():
         print("vector(3072):", type(exc).__name__, "—", exc)
     await conn.execute("CREATE INDEX wide_half ON wide USING hnsw ((e::halfvec(3072)) halfvec_cosine_ops)")
     print("halfvec(3072):", await conn.fetchval("SELECT pg_get_indexdef('wide_half'::regclass)"))
-    await conn.execute("DROP TABLE wide")''',
-r'''await obj.drop_vector_indexes(conn)
+    await conn.execute("DROP TABLE wide")
+
+
+# %%
+await obj.drop_vector_indexes(conn)
 sample = queries[:50]
 truth = [await obj.top_k_ids(conn, q, 10, exact=True) for q in sample]
 built = {"float32 (vector)": await obj.create_index(conn, "hnsw", m=16, ef_construction=64),
@@ -248,14 +359,14 @@ async def measure(label, search):
         recalls.append(obj.recall_at_k(found, t))
     return {"search": label, "p50 ms": np.median(times), "recall@10": np.mean(recalls)}
 
-rows = [await measure("float32, ef_search 100", lambda q: obj.top_k_ids(conn, q, 10, ef_search=100)),
-        await measure("halfvec, ef_search 100", lambda q: obj.halfvec_top_k_ids(conn, q, 10, ef_search=100))]
+measured = [await measure("float32, ef_search 100", lambda q: obj.top_k_ids(conn, q, 10, ef_search=100)),
+            await measure("halfvec, ef_search 100", lambda q: obj.halfvec_top_k_ids(conn, q, 10, ef_search=100))]
 for n in (10, 50, 100, 200):
-    rows.append(await measure(f"bit, {n} candidates re-ranked", lambda q, n=n: obj.quantized_top_k_ids(conn, q, 10, candidates=n)))
+    measured.append(await measure(f"bit, {n} candidates re-ranked", lambda q, n=n: obj.quantized_top_k_ids(conn, q, 10, candidates=n)))
 sizes = pd.DataFrame([{"index": k, "MB": v.size_bytes / 1e6, "build s": v.build_seconds} for k, v in built.items()])
 print(f"table: {table_mb:.1f} MB")
 display(sizes.round(2))
-quant = pd.DataFrame(rows)
+quant = pd.DataFrame(measured)
 fig, ax = plt.subplots(figsize=(6.5, 3.2))
 for label, marker in (("float32", "o"), ("halfvec", "s"), ("bit", "^")):
     part = quant[quant.search.str.startswith(label)]
@@ -264,16 +375,58 @@ for _, r in quant[quant.search.str.startswith("bit")].iterrows():
     ax.annotate(r.search.split(",")[1].split()[0], (r["p50 ms"], r["recall@10"]), textcoords="offset points", xytext=(4, -10))
 ax.set_xlabel("p50 latency (ms)"); ax.set_ylabel("recall@10"); ax.set_title("Smaller indexes: recall vs latency (bit: candidates)")
 ax.legend(); plt.show()
-quant.round(3)''',
-r'''md:
-Read it off your table: the halfvec index is about half the float32 one at (nearly) the same recall — half
-precision barely moves cosine similarities. The bit index is a small fraction of either; with few candidates its
-recall is poor (sign bits alone rank roughly), and re-ranking more candidates buys recall back at a small cost in
-latency. That trade — a tiny index in memory, the full vectors read only for the candidates — is what lets an index
-of millions of vectors fit in RAM.''',
-r'''await obj.drop_vector_indexes(conn)   # the last cell restores the course's HNSW index''',
-r'''await plain.close(); await conn.close()
+quant.round(3)
+
+# %% [markdown]
+# Read it off your table: the halfvec index is about half the float32 one at (nearly) the same recall — half
+# precision barely moves cosine similarities. The bit index is a small fraction of either; with few candidates its
+# recall is poor (sign bits alone rank roughly), and re-ranking more candidates buys recall back at a small cost in
+# latency. That trade — a tiny index in memory, the full vectors read only for the candidates — is what lets an index
+# of millions of vectors fit in RAM.
+
+# %% [markdown]
+# ## 10. Beyond one machine, on paper — with your numbers
+#
+# How far does one PostgreSQL go? Scale this table's measured bytes per row and latency to 1M, 10M and 100M rows.
+# (Estimates: HNSW latency grows slowly with size while the graph stays in memory, and sharply once it does not.)
+
+# %%
+import os
+ram_gb = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 1e9
+per_row = {"table (heap + TOAST)": float(table_mb) * 1e6 / rows, **{f"index: {k}": v.size_bytes / rows for k, v in built.items()}}
+display(pd.DataFrame([{"": "bytes per row", **{k: f"{b:,.0f}" for k, b in per_row.items()}}] +
+                     [{"": f"{n:,.0f} rows", **{k: f"{b * n / 1e9:,.1f} GB" for k, b in per_row.items()}}
+                      for n in (1e6, 1e7, 1e8)]).set_index(""))
+for label, info in built.items():
+    print(f"{label:>22} index: {info.size_bytes / rows:,.0f} bytes/row → fills half of this machine's "
+          f"{ram_gb:.0f} GB RAM at ~{ram_gb / 2 * 1e9 / (info.size_bytes / rows) / 1e6:,.1f}M rows")
+p50 = float(quant.loc[quant.search.str.startswith("float32"), "p50 ms"].iloc[0])
+print(f"one search: {p50:.1f} ms p50 here (HNSW, ef_search 100) → ~{os.cpu_count() * 1000 / p50:,.0f} searches/s at "
+      f"most on {os.cpu_count()} cores, if every core searched")
+
+# %% [markdown]
+# What the two usual ways out do with those numbers:
+#
+# * **Read replicas** (streaming replication) copy the *whole* database, index included, to more machines. Each replica
+#   answers searches on its own: searches per second grow with the number of replicas; the size each machine must
+#   hold does not shrink. Use them when the index fits but one machine's cores are not enough — writes still go to the
+#   primary, and replicas lag it by a little.
+# * **Distribution** (Citus, or any sharding of the same idea) splits the table into shards by a distribution key
+#   (a hash of `id`, or a tenant/metadata key) across worker nodes; each shard has *its own* HNSW index over its rows.
+#   A top-k query is sent to every shard, each returns its local `ORDER BY embedding <=> $1 LIMIT k`, and the
+#   coordinator merges the shards' k·N rows into the global top k. Each shard's index is 1/N of the size above, the
+#   shards search in parallel (latency ≈ the slowest shard plus the merge), and recall is that of N smaller graphs.
+#   With a tenant or topic as the key, a filtered search touches one shard only — the same reason partitioning by a
+#   metadata key (one partition, one index, per value) keeps filtered search fast on a single machine.
+#
+# Reach for them in that order: smaller vectors first (section 9: halfvec halves the index, the bit index is a small
+# fraction), then replicas for throughput, then distribution when even the quantized index no longer fits.
+
+# %%
+await obj.drop_vector_indexes(conn)   # the last cell restores the course's HNSW index
+
+# %%
+await plain.close(); await conn.close()
 async with (await database.create_pool(max_size=1)).acquire() as main:
     await ensure_search_index(main)          # the course database keeps its HNSW index for Objectives 3–6
-check(2)''',
-]
+check(2)

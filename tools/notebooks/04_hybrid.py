@@ -1,27 +1,41 @@
-CELLS = [
-r'''md:
-# Objective 4 — hybrid search: filters, full-text relevance and vectors together
+# ---
+# jupyter:
+#   jupytext:
+#     text_representation:
+#       extension: .py
+#       format_name: percent
+#       format_version: '1.3'
+#   kernelspec:
+#     display_name: Python 3 (course)
+#     language: python
+#     name: python3
+# ---
 
-Pure vector search finds *meaning*; it is weak on exact terms (`pg_stat_activity`, an error code) and knows nothing
-about your metadata. In `labs/objective4.py` you will build:
+# %% [markdown]
+# # Objective 4 — hybrid search: filters, full-text relevance and vectors together
+#
+# Pure vector search finds *meaning*; it is weak on exact terms (`pg_stat_activity`, an error code) and knows nothing
+# about your metadata. In `labs/objective4.py` you will build:
+#
+# 1. GIN indexes: one on `metadata` for containment filters (`metadata @> '{"topic": "sql"}'`), one on
+#    `to_tsvector('english', content)` for full-text matches;
+# 2. `validate_filters()` — filters arrive from users: a JSON object of scalar values, nothing else;
+# 3. `filtered_vector_search()` — and the trap that makes a naive one return too few rows;
+# 4. `hybrid_search()` — score = 0.7 · vector similarity + 0.3 · text rank, with both parts reported;
+# 5. `rrf_fuse()` — reciprocal rank fusion, a second way to combine rankings;
+# 6. `normalize_scores()` — both scores on one scale before they are weighed, and then a measurement of which of
+#    these actually finds better sections.
 
-1. GIN indexes: one on `metadata` for containment filters (`metadata @> '{"topic": "sql"}'`), one on
-   `to_tsvector('english', content)` for full-text matches;
-2. `validate_filters()` — filters arrive from users: a JSON object of scalar values, nothing else;
-3. `filtered_vector_search()` — and the trap that makes a naive one return too few rows;
-4. `hybrid_search()` — score = 0.7 · vector similarity + 0.3 · text rank, with both parts reported;
-5. `rrf_fuse()` — reciprocal rank fusion, a second way to combine rankings;
-6. `normalize_scores()` — both scores on one scale before they are weighed, and then a measurement of which of
-   these actually finds better sections.''',
-r'''%load_ext autoreload
-%autoreload 2
+# %%
+# %load_ext autoreload
+# %autoreload 2
 from course.notebook import friendly_errors
 friendly_errors()   # an error from a step still to write says which step, without a long traceback
 
 import json
-import time
 import numpy as np
 import pandas as pd
+from IPython.display import display
 import matplotlib.pyplot as plt
 from course import database
 from course.corpus import corpus_guide, ensure_search_index
@@ -39,14 +53,18 @@ async with pool.acquire() as conn:
     topics = await conn.fetch("""SELECT metadata->>'topic' AS topic, count(*) AS rows,
                                         round(100.0 * count(*) / sum(count(*)) OVER (), 1) AS percent
                                  FROM embeddings GROUP BY 1 ORDER BY 2 DESC LIMIT 8""")
-pd.DataFrame(map(dict, topics))''',
-r'''md:
-## 1. Filters the GIN index can serve
+pd.DataFrame(map(dict, topics))
 
-The default GIN operator classes for `jsonb` serve `@>` (containment), **not** `metadata->>'topic' = 'sql'`. Write
-filters as one JSON parameter: `metadata @> $1::jsonb`. That is also what keeps them injection-free — keys and values
-never become SQL text.''',
-r'''async with pool.acquire() as conn, conn.transaction():
+
+# %% [markdown]
+# ## 1. Filters the GIN index can serve
+#
+# The default GIN operator classes for `jsonb` serve `@>` (containment), **not** `metadata->>'topic' = 'sql'`. Write
+# filters as one JSON parameter: `metadata @> $1::jsonb`. That is also what keeps them injection-free — keys and values
+# never become SQL text.
+
+# %%
+async with pool.acquire() as conn, conn.transaction():
     rare = guide.filter_topics[-1]
     for sql, arg in [("metadata @> $1::jsonb", {"topic": rare}), ("metadata->>'topic' = $1", rare)]:
         plan = [r[0] for r in await conn.fetch(f"EXPLAIN SELECT count(*) FROM embeddings WHERE {sql}", arg)]
@@ -56,15 +74,18 @@ for bad in ['{"topic": {"$ne": 1}}', '["topic"]', "{oops"]:
     try:
         obj.validate_filters(bad)
     except ValueError as exc:
-        print(f"refused {bad!r}: {exc}")''',
-r'''md:
-## 2. The filtered-HNSW trap
+        print(f"refused {bad!r}: {exc}")
 
-An HNSW scan collects `hnsw.ef_search` (40) nearest candidates **first** and applies the `WHERE` filter **after**.
-If only 1% of rows match, about 0.4 of those 40 candidates survive — you asked for 10 and get 0 or 1. pgvector 0.8
-added `SET hnsw.iterative_scan = relaxed_order`: the scan continues until enough rows pass the filter
-(`relaxed_order` may return them slightly out of order, so re-sort). Measured over 6 questions:''',
-r'''questions = list(guide.questions)
+# %% [markdown]
+# ## 2. The filtered-HNSW trap
+#
+# An HNSW scan collects `hnsw.ef_search` (40) nearest candidates **first** and applies the `WHERE` filter **after**.
+# If only 1% of rows match, about 0.4 of those 40 candidates survive — you asked for 10 and get 0 or 1. pgvector 0.8
+# added `SET hnsw.iterative_scan = relaxed_order`: the scan continues until enough rows pass the filter
+# (`relaxed_order` may return them slightly out of order, so re-sort). Measured over 6 questions:
+
+# %%
+questions = list(guide.questions)
 qvecs = [np.asarray(v, dtype=np.float32) for v in await embedder.embed(questions, kind="query")]
 
 async def rows_through_hnsw(conn, q, topic, mode):
@@ -88,31 +109,37 @@ trap = trap.loc[list(guide.filter_topics)]
 ax = trap.plot.bar(figsize=(9, 3.4), rot=0, title=f"Filtered top-10 through the HNSW index (ef_search 40), {len(questions)} questions")
 ax.set_ylabel("rows returned (of 10)"); ax.legend(title="hnsw.iterative_scan", loc="upper left", bbox_to_anchor=(1, 1))
 plt.tight_layout(); plt.show()
-trap.round(2)''',
-r'''md:
-Left to itself, the planner often picks the GIN index plus an exact sort for selective filters (always complete)
-and HNSW for broad ones — where the trap bites. It decides from statistics, so `filtered_vector_search()` must be
-right under either plan: iterative scan on, results re-sorted.
+trap.round(2)
 
-## 3. Hybrid search
+# %% [markdown]
+# Left to itself, the planner often picks the GIN index plus an exact sort for selective filters (always complete)
+# and HNSW for broad ones — where the trap bites. It decides from statistics, so `filtered_vector_search()` must be
+# right under either plan: iterative scan on, results re-sorted.
+#
+# ## 3. Hybrid search
+#
+# `websearch_to_tsquery` accepts what users type (`"exact phrase" -excluded or`), and `ts_rank(…, 32)` maps
+# the rank into [0, 1) so it can be weighed against a cosine similarity. Compare a pure vector search with the hybrid
+# one for a question that names an exact identifier:
 
-`websearch_to_tsquery` accepts what users type (`"exact phrase" -excluded or`), and `ts_rank(…, 32)` maps
-the rank into [0, 1) so it can be weighed against a cosine similarity. Compare a pure vector search with the hybrid
-one for a question that names an exact identifier:''',
-r'''question = guide.identifier_query
+# %%
+question = guide.identifier_query
 [q] = await embedder.embed([question], kind="query")
 vector_only = await obj.hybrid_search(pool, q, question, top_k=5, vector_weight=1.0, text_weight=0.0)
 hybrid = await obj.hybrid_search(pool, q, question, top_k=5)
 def table(results):
     return pd.DataFrame([{"section": r.metadata["section"][:45], "vector": round(r.vector_similarity, 3),
                           "text": round(r.text_rank, 3), "score": round(r.score, 3)} for r in results])
-pd.concat({"vector only": table(vector_only), "0.7 vector + 0.3 text": table(hybrid)}, axis=1)''',
-r'''md:
-## 4. Reciprocal rank fusion
+pd.concat({"vector only": table(vector_only), "0.7 vector + 0.3 text": table(hybrid)}, axis=1)
 
-Weighted scores need the parts on comparable scales. **RRF** ignores scores and adds `1 / (60 + rank)` from each
-ranking — robust, parameter-light, and the usual default in search engines. How much do the two strategies agree?''',
-r'''queries = list(guide.keyword_queries)
+# %% [markdown]
+# ## 4. Reciprocal rank fusion
+#
+# Weighted scores need the parts on comparable scales. **RRF** ignores scores and adds `1 / (60 + rank)` from each
+# ranking — robust, parameter-light, and the usual default in search engines. How much do the two strategies agree?
+
+# %%
+queries = list(guide.keyword_queries)
 overlap = []
 for text in queries:
     [v] = await embedder.embed([text], kind="query")
@@ -120,24 +147,27 @@ for text in queries:
     rrf = [row_id for row_id, _ in await obj.hybrid_search_rrf(pool, v, text, top_k=10)]
     overlap.append({"query": text, "shared in top 10": len(set(weighted) & set(rrf)),
                     "same #1": weighted[0] == rrf[0]})
-pd.DataFrame(overlap)''',
-r'''md:
-Where they differ, RRF favours documents that are decent in *both* rankings; the weighted score lets a very high
-similarity win alone. Which is *better*? That needs judgments, not opinions.
+pd.DataFrame(overlap)
 
-## 5. Does hybrid search find better sections? Measured
+# %% [markdown]
+# Where they differ, RRF favours documents that are decent in *both* rankings; the weighted score lets a very high
+# similarity win alone. Which is *better*? That needs judgments, not opinions.
+#
+# ## 5. Does hybrid search find better sections? Measured
+#
+# The manual's editors wrote a back-of-book index: terms, each pointing at the sections that discuss them. Each index
+# entry becomes a query ("aggregate function moving aggregate") and the chunks of its sections are the right answers
+# (`course/quality.py`; 400 entries, split by a hash into a *tune* half and a *holdout* half). The metrics, for the top
+# 10: **recall** (right answers found / how many could fit), **MRR** (1 / rank of the first right answer) and
+# **nDCG** (every right answer counted, discounted by its rank). Index terms are the manual's own words, so they
+# favour exact word matching more than questions people type would — read the numbers with that in mind.
+#
+# Each query's candidates are generated as `hybrid_search()` does (nearest 100 by vector, best 100 by text, both
+# scores for each), then ranked five ways: similarity alone, `ts_rank` alone, the course's raw 0.7/0.3 sum, the same
+# weights after scaling both scores to 0..1 per query (*normalized* — your `normalize_scores()`), and RRF.
 
-The manual's editors wrote a back-of-book index: terms, each pointing at the sections that discuss them. Each index
-entry becomes a query ("aggregate function moving aggregate") and the chunks of its sections are the right answers
-(`course/quality.py`; 400 entries, split by a hash into a *tune* half and a *holdout* half). The metrics, for the top
-10: **recall** (right answers found / how many could fit), **MRR** (1 / rank of the first right answer) and
-**nDCG** (every right answer counted, discounted by its rank). Index terms are the manual's own words, so they
-favour exact word matching more than questions people type would — read the numbers with that in mind.
-
-Each query's candidates are generated as `hybrid_search()` does (nearest 100 by vector, best 100 by text, both
-scores for each), then ranked five ways: similarity alone, `ts_rank` alone, the course's raw 0.7/0.3 sum, the same
-weights after scaling both scores to 0..1 per query (*normalized* — your `normalize_scores()`), and RRF.''',
-r'''from course.quality import candidates, evaluate, load_judgments, rank
+# %%
+from course.quality import candidates, evaluate, load_judgments, rank
 async with pool.acquire() as conn:   # without section 1's full-text index every query would read every row
     has_text_index = await conn.fetchval("SELECT count(*) > 0 FROM pg_indexes WHERE tablename = 'embeddings' "
                                          "AND indexdef ILIKE '%gin%to_tsvector%'")
@@ -158,8 +188,11 @@ else:
     print(f"{len(tune)} tune / {len(holdout)} holdout queries. Candidate scores: cosine similarity "
           f"{np.percentile(sims, 5):.2f}–{np.percentile(sims, 95):.2f}, ts_rank(…, 32) of matching rows "
           f"{np.percentile(ranks, 5):.3f}–{np.percentile(ranks, 95):.3f} (5th–95th percentiles): "
-          f"{'very different scales, so a raw weighted sum mostly follows the similarity' if np.percentile(sims, 95) > 3 * np.percentile(ranks, 95) else 'comparable scales'}.")''',
-r'''def ranking(method, candidates, w):
+          f"{'very different scales, so a raw weighted sum mostly follows the similarity' if np.percentile(sims, 95) > 3 * np.percentile(ranks, 95) else 'comparable scales'}.")
+
+
+# %%
+def ranking(method, candidates, w):
     """Top 10 ids of one query's candidates; "normalized" is your normalize_scores()."""
     if method == "normalized":
         scored = [obj.HybridResult(c["id"], "", {}, c["vector"], c["text"], 0.0) for c in candidates]
@@ -186,12 +219,16 @@ if judged:
     print(f"On held-out queries {best} ranks best: nDCG@10 {results.loc[best, 'nDCG@10']:.3f} against "
           f"{results.loc['vector', 'nDCG@10']:.3f} for vector search alone ({results.loc[best, 'nDCG@10'] / results.loc['vector', 'nDCG@10']:.2f}×) "
           f"and {results.loc['text', 'nDCG@10']:.3f} for text alone.")
-    display(results.round(3))''',
-r'''md:
-Read it off your own chart: combining the two signals beats either alone when each finds right answers the other
-misses. Whether a raw weighted sum can use the text signal depends on the scales printed above — weights only mean
-something when the parts are comparable, which is what per-query normalization (or RRF, which ignores scores) buys.
-`python -m bench quality` prints the same measurement as a table.''',
-r'''check(4)''',
-r'''await pool.close()''',
-]
+    display(results.round(3))
+
+# %% [markdown]
+# Read it off your own chart: combining the two signals beats either alone when each finds right answers the other
+# misses. Whether a raw weighted sum can use the text signal depends on the scales printed above — weights only mean
+# something when the parts are comparable, which is what per-query normalization (or RRF, which ignores scores) buys.
+# `python -m bench quality` prints the same measurement as a table.
+
+# %%
+check(4)
+
+# %%
+await pool.close()

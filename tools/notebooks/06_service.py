@@ -1,28 +1,42 @@
-CELLS = [
-r'''md:
-# Objective 6 — the semantic search service
+# ---
+# jupyter:
+#   jupytext:
+#     text_representation:
+#       extension: .py
+#       format_name: percent
+#       format_version: '1.3'
+#   kernelspec:
+#     display_name: Python 3 (course)
+#     language: python
+#     name: python3
+# ---
 
-Everything so far becomes one production-shaped service: **POST /search** embeds the query (the local model, or
-OpenAI `text-embedding-ada-002` over httpx when configured), searches pgvector, and answers with ranked results.
-What makes it a *service* rather than a query is what you write in `labs/objective6/service.py`:
+# %% [markdown]
+# # Objective 6 — the semantic search service
+#
+# Everything so far becomes one production-shaped service: **POST /search** embeds the query (the local model, or
+# OpenAI `text-embedding-ada-002` over httpx when configured), searches pgvector, and answers with ranked results.
+# What makes it a *service* rather than a query is what you write in `labs/objective6/service.py`:
+#
+# 1. `parse_filter()` — the `filter` query parameter is user input: a JSON object of scalars, or a 422;
+# 2. `default_min_score()` — a threshold that suits the embedding model (scales differ per model);
+# 3. `result_cache_key()` and `SearchService.embed_query()` / `search()` — two bounded caches (query text → embedding,
+#    and search → results) with metrics for each step, for each of the three ranking modes (`vector`, `hybrid`, `rrf`).
+#
+# The app around them — lifespan-managed pool and HTTP client, error mapping (422/502/503 + `Retry-After`),
+# `/healthz`, `/metrics`, the page at `/` — is given. `make serve` runs the reference on http://127.0.0.1:8000.
 
-1. `parse_filter()` — the `filter` query parameter is user input: a JSON object of scalars, or a 422;
-2. `default_min_score()` — a threshold that suits the embedding model (scales differ per model);
-3. `result_cache_key()` and `SearchService.embed_query()` / `search()` — two bounded caches (query text → embedding,
-   and search → results) with metrics for each step, for each of the three ranking modes (`vector`, `hybrid`, `rrf`).
-
-The app around them — lifespan-managed pool and HTTP client, error mapping (422/502/503 + `Retry-After`),
-`/healthz`, `/metrics`, the page at `/` — is given. `make serve` runs the reference on http://127.0.0.1:8000.''',
-r'''%load_ext autoreload
-%autoreload 2
+# %%
+# %load_ext autoreload
+# %autoreload 2
 from course.notebook import friendly_errors
 friendly_errors()   # an error from a step still to write says which step, without a long traceback
 
 import json
 import time
 import httpx
-import numpy as np
 import pandas as pd
+from IPython.display import display
 import matplotlib.pyplot as plt
 from prometheus_client.parser import text_string_to_metric_families
 from course import database
@@ -39,16 +53,19 @@ app = obj.create_app()                                   # the course database a
 lifespan = app.router.lifespan_context(app)
 await lifespan.__aenter__()                              # what uvicorn does at startup: pool, embedder, caches
 client = httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://course")
-print(obj.__name__, "→", (await client.get("/healthz")).json())''',
-r'''md:
-## 1. A search, and why the default `min_score` is per model
+print(obj.__name__, "→", (await client.get("/healthz")).json())
 
-Cosine similarity scales depend on the model. The exercise brief's 0.7 comes from OpenAI's ada-002, whose
-similarities crowd into 0.7–0.9 even for loosely related text, so 0.7 is a sensible cut-off *on that scale*. Below,
-the same questions on this corpus with the model this notebook runs: the best match's similarity, the results at
-0.7, and the results at the model's calibrated default. (`min_score` is a floor on cosine similarity in every ranking
-mode; section 2 shows the modes. Here `mode=vector`, so the first result is the most similar one.)''',
-r'''questions = {"on-topic": list(guide.questions), "off-topic": list(guide.off_topic)}
+# %% [markdown]
+# ## 1. A search, and why the default `min_score` is per model
+#
+# Cosine similarity scales depend on the model. The exercise brief's 0.7 comes from OpenAI's ada-002, whose
+# similarities crowd into 0.7–0.9 even for loosely related text, so 0.7 is a sensible cut-off *on that scale*. Below,
+# the same questions on this corpus with the model this notebook runs: the best match's similarity, the results at
+# 0.7, and the results at the model's calibrated default. (`min_score` is a floor on cosine similarity in every ranking
+# mode; section 2 shows the modes. Here `mode=vector`, so the first result is the most similar one.)
+
+# %%
+questions = {"on-topic": list(guide.questions), "off-topic": list(guide.off_topic)}
 rows = []
 for kind, qs in questions.items():
     for q in qs:
@@ -62,17 +79,20 @@ table = pd.DataFrame(rows).pivot_table(index=["kind", "question"], columns="min_
 for kind in questions:
     scores = table.loc[kind, "best similarity"]
     print(f"{kind}: best similarities {scores.min():.2f}–{scores.max():.2f}")
-table''',
-r'''md:
-## 2. Three ways to rank: `mode=vector|hybrid|rrf`
+table
 
-Notebook 04 measured, on held-out judged queries, whether adding full-text search finds better sections than vector
-search alone. The service offers the three forms worth having: **vector** (cosine similarity), **hybrid**
-(0.7 · similarity + 0.3 · ts_rank, each scaled to 0..1 over the query's candidates) and **rrf** (reciprocal rank
-fusion of the two rankings). Its default is the mode that scored best for the configured model (`BEST_MODE`; models
-nobody evaluated get `vector`; `SEARCH_MODE` overrides). Every hit carries its `similarity`, and a `score`: what
-ranked it in that mode — so scores compare within one answer, never across modes.''',
-r'''question = guide.questions[2]
+# %% [markdown]
+# ## 2. Three ways to rank: `mode=vector|hybrid|rrf`
+#
+# Notebook 04 measured, on held-out judged queries, whether adding full-text search finds better sections than vector
+# search alone. The service offers the three forms worth having: **vector** (cosine similarity), **hybrid**
+# (0.7 · similarity + 0.3 · ts_rank, each scaled to 0..1 over the query's candidates) and **rrf** (reciprocal rank
+# fusion of the two rankings). Its default is the mode that scored best for the configured model (`BEST_MODE`; models
+# nobody evaluated get `vector`; `SEARCH_MODE` overrides). Every hit carries its `similarity`, and a `score`: what
+# ranked it in that mode — so scores compare within one answer, never across modes.
+
+# %%
+question = guide.questions[2]
 side_by_side, latency = {}, []
 texts = [*guide.questions, *guide.keyword_queries]
 for text in texts:   # embed each once, so the timings below are the database part and the fusion
@@ -88,15 +108,18 @@ default = (await client.post("/search", json={"query": question})).json()
 print(f"question: {question!r} — model {default['model']}: default mode {default['mode']}, min_score {default['min_score']}")
 display(pd.DataFrame(side_by_side))
 print(f"search latency, result cache missed, embedding cached, median of {len(texts)}: " +
-      ", ".join(f"{m} {v:.1f} ms" for m, v in pd.DataFrame(latency).groupby("mode")["ms"].median().items()))''',
-r'''md:
-## 3. Caching: embeddings and results
+      ", ".join(f"{m} {v:.1f} ms" for m, v in pd.DataFrame(latency).groupby("mode")["ms"].median().items()))
 
-An embedding API call costs money and tens of milliseconds; a repeated search should cost neither. Two bounded
-TTL caches (`cachetools.TTLCache`): query text → embedding, and *(embedding, top_k, min_score, canonical filter,
-mode, text)* → results (hybrid and rrf also match the query's words, so the text belongs in the key). Adding a document clears the result cache (answers may change); the TTL bounds staleness from writes made
-elsewhere. Timings of the same search, three times:''',
-r'''topic, query, new_document = guide.topic_example
+# %% [markdown]
+# ## 3. Caching: embeddings and results
+#
+# An embedding API call costs money and tens of milliseconds; a repeated search should cost neither. Two bounded
+# TTL caches (`cachetools.TTLCache`): query text → embedding, and *(embedding, top_k, min_score, canonical filter,
+# mode, text)* → results (hybrid and rrf also match the query's words, so the text belongs in the key). Adding a document clears the result cache (answers may change); the TTL bounds staleness from writes made
+# elsewhere. Timings of the same search, three times:
+
+# %%
+topic, query, new_document = guide.topic_example
 timings = []
 for attempt in range(3):
     started = time.perf_counter()
@@ -115,34 +138,40 @@ miss, hit = [], []
 for text in guide.keyword_queries[:5]:
     miss.append(await timed_search(text))             # first time: embed + database
     hit.append(await timed_search(text))             # same question again: from the cache
-print(compare("06 search: cached vs uncached", "a cached search", hit, "an uncached one", miss))''',
-r'''md:
-## 4. Errors that help, never a traceback
+print(compare("06 search: cached vs uncached", "a cached search", hit, "an uncached one", miss))
 
-| problem | status | why |
-|---|---|---|
-| bad `top_k`, `min_score`, malformed `filter`, empty or over-long query | 422 | the client can fix it; the message says how |
-| provider down, rate-limited, timing out (retries only within the deadline), breaker open | 503 + `Retry-After` | try again later, and when |
-| no answer within `SEARCH_DEADLINE` (slow provider or database) | 503 + `Retry-After` | the request's time is up |
-| provider refuses the request (bad key), its quota is used up, or it answers nonsense | 502 | the service or its account needs attention |
-| the table's vectors come from another model than the configured one | 503 | re-embed, or configure the right model |
-| database unreachable | 503 + `Retry-After` | transient; `/healthz` reports it |''',
-r'''for params, payload in [({"filter": "{oops"}, {"query": "vacuum"}), ({"top_k": 500}, {"query": "vacuum"}),
+# %% [markdown]
+# ## 4. Errors that help, never a traceback
+#
+# | problem | status | why |
+# |---|---|---|
+# | bad `top_k`, `min_score`, malformed `filter`, empty or over-long query | 422 | the client can fix it; the message says how |
+# | provider down, rate-limited, timing out (retries only within the deadline), breaker open | 503 + `Retry-After` | try again later, and when |
+# | no answer within `SEARCH_DEADLINE` (slow provider or database) | 503 + `Retry-After` | the request's time is up |
+# | provider refuses the request (bad key), its quota is used up, or it answers nonsense | 502 | the service or its account needs attention |
+# | the table's vectors come from another model than the configured one | 503 | re-embed, or configure the right model |
+# | database unreachable | 503 + `Retry-After` | transient; `/healthz` reports it |
+
+# %%
+for params, payload in [({"filter": "{oops"}, {"query": "vacuum"}), ({"top_k": 500}, {"query": "vacuum"}),
                         ({}, {"query": "x" * 5000}), ({"filter": '{"topic": ["a"]}'}, {"query": "vacuum"})]:
     r = await client.post("/search", params=params, json=payload)
-    print(r.status_code, r.json()["detail"][:110])''',
-r'''md:
-What a provider outage looks like — the OpenAI client pointed at a local server speaking OpenAI's wire format,
-scripted to answer 503 with `Retry-After: 2`. Three things keep the service honest:
+    print(r.status_code, r.json()["detail"][:110])
 
-* **a deadline per request** (`SEARCH_DEADLINE`, here 3 s): retries happen only inside it, and a retry whose wait
-  would not fit is not attempted — the answer is a 503 *now*, not after minutes of hopeless retries;
-* **a circuit breaker** (`EMBEDDING_BREAKER_FAILURES`, here 3): after three failed calls in a row the service stops
-  calling the provider and answers at once, until a probe after `EMBEDDING_BREAKER_RESET` seconds succeeds;
-* **coalescing**: identical searches in flight at the same time share one provider call.
+# %% [markdown]
+# What a provider outage looks like — the OpenAI client pointed at a local server speaking OpenAI's wire format,
+# scripted to answer 503 with `Retry-After: 2`. Three things keep the service honest:
+#
+# * **a deadline per request** (`SEARCH_DEADLINE`, here 3 s): retries happen only inside it, and a retry whose wait
+#   would not fit is not attempted — the answer is a 503 *now*, not after minutes of hopeless retries;
+# * **a circuit breaker** (`EMBEDDING_BREAKER_FAILURES`, here 3): after three failed calls in a row the service stops
+#   calling the provider and answers at once, until a probe after `EMBEDDING_BREAKER_RESET` seconds succeeds;
+# * **coalescing**: identical searches in flight at the same time share one provider call.
+#
+# Five different searches in a row (an empty practice table, so only the provider matters):
 
-Five different searches in a row (an empty practice table, so only the provider matters):''',
-r'''from course.corpus import EMBEDDINGS_TABLE_DDL
+# %%
+from course.corpus import EMBEDDINGS_TABLE_DDL
 from course.embeddings import OpenAIEmbedder
 from course.fake_providers import FakeProviderServer
 from course.settings import Settings
@@ -169,18 +198,21 @@ with FakeProviderServer() as provider:
     await embedder.aclose()
 logging.disable(logging.NOTSET)
 display(pd.DataFrame(rows))
-print("/healthz embedder:", health)''',
-r'''md:
-The first searches each spend about two seconds (one attempt, the server's 2 s wait, a second attempt) and stop,
-because a third attempt could not finish inside the deadline; once the breaker is open, searches fail in about a
-millisecond and the provider sees no more calls. `/healthz` reports the breaker, so a load balancer stops sending
-traffic here until the provider is back.
+print("/healthz embedder:", health)
 
-One more way to be wrong without any error: embedding queries with a *different model* than the one the table was
-built with. Every distance would compare vectors from two unrelated spaces. Rows record their model (Objective 1),
-so the service can refuse — here the OpenAI client (healthy this time) against the course table of local-model
-vectors:''',
-r'''with FakeProviderServer() as provider:
+# %% [markdown]
+# The first searches each spend about two seconds (one attempt, the server's 2 s wait, a second attempt) and stop,
+# because a third attempt could not finish inside the deadline; once the breaker is open, searches fail in about a
+# millisecond and the provider sees no more calls. `/healthz` reports the breaker, so a load balancer stops sending
+# traffic here until the provider is back.
+#
+# One more way to be wrong without any error: embedding queries with a *different model* than the one the table was
+# built with. Every distance would compare vectors from two unrelated spaces. Rows record their model (Objective 1),
+# so the service can refuse — here the OpenAI client (healthy this time) against the course table of local-model
+# vectors:
+
+# %%
+with FakeProviderServer() as provider:
     embedder = OpenAIEmbedder(base_url=provider.openai_base_url, model="text-embedding-ada-002", api_key="sk-demo")
     wrong = obj.create_app(embedder=embedder)
     logging.disable(logging.WARNING)
@@ -190,13 +222,16 @@ r'''with FakeProviderServer() as provider:
             print(r.status_code, r.json()["error"], "|", r.json()["detail"])
             print("/healthz database ready:", (await c.get("/healthz")).json()["database"]["ready"])
     logging.disable(logging.NOTSET)
-    await embedder.aclose()''',
-r'''md:
-## 5. Metrics
+    await embedder.aclose()
 
-`/metrics` speaks Prometheus' text format (`docker compose --profile monitoring up` scrapes it). Latency by cache
-outcome, from this notebook's requests:''',
-r'''families = {f.name: f for f in text_string_to_metric_families((await client.get("/metrics")).text)}
+# %% [markdown]
+# ## 5. Metrics
+#
+# `/metrics` speaks Prometheus' text format (`docker compose --profile monitoring up` scrapes it). Latency by cache
+# outcome, from this notebook's requests:
+
+# %%
+families = {f.name: f for f in text_string_to_metric_families((await client.get("/metrics")).text)}
 for name in ("search_cache_requests", "search_errors"):
     for s in families[name].samples:
         if s.name.endswith("_total"):
@@ -211,20 +246,25 @@ for cache, points in buckets.items():
     points = [(le, v) for le, v in points if le != float("inf")]
     ax.step([p[0] * 1000 for p in points], [p[1] for p in points], where="post", label=f"cache {cache}")
 ax.set_xscale("log"); ax.set_xlabel("latency ≤ (ms)"); ax.set_ylabel("requests (cumulative)")
-ax.set_title("search_request_seconds histogram"); ax.legend(); plt.tight_layout(); plt.show()''',
-r'''md:
-## 6. Run it for real
+ax.set_title("search_request_seconds histogram"); ax.legend(); plt.tight_layout(); plt.show()
 
-```bash
-make serve                       # http://127.0.0.1:8000 — the page at /, OpenAPI docs at /docs
-curl -sg -X POST 'http://127.0.0.1:8000/search?top_k=3&filter={"topic":"ddl"}' \
-     -H 'content-type: application/json' -d '{"query": "how do I rename a column?"}'
-```
+# %% [markdown]
+# ## 6. Run it for real
+#
+# ```bash
+# make serve                       # http://127.0.0.1:8000 — the page at /, OpenAPI docs at /docs
+# curl -sg -X POST 'http://127.0.0.1:8000/search?top_k=3&filter={"topic":"ddl"}' \
+#      -H 'content-type: application/json' -d '{"query": "how do I rename a column?"}'
+# ```
+#
+# `make bench` measures the service in-process against the raw asyncpg query.
 
-`make bench` measures the service in-process against the raw asyncpg query.''',
-r'''check(6)''',
-r'''async with app.state.service.pool.acquire() as conn:          # remove the demo document from the course data
+# %%
+check(6)
+
+
+# %%
+async with app.state.service.pool.acquire() as conn:          # remove the demo document from the course data
     await conn.execute("DELETE FROM embeddings WHERE metadata->>'source' = 'notebook-06'")
 await client.aclose()
-_ = await lifespan.__aexit__(None, None, None)''',
-]
+_ = await lifespan.__aexit__(None, None, None)
