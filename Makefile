@@ -1,4 +1,4 @@
-# Thin, named entry points. Every target installs what it needs first (a .venv from requirements.txt).
+# Thin, named entry points. Every target installs what it needs first (a .venv from requirements.lock).
 PYTHON ?= python3
 VENV   ?= .venv
 PY     := $(VENV)/bin/python
@@ -13,7 +13,7 @@ RELEASE_TEST ?= $(or $(TMPDIR),/tmp)/pgvector-course-release
 NBVAL  = COURSE_TARGET=solutions COURSE_STRICT_CHECKS=1 $(PY) -m pytest --nbval-lax --nbval-cell-timeout=600 -n 2 --dist loadfile
 export PYTHONDONTWRITEBYTECODE := 1
 
-.PHONY: help install lab serve test lint check grade labs release bench browser db-start db-stop clean
+.PHONY: help install lock lab serve test lint check grade labs release bench browser db-start db-stop clean
 help:
 	@echo "make lab [OBJ=N]  install, start the database, load the corpus, open JupyterLab on objective N (default 1)"
 	@echo "make serve        install, start the database, load the corpus, serve the search API on $(HOST):$(PORT)"
@@ -25,17 +25,26 @@ help:
 	@echo "make release DEST=dir  the student repository: no solutions/, a GitHub Classroom workflow, its own make test"
 	@echo "make db-stop      stop the embedded PostgreSQL (data is kept in .pgdata/)"
 
-$(VENV)/.installed: requirements.txt
+$(VENV)/.installed: requirements.lock pyproject.toml
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "Python 3.11 or newer is needed (found %s)" % sys.version.split()[0])'
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --disable-pip-version-check -q --upgrade pip
-	$(PY) -m pip install --disable-pip-version-check -q -r requirements.txt
+	$(PY) -m pip install --disable-pip-version-check -q -r requirements.lock
+	@# the repository itself, editable: course, labs, solutions and checks import from any working directory
+	@rm -f $$($(PY) -c 'import site; print(site.getsitepackages()[0])')/pgvector-course.pth  # an older install's
+	$(PY) -m pip install --disable-pip-version-check -q --no-deps -e .
 	$(PY) -m ipykernel install --sys-prefix --name python3 --display-name "Python 3 (course)" >/dev/null
-	@# make the repository importable from notebooks/ and any working directory (course, labs, solutions, checks)
-	$(PY) -c 'import site, sys; open(site.getsitepackages()[0] + "/pgvector-course.pth", "w").write(sys.argv[1] + "\n")' "$(CURDIR)"
 	@touch $@
 
 install: $(VENV)/.installed
+
+# Regenerate requirements.lock from pyproject.toml (after changing a dependency there); commit both.
+lock: install
+	$(VENV)/bin/uv pip compile pyproject.toml --extra test --extra dev --python-version 3.11 --no-header \
+		--annotation-style line -q -o requirements.lock.new
+	@{ head -2 requirements.lock; cat requirements.lock.new; } > requirements.lock.tmp && mv requirements.lock.tmp requirements.lock
+	@rm -f requirements.lock.new
+	@echo "requirements.lock regenerated; make install applies it"
 
 lab: install
 	$(PY) -m course setup

@@ -66,7 +66,7 @@ async def run() -> dict[str, float]:
         await _fresh(conn)
         table = Table("embeddings", MetaData(), Column("id", Uuid, primary_key=True), Column("content", Text),
                       Column("metadata", JSONB), Column("embedding", Vector(1536)))
-        plain_engine = obj.create_async_engine(obj.database.sqlalchemy_url(url.split("/")[-1].split("?")[0]))
+        plain_engine = obj.create_async_engine(obj.database.sqlalchemy_url(obj.database.database_name(url)))
         text_rows = 1_000
         started = time.perf_counter()
         async with plain_engine.begin() as c:

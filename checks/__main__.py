@@ -13,7 +13,8 @@ import argparse
 import re
 import sys
 
-from checks.runner import CHECKS_DIR, CheckResult, run_checks
+from checks.results import CheckResult, totals
+from checks.runner import CHECKS_DIR, run_checks
 
 def available() -> list[int]:
     """The objectives that have checks: every checks/test_objectiveN.py (a new objective needs no list edited)."""
@@ -34,10 +35,6 @@ def _target_name(target: str | None) -> str:
     from course.settings import get_settings
 
     return target or get_settings().course_target
-
-
-def _score(results: list[CheckResult]) -> tuple[float, float, int]:
-    return (sum(r.points for r in results if r.passed), sum(r.points for r in results), sum(r.passed for r in results))
 
 
 def print_objective(objective: int, results: list[CheckResult], target: str, only_failures: bool = False,
@@ -71,8 +68,8 @@ def print_objective(objective: int, results: list[CheckResult], target: str, onl
         if more_hints and first.more:
             print(f"       more: {first.more}")
         last_message = message
-    earned, total, passed = _score(results)
-    print(f"  Score: {earned:g}/{total:g} points ({passed} of {len(results)} checks passed)")
+    score = totals(results)
+    print(f"  Score: {score.points:g}/{score.max_points:g} points ({score.passed} of {score.checks} checks passed)")
     if not more_hints and any(r.more for r in results if not r.passed):
         print(f"  Stuck? `make check OBJ={objective} MORE=1` (in the notebook: `check({objective}, more_hints=True)`) "
               "gives a more explicit hint.")
@@ -92,12 +89,12 @@ def progress(target: str | None) -> bool:
     print(f"  {'objective':<46} {'checks':>8} {'points':>9}")
     for n in available():
         results = per_objective[n] = run_checks(n, target)
-        earned, total, passed = _score(results)
-        mark = "✅" if results and passed == len(results) else ("❌" if passed == 0 else "…")
-        print(f"  {mark} {n} {titles().get(n, ''):<42} {passed:>3}/{len(results):<4} {earned:>4g}/{total:<4g}", flush=True)
-    earned = sum(_score(r)[0] for r in per_objective.values())
-    total = sum(_score(r)[1] for r in per_objective.values())
-    print(f"  {'total':<46} {'':>8} {earned:>4g}/{total:<4g}")
+        part = totals(results)
+        mark = "✅" if results and part.passed == part.checks else ("❌" if part.passed == 0 else "…")
+        print(f"  {mark} {n} {titles().get(n, ''):<42} {part.passed:>3}/{part.checks:<4} {part.points:>4g}/{part.max_points:<4g}",
+              flush=True)
+    whole = totals(r for results in per_objective.values() for r in results)
+    print(f"  {'total':<46} {'':>8} {whole.points:>4g}/{whole.max_points:<4g}")
     unfinished = [n for n, results in per_objective.items() if not results or not all(r.passed for r in results)]
     if not unfinished:
         print("\nEvery check passes. Well done!")

@@ -40,22 +40,11 @@ from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+from checks.results import CheckResult, totals
 from checks.similarity import flag_copies
 
 ROOT = Path(__file__).resolve().parent.parent
 CHECKS = ROOT / "checks"
-
-
-@dataclass
-class CheckScore:
-    nodeid: str
-    objective: int
-    title: str
-    max_points: float
-    points: float = 0.0
-    outcome: str = "not run"  # passed | failed | error | skipped | not run
-    message: str = ""
-    hint: str = ""
 
 
 @dataclass
@@ -65,7 +54,7 @@ class SubmissionScore:
     total: float = 0.0
     max_points: float = 0.0
     objectives: dict[str, dict] = field(default_factory=dict)
-    checks: list[CheckScore] = field(default_factory=list)
+    checks: list[CheckResult] = field(default_factory=list)
     error: str | None = None
     seconds: float = 0.0
     similar: list[dict] = field(default_factory=list)  # graded functions identical to the reference or to others
@@ -199,7 +188,7 @@ def _grade(score: SubmissionScore, labs: Path, workdir: Path, hidden: Path | Non
 
 
 def _read_results(score: SubmissionScore, results: Path) -> None:
-    checks: dict[str, CheckScore] = {}
+    checks: dict[str, CheckResult] = {}
     if not results.exists():
         return
     for line in results.read_text(encoding="utf-8").splitlines():
@@ -208,35 +197,24 @@ def _read_results(score: SubmissionScore, results: Path) -> None:
         except ValueError:
             continue  # a line cut short by a crash
         if record["event"] == "collected":
-            checks[record["nodeid"]] = CheckScore(record["nodeid"], record["objective"], record["title"], record["points"])
-            continue
-        check = checks.get(record["nodeid"])
-        if check is None or check.outcome in ("failed", "error"):
-            continue  # the first failure is the one that counts
-        if record["outcome"] == "failed":
-            check.outcome = "failed" if record["when"] == "call" else "error"
-            check.message, check.hint = record["message"], record["hint"]
-        elif record["outcome"] == "skipped":
-            check.outcome = "skipped"
-        elif record["when"] == "call":
-            check.outcome = "passed"
+            checks[record["nodeid"]] = CheckResult(record["nodeid"], record["title"], record["points"], record["objective"])
+        elif record["nodeid"] in checks:
+            checks[record["nodeid"]].record(record["when"], record["outcome"], message=record.get("message", ""),
+                                            hint=record.get("hint", ""))
     for check in checks.values():
         if check.outcome == "not run":
             check.message = "did not finish (the submission hung past the time limit or crashed)"
-        check.points = check.max_points if check.outcome == "passed" else 0.0
     score.checks = list(checks.values())
 
 
 def _total(score: SubmissionScore) -> None:
     score.objectives = {}
-    for check in score.checks:
-        part = score.objectives.setdefault(str(check.objective), {"points": 0.0, "max_points": 0.0, "passed": 0, "checks": 0})
-        part["points"] += check.points
-        part["max_points"] += check.max_points
-        part["passed"] += check.outcome == "passed"
-        part["checks"] += 1
-    score.total = sum(c.points for c in score.checks)
-    score.max_points = sum(c.max_points for c in score.checks)
+    for number in sorted({c.objective for c in score.checks}):
+        part = totals(c for c in score.checks if c.objective == number)
+        score.objectives[str(number)] = {"points": part.points, "max_points": part.max_points, "passed": part.passed,
+                                         "checks": part.checks}
+    whole = totals(score.checks)
+    score.total, score.max_points = whole.points, whole.max_points
 
 
 def write_junit(score: SubmissionScore, folder: Path) -> Path:

@@ -10,23 +10,9 @@ from pathlib import Path
 import pytest
 
 from checks.reporting import check_info, failure_message
+from checks.results import CheckResult
 
 CHECKS_DIR = Path(__file__).resolve().parent
-
-
-@dataclass
-class CheckResult:
-    nodeid: str
-    title: str
-    outcome: str  # passed | failed | error | skipped
-    points: float
-    message: str = ""
-    hint: str = ""
-    more: str = ""  # the explicit second hint
-
-    @property
-    def passed(self) -> bool:
-        return self.outcome == "passed"
 
 
 @dataclass
@@ -42,27 +28,14 @@ class Collector:
 
     def pytest_runtest_logreport(self, report):
         props = dict(report.user_properties)
-        current = self.results.get(report.nodeid)
-        if current is not None and current.outcome in ("failed", "error"):
-            return  # the first failure (setup, call or teardown) is the one the learner needs to see
-        if report.failed:
-            outcome = "failed" if report.when == "call" else "error"
-        elif report.skipped:
-            outcome = "skipped"
-        elif report.when == "call":
-            outcome = "passed"
-        else:
-            return
-        info = self.info.get(report.nodeid, {"title": report.nodeid.split("::")[-1], "points": 1.0})
-        self.results[report.nodeid] = CheckResult(
-            nodeid=report.nodeid,
-            title=info["title"],
-            outcome=outcome,
-            points=float(props.get("points", info["points"])),
-            message=failure_message(report) if report.failed else "",
-            hint=props.get("hint", "") if report.failed else "",
-            more=props.get("more", "") if report.failed else "",
-        )
+        result = self.results.get(report.nodeid)
+        if result is None:
+            info = self.info.get(report.nodeid, {"title": report.nodeid.split("::")[-1], "points": 1.0})
+            result = self.results[report.nodeid] = CheckResult(
+                report.nodeid, info["title"], float(props.get("points", info["points"])))
+        outcome = "failed" if report.failed else "skipped" if report.skipped else "passed"
+        result.record(report.when, outcome, message=failure_message(report) if report.failed else "",
+                      hint=props.get("hint", ""), more=props.get("more", ""))
 
 
 def run_checks(objective: int, target: str | None = None, extra_args: list[str] | None = None, quiet: bool = True) -> list[CheckResult]:
@@ -79,4 +52,7 @@ def run_checks(objective: int, target: str | None = None, extra_args: list[str] 
         code = pytest.main(args, plugins=[collector])
     if code not in (pytest.ExitCode.OK, pytest.ExitCode.TESTS_FAILED) and not collector.results:
         raise RuntimeError(f"pytest could not run the checks (exit {int(code)}):\n{out.getvalue()[-3000:]}")
-    return list(collector.results.values())
+    results = list(collector.results.values())
+    for result in results:
+        result.objective = objective
+    return results

@@ -43,9 +43,9 @@ class DatabaseError(RuntimeError):
 # URLs
 # ---------------------------------------------------------------------------------------------------------------------
 def _url(database: str | None = None) -> URL:
-    settings = get_settings()
-    raw = settings.database_url or _embedded_url()
-    url = make_url(raw.replace("postgres://", "postgresql://", 1))
+    """The configured server's URL (DATABASE_URL, normalised by Settings), else the embedded server's — which starts
+    it on first use, so a notebook or check never needs a manual start."""
+    url = make_url(get_settings().database_url or _embedded_url())
     if database is not None:
         url = url.set(database=database)
     return url
@@ -61,8 +61,9 @@ def sqlalchemy_url(database: str | None = None) -> str:
     return _url(database).set(drivername="postgresql+asyncpg").render_as_string(hide_password=False)
 
 
-def database_name() -> str:
-    return _url().database or "postgres"
+def database_name(url: str | None = None) -> str:
+    """The database a URL names (`postgres` when it names none); without a URL, the course database's name."""
+    return (make_url(url) if url else _url()).database or "postgres"
 
 
 def session_settings() -> dict[str, str]:

@@ -18,7 +18,7 @@ import logging
 import re
 import time
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
 from functools import lru_cache
@@ -227,6 +227,15 @@ class HashingEmbedder:
         return self.embed_sync(texts)
 
 
+#: Every provider by its EMBEDDING_PROVIDER name. An HTTP provider registers itself by subclassing _HTTPEmbedder
+#: with a `provider` name; its settings are `<NAME>_API_KEY`, `<NAME>_BASE_URL` and `<NAME>_EMBEDDING_MODEL`.
+PROVIDERS: dict[str, Callable[[Settings, dict[str, Any]], Embedder]] = {
+    "local": lambda settings, http: LocalEmbedder(),
+    "hashing": lambda settings, http: HashingEmbedder(),
+}
+
+
+
 # ---------------------------------------------------------------------------------------------------------------------
 # HTTP providers
 # ---------------------------------------------------------------------------------------------------------------------
@@ -306,6 +315,18 @@ class _HTTPEmbedder:
         self._backoff = wait_exponential_jitter(multiplier=backoff_initial, max=backoff_max, jitter=backoff_initial)
         #: Requests sent, retries, and failures by kind, since start (the service exports them as metrics).
         self.stats: Counter[str] = Counter()
+
+    def __init_subclass__(cls, **kwargs):
+        super().__init_subclass__(**kwargs)
+        PROVIDERS[cls.provider] = cls.from_settings
+
+    @classmethod
+    def from_settings(cls, settings: Settings, http: dict[str, Any]) -> _HTTPEmbedder:
+        """Built from `<provider>_api_key`, `<provider>_base_url` and `<provider>_embedding_model` in Settings."""
+        key = getattr(settings, f"{cls.provider}_api_key")
+        return cls(base_url=getattr(settings, f"{cls.provider}_base_url"),
+                   model=getattr(settings, f"{cls.provider}_embedding_model"),
+                   api_key=key.get_secret_value() if key else None, **http)
 
     # -- subclass hooks -----------------------------------------------------------------------------------------------
     def _request(self, texts: list[str], kind: EmbedKind) -> tuple[str, dict[str, str], dict[str, Any]]:
@@ -572,20 +593,9 @@ def get_embedder(provider: str | None = None, settings: Settings | None = None, 
     """The configured embedder (EMBEDDING_PROVIDER), or the one named."""
     settings = settings or get_settings()
     provider = provider or settings.embedding_provider
-    common = dict(
-        timeout=settings.embedding_timeout,
-        max_retries=settings.embedding_max_retries,
-        batch_size=settings.embedding_batch_size,
-    )
-    common.update(kwargs)
-    if provider == "local":
-        return LocalEmbedder()
-    if provider == "hashing":
-        return HashingEmbedder()
-    if provider == "openai":
-        key = settings.openai_api_key.get_secret_value() if settings.openai_api_key else None
-        return OpenAIEmbedder(base_url=settings.openai_base_url, model=settings.openai_embedding_model, api_key=key, **common)
-    if provider == "gemini":
-        key = settings.gemini_api_key.get_secret_value() if settings.gemini_api_key else None
-        return GeminiEmbedder(base_url=settings.gemini_base_url, model=settings.gemini_embedding_model, api_key=key, **common)
-    raise ValueError(f"Unknown embedding provider {provider!r}: use local, openai, gemini or hashing.")
+    http = dict(timeout=settings.embedding_timeout, max_retries=settings.embedding_max_retries,
+                batch_size=settings.embedding_batch_size)
+    http.update(kwargs)
+    if provider not in PROVIDERS:
+        raise ValueError(f"Unknown embedding provider {provider!r}: use {', '.join(sorted(PROVIDERS))}.")
+    return PROVIDERS[provider](settings, http)

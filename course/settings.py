@@ -10,7 +10,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field, SecretStr
+from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
@@ -31,6 +31,19 @@ class Settings(BaseSettings):
     database_url: str | None = Field(
         None, description="Use this PostgreSQL server (with pgvector >= 0.8) instead of the embedded one."
     )
+
+    @field_validator("database_url")
+    @classmethod
+    def _one_url_form(cls, value: str | None) -> str | None:
+        """Every URL form the course meets, as one: `postgres://` (Heroku, Render, Supabase) is `postgresql://`; any
+        `+driver` suffix is dropped (each helper in course.database adds the one its driver needs); blank is unset."""
+        if value is None or not value.strip():
+            return None
+        value = value.strip()
+        scheme, sep, rest = value.partition("://")
+        if not sep or scheme.split("+")[0] not in ("postgres", "postgresql"):
+            raise ValueError(f"DATABASE_URL must start with postgresql:// (got {scheme or value[:20]!r}).")
+        return f"postgresql://{rest}"
     course_pgdata: Path = Field(REPO_ROOT / ".pgdata", description="Data directory of the embedded server.")
     course_database: str = Field("course", pattern=r"^[a-z0-9_]+$",
                                  description="Database the embedded server creates for the course.")

@@ -45,9 +45,9 @@ def test_progress_table_over_every_objective():
 def test_progress_when_everything_passes(monkeypatch, capsys):
     """The all-green branch (that solutions/ really passes everything is proven in test_grade.py)."""
     import checks.__main__ as cli
-    from checks.runner import CheckResult
+    from checks.results import CheckResult
 
-    monkeypatch.setattr(cli, "run_checks", lambda n, target: [CheckResult(f"c{n}", f"check {n}", "passed", 2.0)])
+    monkeypatch.setattr(cli, "run_checks", lambda n, target: [CheckResult(f"c{n}", f"check {n}", 2.0, n, "passed", 2.0)])
     assert cli.main(["--target", "solutions"]) == 0
     out = capsys.readouterr().out
     assert "Every check passes" in out and "❌" not in out and "12/12" in out

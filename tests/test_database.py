@@ -32,7 +32,7 @@ def test_temporary_databases_are_created_empty_and_dropped():
     with database.temporary_database("test_db") as url:
         with psycopg.connect(url) as conn:
             assert conn.execute("SELECT count(*) FROM pg_extension WHERE extname = 'vector'").fetchone()[0] == 0
-        name = url.split("/")[-1].split("?")[0]
+        name = database.database_name(url)
     with psycopg.connect(database.libpq_url()) as conn:
         assert conn.execute("SELECT count(*) FROM pg_database WHERE datname = %s", [name]).fetchone()[0] == 0
 
@@ -53,3 +53,20 @@ def test_url_forms_are_normalised(monkeypatch):
             database.stop()
     finally:
         get_settings.cache_clear()
+
+
+def test_database_urls_have_one_form_and_a_name():
+    from pydantic import ValidationError
+
+    from course.settings import Settings
+
+    def configured(value):
+        return Settings(_env_file=None, database_url=value).database_url
+
+    assert configured("postgres://u:p@db.example:5432/app") == "postgresql://u:p@db.example:5432/app"
+    assert configured(" postgresql+asyncpg://u@h/app?ssl=require ") == "postgresql://u@h/app?ssl=require"
+    assert configured("") is None
+    with pytest.raises(ValidationError, match="postgresql://"):
+        configured("mysql://u@h/app")
+    assert database.database_name("postgresql://u@h:5432/app?sslmode=require") == "app"
+    assert database.database_name("postgresql://u@h") == "postgres"

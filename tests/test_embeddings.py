@@ -7,6 +7,7 @@ import time
 
 import numpy as np
 import pytest
+from pydantic import SecretStr
 
 from course.embeddings import (
     EmbeddingBadResponse,
@@ -315,3 +316,32 @@ async def test_batches_are_sized_by_tokens_as_well_as_items(server):
 def test_the_token_estimate_over_counts_english_and_counts_bytes_for_other_scripts():
     assert estimate_tokens("How do I create an index on a table?") == 12  # 36 bytes, 9 words
     assert estimate_tokens("索引") == 2  # 6 bytes
+
+
+async def test_a_new_http_provider_is_one_class_and_its_settings(server):
+    """The registry: subclassing _HTTPEmbedder with a `provider` name registers it; get_embedder builds it from
+    <name>_api_key / _base_url / _embedding_model."""
+    from course.embeddings import PROVIDERS, _HTTPEmbedder
+
+    class AcmeSettings(Settings):
+        acme_api_key: SecretStr | None = None
+        acme_base_url: str = "https://api.acme.example/v1"
+        acme_embedding_model: str = "acme-embed-1"
+
+    class AcmeEmbedder(_HTTPEmbedder):
+        provider = "acme"
+
+        def _request(self, texts, kind):  # the fake server speaks OpenAI's wire format
+            return f"{self.base_url}/embeddings", {"Authorization": f"Bearer {self._api_key}"}, {"model": self.model, "input": texts}
+
+        def _parse(self, payload, count):
+            return [item["embedding"] for item in sorted(payload["data"], key=lambda item: item["index"])]
+
+    try:
+        settings = AcmeSettings(_env_file=None, acme_api_key="k", acme_base_url=server.openai_base_url)
+        async with get_embedder("acme", settings=settings) as e:
+            assert isinstance(e, AcmeEmbedder) and e.model_id == "acme/acme-embed-1"
+            assert len((await e.embed(["hello"]))[0]) == 1536
+        assert server.requests[0]["headers"]["Authorization"] == "Bearer k"
+    finally:
+        PROVIDERS.pop("acme", None)

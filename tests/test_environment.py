@@ -102,3 +102,27 @@ def test_a_server_without_a_recent_pgvector_gets_a_clear_error(version, expected
         assert problem is None
     else:
         assert expected in problem and "docker compose up -d db" in problem and "pgvector/pgvector:0.8" in problem
+
+
+def test_the_lock_pins_what_pyproject_declares():
+    """requirements.lock (what make install installs) was regenerated after the last change to pyproject.toml:
+    every declared dependency, extras included, is pinned there at the declared version."""
+    import re
+    import tomllib
+
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text(encoding="utf-8"))["project"]
+    declared = [*project["dependencies"], *(d for extra in project["optional-dependencies"].values() for d in extra)]
+
+    def key(name: str) -> str:
+        return re.sub(r"[-_.]+", "-", name).lower()
+
+    locked = {}
+    for line in (ROOT / "requirements.lock").read_text(encoding="utf-8").splitlines():
+        if (match := re.match(r"^([A-Za-z0-9_.-]+)==(\S+)", line)):
+            locked[key(match.group(1))] = match.group(2)
+    stale = []
+    for spec in declared:
+        name, version = re.match(r"^([A-Za-z0-9_.-]+)(?:\[[^\]]*\])?==(\S+)$", spec).groups()
+        if locked.get(key(name)) != version:
+            stale.append(f"{spec} (lock: {locked.get(key(name), 'missing')})")
+    assert not stale, f"run `make lock`: {stale}"

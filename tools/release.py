@@ -24,7 +24,7 @@ ROOT = Path(__file__).resolve().parent.parent
 #: Copied as they are (folders recursively), when present.
 SHIPPED = [
     "course", "checks", "labs", "notebooks", ".jupyter", ".vscode", ".devcontainer", "deploy", ".ci",
-    "requirements.txt", "pyproject.toml", "docker-compose.yml", ".gitignore", "jupytext.toml",
+    "requirements.lock", "pyproject.toml", "docker-compose.yml", ".gitignore", "jupytext.toml",
 ]
 #: The tests that need no reference solution: the runtime, the learner's workspace, and the starter's own proofs
 #: (every check fails on it with a hint, every notebook stops at a step to write with a short note).

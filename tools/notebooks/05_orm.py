@@ -69,7 +69,7 @@ from sqlalchemy import Column, MetaData, Table, Text, Uuid, insert
 import uuid
 vectors = np.random.default_rng(0).normal(size=(900, 1536)).astype(np.float32)
 text_table = Table("text_vectors", MetaData(), Column("id", Uuid, primary_key=True), Column("content", Text), Column("embedding", Vector(1536)))
-plain_engine = obj.create_async_engine(obj.database.sqlalchemy_url(url.split("/")[-1].split("?")[0]))   # no codec
+plain_engine = obj.create_async_engine(obj.database.sqlalchemy_url(obj.database.database_name(url)))   # no codec
 async with plain_engine.begin() as c:
     await c.run_sync(text_table.metadata.create_all)
 await raw.execute("DROP INDEX IF EXISTS embeddings_embedding_hnsw_orm_idx")   # bulk load first, index after (see Objective 2)

@@ -1,0 +1,55 @@
+"""One result per check, one way to fold pytest's reports into it, one way to add results up.
+
+Used by the learner CLI (`python -m checks`, in-process) and the class grader (`python -m checks.grade`, from the
+JSON lines its subprocess streams), so a check scores the same wherever it runs.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+
+@dataclass
+class CheckResult:
+    nodeid: str
+    title: str
+    max_points: float  # the check's weight: @pytest.mark.points(n), default 1
+    objective: int = 0
+    outcome: str = "not run"  # passed | failed | error | skipped | not run
+    points: float = 0.0  # earned: max_points when passed, else 0
+    message: str = ""
+    hint: str = ""
+    more: str = ""  # the explicit second hint (--more-hints)
+
+    @property
+    def passed(self) -> bool:
+        return self.outcome == "passed"
+
+    def record(self, when: str, outcome: str, *, message: str = "", hint: str = "", more: str = "") -> None:
+        """Fold one phase's report (`when`: setup, call or teardown; `outcome`: passed, failed or skipped). The
+        first failure stays — it is the one to fix; a failure outside the call is an error; only the call passes."""
+        if self.outcome in ("failed", "error"):
+            return
+        if outcome == "failed":
+            self.outcome = "failed" if when == "call" else "error"
+            self.message, self.hint, self.more = message, hint, more
+        elif outcome == "skipped":
+            self.outcome = "skipped"
+        elif when == "call":
+            self.outcome = "passed"
+        self.points = self.max_points if self.passed else 0.0
+
+
+@dataclass(frozen=True)
+class Totals:
+    points: float
+    max_points: float
+    passed: int
+    checks: int
+
+
+def totals(results: Iterable[CheckResult]) -> Totals:
+    results = list(results)
+    return Totals(points=sum(r.points for r in results), max_points=sum(r.max_points for r in results),
+                  passed=sum(r.passed for r in results), checks=len(results))
