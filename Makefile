@@ -30,7 +30,7 @@ $(VENV)/.installed: requirements.lock pyproject.toml
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --disable-pip-version-check -q --upgrade pip
 	$(PY) -m pip install --disable-pip-version-check -q -r requirements.lock
-	@# the repository itself, editable: course, labs, solutions and checks import from any working directory
+	@# the repository itself, editable: its packages (course, labs, checks, …) import from any working directory
 	@rm -f $$($(PY) -c 'import site; print(site.getsitepackages()[0])')/pgvector-course.pth  # an older install's
 	$(PY) -m pip install --disable-pip-version-check -q --no-deps -e .
 	$(PY) -m ipykernel install --sys-prefix --name python3 --display-name "Python 3 (course)" >/dev/null
@@ -78,6 +78,7 @@ test: install browser lint
 
 lint: install
 	$(VENV)/bin/ruff check course solutions checks bench tools tests labs
+	$(VENV)/bin/mypy
 
 # The search page's test drives Debian's Chromium; install it when we can (root on Debian/Ubuntu).
 browser:

@@ -28,9 +28,9 @@ def _db(action: str) -> int:
     elif action == "stop":
         print("stopped" if database.stop() else "not running")
     elif action == "status":
-        info = database.status()
-        print(json.dumps(info, indent=2))
-        return 0 if info.get("running") else 1
+        status = database.status()
+        print(json.dumps(status, indent=2))
+        return 0 if status.get("running") else 1
     elif action == "url":
         print(database.libpq_url())
     elif action == "psql":

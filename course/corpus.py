@@ -19,6 +19,7 @@ import shutil
 import subprocess
 import sysconfig
 import tempfile
+from typing import Any
 import uuid
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
@@ -40,7 +41,7 @@ PG_DOC_PACKAGE = "postgresql-doc-15"
 @dataclass
 class Chunk:
     content: str
-    metadata: dict[str, str]
+    metadata: dict[str, Any]
     id: str
 
     def as_dict(self) -> dict:

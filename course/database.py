@@ -186,16 +186,17 @@ def check_server(url: str | None = None) -> dict[str, str]:
     url = url or libpq_url()
     try:
         with psycopg.connect(url, connect_timeout=10) as conn:
-            server_version = conn.execute("SHOW server_version").fetchone()[0]
+            server_version = (conn.execute("SHOW server_version").fetchone() or ("unknown",))[0]
             row = conn.execute(
                 "SELECT default_version, installed_version FROM pg_available_extensions WHERE name = 'vector'"
             ).fetchone()
     except psycopg.OperationalError as exc:
         raise DatabaseError(f"Cannot connect to PostgreSQL at {_redacted(url)}: {str(exc).strip()}") from exc
-    problem = pgvector_problem(row[0] if row else None)
-    if problem:
+    available = row[0] if row else None
+    problem = pgvector_problem(available)
+    if problem or available is None:
         raise DatabaseError(f"The server at {_redacted(url)} (PostgreSQL {server_version}) {problem}")
-    return {"server_version": server_version, "pgvector": row[0], "url": _redacted(url)}
+    return {"server_version": server_version, "pgvector": available, "url": _redacted(url)}
 
 
 def pgvector_problem(available_version: str | None) -> str | None:

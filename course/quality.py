@@ -79,7 +79,9 @@ def _text(fragment: str) -> str:
 
 def index_entries(bookindex: str) -> list[tuple[str, list[tuple[str, str]]]]:
     """(query, [(page, section title)]) for every entry of the index, sub-entries as "term subterm"."""
-    entries, parents, last = [], [], None
+    entries: list[tuple[str, list[tuple[str, str]]]] = []
+    parents: list[str] = []
+    last = ""
     for match in _ENTRY.finditer(bookindex):
         token = match.group(0)
         if token == "<dd>":
@@ -115,7 +117,7 @@ def build_judgments(html_dir: Path, rows: Sequence[dict]) -> list[dict]:
             digest = hashlib.md5(key.encode()).hexdigest()
             judged.append({"query": query, "relevant": relevant, "split": "tune" if int(digest[-1], 16) % 2 else "holdout",
                            "order": digest})
-    judged.sort(key=lambda j: j["order"])  # a fixed, content-independent sample
+    judged.sort(key=lambda j: str(j["order"]))  # a fixed, content-independent sample
     return [{k: v for k, v in j.items() if k != "order"} for j in judged[:SAMPLE]]
 
 
@@ -173,11 +175,11 @@ def fuse(candidates: Sequence[dict], method: str, vector_weight: float = 0.7, rr
             v, t = _minmax(v), _minmax(t)
         scored = [(c, vector_weight * a + (1 - vector_weight) * b) for c, a, b in zip(candidates, v, t)]
     elif method == "rrf":
-        fused = {id(c): [c, 0.0] for c in candidates}
+        fused = {id(c): 0.0 for c in candidates}
         for signal in ("vector", "text"):
             for position, (c, _) in enumerate(fuse(candidates, signal), start=1):
-                fused[id(c)][1] += 1.0 / (rrf_k + position)
-        scored = [(c, score) for c, score in fused.values()]
+                fused[id(c)] += 1.0 / (rrf_k + position)
+        scored = [(c, fused[id(c)]) for c in candidates]
     else:
         raise ValueError(f"unknown method {method!r}: use one of {', '.join(METHODS)}")
     return sorted(scored, key=lambda pair: -pair[1])

@@ -48,8 +48,8 @@ class GuardedEmbedder:
         self.reset_seconds = reset_seconds
         self._breakers = AsyncCircuitBreakerFactory(
             default_threshold=failure_threshold, default_ttl=reset_seconds, exclude=list(NOT_PROVIDER_FAILURES))
-        self._breaker = None  # purgatory creates it on first use (get_breaker is a coroutine)
-        self._inflight: dict[tuple[str, ...], asyncio.Task] = {}
+        self._breaker: Any = None  # purgatory creates it on first use (get_breaker is a coroutine)
+        self._inflight: dict[tuple[str, tuple[str, ...]], asyncio.Task] = {}
         self.coalesced = 0  # calls that waited for another caller's identical call
         self.rejected = 0  # calls refused at once because the breaker was open
         self.last_error: str | None = None
@@ -122,7 +122,7 @@ class GuardedEmbedder:
             "model": self.model_id, "ready": self.state != "open", "breaker": self.state,
             "consecutive_failures": self.consecutive_failures,
         }
-        if self.last_error and (self.last_success_at is None or self.last_error_at > self.last_success_at):
+        if self.last_error and (self.last_success_at is None or (self.last_error_at or 0) > self.last_success_at):
             report["last_error"] = self.last_error
         if (wait := self.seconds_until_probe()) is not None:
             report["retry_after"] = round(wait, 1)

@@ -1,4 +1,4 @@
-# lab-fingerprint: 1525ede5d63eff99
+# lab-fingerprint: ae494b30dd67381f
 # Starter code generated from solutions/objective2.py by tools/make_labs.py. This file is yours: fill in every TODO.
 # `python -m checks N` (or check(N) in the notebook) grades it and gives hints.
 """Objective 2 — HNSW and IVFFlat indexes, measured: build time, size, latency and recall.
@@ -131,8 +131,8 @@ async def benchmark(
     metric: str = "cosine",
     ef_search_values: Iterable[int] = (10, 20, 40, 100, 200, 400),
     probes_values: Iterable[int] = (1, 2, 5, 10, 20, 50, 100),
-    hnsw_params: dict[str, int] | None = None,
-    ivfflat_params: dict[str, int] | None = None,
+    hnsw_params: dict[str, Any] | None = None,
+    ivfflat_params: dict[str, Any] | None = None,
 ) -> pd.DataFrame:
     """Sequential scan vs HNSW (each ef_search) vs IVFFlat (each probes) on the same queries.
 

@@ -1,4 +1,4 @@
-# lab-fingerprint: 37a145857ad21930
+# lab-fingerprint: 28a83d361974e778
 # Starter code generated from solutions/objective4.py by tools/make_labs.py. This file is yours: fill in every TODO.
 # `python -m checks N` (or check(N) in the notebook) grades it and gives hints.
 """Objective 4 — hybrid search: metadata filters, full-text relevance and vector similarity.
@@ -56,7 +56,7 @@ def validate_filters(filters: Any) -> dict[str, Any]:
     raise NotImplementedError("TODO: None means no filter; JSON strings are parsed; only an object with non-empty string keys and finite scalar values is allowed")
 
 
-def _check_query(query_embedding: Sequence[float], top_k: int) -> np.ndarray:
+def _check_query(query_embedding: Sequence[float] | np.ndarray, top_k: int) -> np.ndarray:
     if isinstance(top_k, bool) or not isinstance(top_k, (int, np.integer)) or not 1 <= top_k <= MAX_TOP_K:
         raise ValueError(f"top_k must be an integer from 1 to {MAX_TOP_K}, got {top_k!r}.")
     vector = np.asarray(query_embedding, dtype=np.float64)
@@ -67,7 +67,7 @@ def _check_query(query_embedding: Sequence[float], top_k: int) -> np.ndarray:
 
 async def filtered_vector_search(
     db: asyncpg.Pool | asyncpg.Connection,
-    query_embedding: Sequence[float],
+    query_embedding: Sequence[float] | np.ndarray,
     filters: Mapping[str, Any] | str | None = None,
     *,
     top_k: int = 10,

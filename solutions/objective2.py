@@ -188,8 +188,8 @@ async def benchmark(
     metric: str = "cosine",
     ef_search_values: Iterable[int] = (10, 20, 40, 100, 200, 400),
     probes_values: Iterable[int] = (1, 2, 5, 10, 20, 50, 100),
-    hnsw_params: dict[str, int] | None = None,
-    ivfflat_params: dict[str, int] | None = None,
+    hnsw_params: dict[str, Any] | None = None,
+    ivfflat_params: dict[str, Any] | None = None,
 ) -> pd.DataFrame:
     """Sequential scan vs HNSW (each ef_search) vs IVFFlat (each probes) on the same queries.
 

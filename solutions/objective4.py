@@ -77,7 +77,7 @@ def validate_filters(filters: Any) -> dict[str, Any]:
     # END SOLUTION
 
 
-def _check_query(query_embedding: Sequence[float], top_k: int) -> np.ndarray:
+def _check_query(query_embedding: Sequence[float] | np.ndarray, top_k: int) -> np.ndarray:
     if isinstance(top_k, bool) or not isinstance(top_k, (int, np.integer)) or not 1 <= top_k <= MAX_TOP_K:
         raise ValueError(f"top_k must be an integer from 1 to {MAX_TOP_K}, got {top_k!r}.")
     vector = np.asarray(query_embedding, dtype=np.float64)
@@ -88,7 +88,7 @@ def _check_query(query_embedding: Sequence[float], top_k: int) -> np.ndarray:
 
 async def filtered_vector_search(
     db: asyncpg.Pool | asyncpg.Connection,
-    query_embedding: Sequence[float],
+    query_embedding: Sequence[float] | np.ndarray,
     filters: Mapping[str, Any] | str | None = None,
     *,
     top_k: int = 10,

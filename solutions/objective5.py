@@ -175,7 +175,7 @@ class EmbeddingRepository:
         every row is validated first, and the insert runs in a SAVEPOINT, so one bad row writes nothing.
         Returns the ids in input order."""
         # BEGIN SOLUTION hint: validate every row before anything runs; one ORM bulk insert (a list of dicts) inside a SAVEPOINT (session.begin_nested())
-        rows = []
+        rows: list[dict[str, Any]] = []
         fresh_ids = iter(_new_ids(len(items)))
         for i, item in enumerate(items):
             try:
@@ -215,7 +215,7 @@ class EmbeddingRepository:
         """Delete every row whose metadata "source" is `source`; return how many were deleted."""
         # BEGIN SOLUTION hint: an ORM DELETE whose condition is JSONB containment of the source; the result knows how many rows it deleted
         result = await self.session.execute(delete(Embedding).where(Embedding.metadata_.contains({"source": source})))
-        return result.rowcount
+        return result.rowcount  # type: ignore[attr-defined]  # a DML statement's result is a CursorResult
         # END SOLUTION
 
 

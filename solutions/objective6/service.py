@@ -192,7 +192,7 @@ def parse_filter(raw: str | None) -> dict[str, Any] | None:
         return None
     try:
         value = json.loads(raw)
-    except ValueError as exc:
+    except json.JSONDecodeError as exc:
         raise ValueError(f"filter is not valid JSON ({exc.msg} at position {exc.pos}); expected e.g. {{\"topic\": \"sql\"}}") from exc
     if not isinstance(value, dict):
         raise ValueError(f"filter must be a JSON object like {{\"topic\": \"sql\"}}, not a JSON {type(value).__name__}.")
@@ -438,6 +438,7 @@ class SearchService:
             results = await self.query(embedding, top_k, min_score, filters, mode, text)
             if self.settings.search_cache_size:
                 self.result_cache[key] = results
+        assert results is not None
         self.metrics.results.observe(len(results))
         self.metrics.search_seconds.labels("hit" if cached else "miss").observe(time.perf_counter() - started)
         return SearchResponse(query=text, model=self.embedder.model_id, mode=mode, top_k=top_k, min_score=min_score,
@@ -620,7 +621,7 @@ def create_app(*, embedder: Embedder | None = None, database_url: str | None = N
     async def require_write_key(credentials: HTTPAuthorizationCredentials | None = Depends(bearer),
                                 api_key: str | None = Depends(header_key)) -> None:
         given = (credentials.credentials if credentials else None) or api_key or ""
-        if not secrets.compare_digest(given.encode("utf-8", "surrogatepass"), write_key.encode()):  # constant time
+        if not secrets.compare_digest(given.encode("utf-8", "surrogatepass"), (write_key or "").encode()):  # constant time
             raise WriteKeyRequired()
 
     @app.post("/search", response_model=SearchResponse, tags=["search"], response_class=JSONResponse,
@@ -637,7 +638,7 @@ def create_app(*, embedder: Embedder | None = None, database_url: str | None = N
                                   "local model)."),
         filter: str | None = Query(None, description='JSON object matched against metadata, e.g. {"topic":"ddl"}; at '
                                    f'most {FILTER_MAX_KEYS} keys, keys and strings at most {FILTER_MAX_CHARS} characters'),
-    ) -> SearchResponse:
+    ) -> Response:
         repeated = sorted({k for k in request.query_params if len(request.query_params.getlist(k)) > 1})
         if repeated:  # FastAPI would silently take the last value of a repeated parameter
             return error(422, "validation", f"{', '.join(repeated)} given more than once; give each parameter once.")
@@ -679,7 +680,7 @@ def create_app(*, embedder: Embedder | None = None, database_url: str | None = N
     @app.post("/documents", status_code=status.HTTP_201_CREATED, tags=["documents"], response_model=DocumentCreated,
               responses=_error_responses(400, *([401] if write_key else []), 413, 414, 422, 502, 503),
               dependencies=[Depends(require_write_key)] if write_key else [])
-    async def add_document(request: Request, doc: DocumentIn) -> DocumentCreated:
+    async def add_document(request: Request, doc: DocumentIn) -> DocumentCreated | JSONResponse:
         try:
             check_text(doc.content, "content")
             if not doc.content.strip():
@@ -768,7 +769,7 @@ def create_app(*, embedder: Embedder | None = None, database_url: str | None = N
             app.openapi_schema = document
         return app.openapi_schema
 
-    app.openapi = openapi
+    app.openapi = openapi  # type: ignore[method-assign]  # FastAPI's documented way to extend the schema
 
     # /docs without a CDN: Swagger UI's files come from the installed fastapi-offline package
     import fastapi_offline
@@ -777,7 +778,7 @@ def create_app(*, embedder: Embedder | None = None, database_url: str | None = N
 
     @app.get("/docs", include_in_schema=False)
     async def docs() -> HTMLResponse:
-        return get_swagger_ui_html(openapi_url=app.openapi_url, title=f"{app.title} — API",
+        return get_swagger_ui_html(openapi_url=app.openapi_url or "/openapi.json", title=f"{app.title} — API",
                                    swagger_js_url="/docs-assets/swagger-ui-bundle.js",
                                    swagger_css_url="/docs-assets/swagger-ui.css",
                                    swagger_favicon_url="/docs-assets/favicon.png")
