@@ -20,6 +20,7 @@ import time
 import numpy as np
 import pandas as pd
 
+from bench.common import size
 from course.quality import load_judgments
 from solutions import objective2 as obj
 
@@ -71,6 +72,7 @@ def recall(found, truth) -> float:
 # ---------------------------------------------------------------------------------------------------------------------
 async def query_sets(conn, titles: list[np.ndarray], embedder, n: int = 100) -> dict[str, list[np.ndarray]]:
     """Three query sets. Held-out chunks are deleted from the (scratch) table, so every set queries the same rows."""
+    n = size(n, 6)
     sets = {"section titles": titles[:n]}
     try:
         terms = [j["query"] for j in load_judgments()][:n]

@@ -16,12 +16,12 @@ from pgvector.sqlalchemy import Vector
 from sqlalchemy import Column, MetaData, Table, Text, Uuid, insert
 from sqlalchemy.dialects.postgresql import JSONB
 
-from bench.common import banner
+from bench.common import banner, size
 from course import database
 from course.corpus import EMBEDDINGS_TABLE_DDL
 from solutions import objective5 as obj
 
-ROWS = 10_000
+ROWS = size(10_000, 300)
 
 
 async def _fresh(conn) -> None:
@@ -67,7 +67,7 @@ async def run() -> dict[str, float]:
         table = Table("embeddings", MetaData(), Column("id", Uuid, primary_key=True), Column("content", Text),
                       Column("metadata", JSONB), Column("embedding", Vector(1536)))
         plain_engine = obj.create_async_engine(obj.database.sqlalchemy_url(obj.database.database_name(url)))
-        text_rows = 1_000
+        text_rows = size(1_000, 100)
         started = time.perf_counter()
         async with plain_engine.begin() as c:
             await c.execute(insert(table), [{"id": uuid.uuid4(), "content": "x", "metadata": {}, "embedding": vectors[i]}

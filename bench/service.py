@@ -17,11 +17,11 @@ import httpx
 import numpy as np
 import pandas as pd
 
-from bench.common import banner
+from bench.common import SMOKE, banner, size
 from solutions.objective6 import create_app
 from solutions.objective6.service import SEARCH_SQL
 
-REQUESTS = 192
+REQUESTS = size(192, 8)
 
 
 async def _drive(concurrency: int, calls) -> tuple[list[float], float]:
@@ -130,7 +130,10 @@ async def run() -> dict[str, float]:
               f"cache-hit p50 {part.loc['service, cache hit (ASGI, no client)', 'p50_ms']:.2f} ms in the app, "
               f"{part.loc['service, cache hit', 'p50_ms']:.2f} ms with the httpx client (goal <= 1 ms)")
     results["hit_p50_ms_c1"] = float(df[(df.kind == "service, cache hit (ASGI, no client)") & (df.concurrency == 1)].p50_ms.iloc[0])
-    results.update(await provider_down())
+    if SMOKE:  # its waits are the deadlines themselves (tens of seconds); tests/test_service_faults.py covers them
+        print("provider-down part skipped (BENCH_SMOKE)")
+    else:
+        results.update(await provider_down())
     return results
 
 

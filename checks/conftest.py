@@ -12,8 +12,7 @@ from __future__ import annotations
 import pytest
 
 from course import database
-from course.settings import get_settings
-from course.target import TARGETS
+from course.target import TARGETS, resolve_target
 
 
 def pytest_addoption(parser):
@@ -42,7 +41,7 @@ def pytest_runtest_makereport(item, call):
 
 @pytest.fixture(scope="session")
 def target(request) -> str:
-    return request.config.getoption("--target") or get_settings().course_target
+    return resolve_target(request.config.getoption("--target"))
 
 
 @pytest.fixture

@@ -166,8 +166,10 @@ def _grade(score: SubmissionScore, labs: Path, workdir: Path, hidden: Path | Non
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(workdir), str(ROOT)]), "COURSE_TARGET": "labs",
            "COURSE_RESULTS_FILE": str(results), "PYTHONDONTWRITEBYTECODE": "1",
            "COURSE_RUN_FIRST": ",".join(run_first), **extra_env}
+    # the submission's rootdir has no pyproject.toml, so its addopts do not apply: the same plugins are turned off
+    # here (schemathesis' and hypothesis' pytest plugins alone cost ~2 s per process, i.e. per graded submission)
     command = [sys.executable, "-m", "pytest", *map(str, files), "-p", "checks.reporting", "-p", "checks.ordering",
-               "-p", "no:cacheprovider",
+               "-p", "no:cacheprovider", "-p", "no:schemathesis", "-p", "no:hypothesispytest", "-p", "no:xdist",
                "-p", "no:nbval", "-q", "--tb=no", "--target", "labs", "-o", f"timeout={timeout}",
                "--rootdir", str(workdir)] + (["-x"] if stop_at_first_failure else [])
     process = subprocess.Popen(command, cwd=workdir, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,

@@ -101,6 +101,10 @@ class Settings(BaseSettings):
     course_strict_checks: bool = Field(
         False, description="check(N) in a notebook raises when a check fails (CI validates notebooks this way)."
     )
+    course_notebook_checks: bool = Field(
+        True, description="check(N) in a notebook grades. make test's second notebook run (the fallback corpus) turns "
+        "it off: the checks use databases of their own, not the corpus, so a second grading proves nothing new.",
+    )
     course_tmp_prefix: str = Field(
         "", pattern=r"^[a-z0-9_]*$", description="Prefix for throw-away database names (the grader sets one per "
         "submission, so it can drop whatever a killed run left behind).",

@@ -13,9 +13,15 @@ from course.settings import get_settings
 TARGETS = ("labs", "solutions")
 
 
-def load_objective(number: int, target: str | None = None) -> ModuleType:
-    """Import `<target>.objective<number>` (labs by default), e.g. `obj = load_objective(1)`."""
+def resolve_target(target: str | None = None) -> str:
+    """The one place the target is decided: the explicit choice (`--target`, an argument), else COURSE_TARGET, else
+    labs. Every caller (notebooks, the learner CLI, the checks' fixture) asks here."""
     target = target or get_settings().course_target
     if target not in TARGETS:
         raise ValueError(f"Unknown target {target!r}: use labs or solutions.")
-    return importlib.import_module(f"{target}.objective{number}")
+    return target
+
+
+def load_objective(number: int, target: str | None = None) -> ModuleType:
+    """Import `<target>.objective<number>` (labs by default), e.g. `obj = load_objective(1)`."""
+    return importlib.import_module(f"{resolve_target(target)}.objective{number}")
