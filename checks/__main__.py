@@ -16,6 +16,7 @@ import sys
 from checks.results import CheckResult, totals
 from checks.runner import CHECKS_DIR, run_checks
 
+
 def available() -> list[int]:
     """The objectives that have checks: every checks/test_objectiveN.py (a new objective needs no list edited)."""
     return sorted(int(p.stem.removeprefix("test_objective")) for p in CHECKS_DIR.glob("test_objective*.py"))

@@ -102,8 +102,8 @@ class Settings(BaseSettings):
         False, description="check(N) in a notebook raises when a check fails (CI validates notebooks this way)."
     )
     course_notebook_checks: bool = Field(
-        True, description="check(N) in a notebook grades. make test's second notebook run (the fallback corpus) turns "
-        "it off: the checks use databases of their own, not the corpus, so a second grading proves nothing new.",
+        True, description="check(N) in a notebook grades. make test's notebook runs turn it off: the checks use "
+        "databases of their own, not the corpus, and tests/test_grade.py grades the reference in full.",
     )
     course_tmp_prefix: str = Field(
         "", pattern=r"^[a-z0-9_]*$", description="Prefix for throw-away database names (the grader sets one per "

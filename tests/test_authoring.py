@@ -108,3 +108,45 @@ def test_an_objective_is_added_by_creating_files_only(tmp_path):
     added = {p.relative_to(repo) for p in repo.rglob("*") if p.is_file() and "__pycache__" not in p.parts} - set(before)
     assert changed == [], f"adding an objective edited existing files: {changed}"
     assert added - {Path(n) for n in NEW_FILES} - generated <= {p for p in added if p.parts[0] in {".pgdata", "data"}}
+
+
+def test_jupyterlab_opens_a_notebook_source_as_a_notebook_and_a_lab_as_a_file(tmp_path):
+    """AUTHORING.md's "Open With → Notebook": through JupyterLab's contents API (what its editors load), a source in
+    tools/notebooks/ is a notebook with the cells build.py writes, while labs/*.py stay Python files."""
+    import json
+    import time
+
+    import httpx
+    import nbformat
+
+    from tests.servers import free_port
+
+    port, token = free_port(), "authoring-test"
+    process = subprocess.Popen(
+        [sys.executable, "-m", "jupyter", "server", f"--ServerApp.root_dir={ROOT}", f"--port={port}", "--no-browser",
+         "--ServerApp.ip=127.0.0.1", f"--IdentityProvider.token={token}",
+         *(["--allow-root"] if hasattr(os, "geteuid") and os.geteuid() == 0 else [])],
+        env={**os.environ, "JUPYTER_RUNTIME_DIR": str(tmp_path)}, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+        text=True, start_new_session=True)
+    try:
+        with httpx.Client(base_url=f"http://127.0.0.1:{port}", params={"token": token}, timeout=30) as client:
+            deadline = time.monotonic() + 60
+            while True:
+                assert process.poll() is None, process.stdout.read()[-2000:]
+                try:
+                    if client.get("/api/status").status_code == 200:
+                        break
+                except httpx.HTTPError:
+                    pass
+                assert time.monotonic() < deadline, "the Jupyter server did not start in 60 s"
+                time.sleep(0.3)
+            source = client.get("/api/contents/tools/notebooks/01_setup.py").json()
+            assert source["type"] == "notebook", "jupytext serves the source as a notebook"
+            built = nbformat.reads((ROOT / "notebooks/01_setup.ipynb").read_text(encoding="utf-8"), as_version=4)
+            assert [c["source"].strip() for c in source["content"]["cells"]] == [c.source for c in built.cells]
+            lab = client.get("/api/contents/labs/objective1.py").json()
+            assert lab["type"] == "file" and "def enable_extension" in lab["content"], json.dumps(lab)[:300]
+    finally:
+        if process.poll() is None:
+            os.killpg(process.pid, 15)
+        process.wait(timeout=30)

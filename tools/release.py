@@ -64,6 +64,7 @@ jobs:
         with:
           python-version: "3.11"
           cache: pip
+          cache-dependency-path: requirements.lock
       - name: Install the course
         run: make install
       - name: Grade every objective
