@@ -22,6 +22,18 @@ def available() -> list[int]:
     return sorted(int(p.stem.removeprefix("test_objective")) for p in CHECKS_DIR.glob("test_objective*.py"))
 
 
+def assigned() -> list[int]:
+    """The objectives the overview covers: COURSE_OBJECTIVES (e.g. "1,2,3", an instructor's "assigned so far"), else
+    all of them."""
+    from course.settings import get_settings
+
+    chosen = get_settings().course_objectives
+    if not chosen:
+        return available()
+    wanted = {int(n) for n in chosen.split(",")}
+    return [n for n in available() if n in wanted]
+
+
 def titles() -> dict[int, str]:
     """Each objective's TITLE line, read from its checks module's source (importing it would import pytest)."""
     found = {}
@@ -108,7 +120,7 @@ def progress(target: str | None) -> bool:
     per_objective = {}
     print(f"Your progress (grading {shown}/)\n")
     print(f"  {'objective':<46} {'checks':>8} {'points':>9}")
-    for n, results in _run_all(available(), target):
+    for n, results in _run_all(assigned(), target):
         per_objective[n] = results
         part = totals(results)
         mark = "✅" if results and part.passed == part.checks else ("❌" if part.passed == 0 else "…")

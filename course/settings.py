@@ -101,6 +101,10 @@ class Settings(BaseSettings):
     course_strict_checks: bool = Field(
         False, description="check(N) in a notebook raises when a check fails (CI validates notebooks this way)."
     )
+    course_objectives: str | None = Field(
+        None, pattern=r"^\s*\d+(\s*,\s*\d+)*\s*$", description="The objectives `make check`'s overview covers, e.g. "
+        "1,2,3 (those assigned so far); default: every objective with checks.",
+    )
     course_notebook_checks: bool = Field(
         True, description="check(N) in a notebook grades. make test's notebook runs turn it off: the checks use "
         "databases of their own, not the corpus, and tests/test_grade.py grades the reference in full.",
