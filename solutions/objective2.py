@@ -228,6 +228,14 @@ async def benchmark(
 DIMENSIONS = 1536
 
 
+def _check_hnsw_build(m: int, ef_construction: int) -> None:
+    """HNSW's build parameters within pgvector's ranges, and ef_construction at least 2·m (as index_sql() checks)."""
+    _check_range("m", m)
+    _check_range("ef_construction", ef_construction)
+    if ef_construction < 2 * m:
+        raise ValueError(f"ef_construction must be at least 2·m = {2 * m}; got {ef_construction}.")
+
+
 async def _timed_build(conn: asyncpg.Connection, name: str, statement: str) -> IndexInfo:
     """Run one CREATE INDEX for an HNSW index called `name`; its build time and size, as create_index() reports."""
     began = time.perf_counter()
@@ -242,10 +250,7 @@ async def create_halfvec_index(conn: asyncpg.Connection, *, m: int = 16, ef_cons
     """An HNSW cosine index on `embedding::halfvec(1536)` (an expression index: the table keeps float32, the index
     stores 2 bytes per dimension — half the size; and halfvec can be indexed up to 4,000 dimensions where vector
     stops at 2,000). Returns its IndexInfo like create_index()."""
-    _check_range("m", m)
-    _check_range("ef_construction", ef_construction)
-    if ef_construction < 2 * m:
-        raise ValueError(f"ef_construction must be at least 2·m = {2 * m}; got {ef_construction}.")
+    _check_hnsw_build(m, ef_construction)
     # BEGIN SOLUTION hint: an HNSW expression index over the column cast to halfvec at the column's width (the expression in its own parentheses), with the halfvec cosine operator class and the WITH options (pgvector's README: "Half-Precision Indexing"); _timed_build() runs it and reports time and size
     sql = (f"CREATE INDEX {name} ON embeddings USING hnsw ((embedding::halfvec({DIMENSIONS})) halfvec_cosine_ops) "
            f"WITH (m = {m}, ef_construction = {ef_construction})")
@@ -268,10 +273,7 @@ async def create_binary_index(conn: asyncpg.Connection, *, m: int = 16, ef_const
                               name: str = "embeddings_bit_idx") -> IndexInfo:
     """An HNSW Hamming index on `binary_quantize(embedding)::bit(1536)`: one bit per dimension (its sign), 1/32 of
     float32. Returns its IndexInfo."""
-    _check_range("m", m)
-    _check_range("ef_construction", ef_construction)
-    if ef_construction < 2 * m:
-        raise ValueError(f"ef_construction must be at least 2·m = {2 * m}; got {ef_construction}.")
+    _check_hnsw_build(m, ef_construction)
     # BEGIN SOLUTION hint: an HNSW expression index over the sign bits — binary_quantize() of the column, cast to a bit string of the column's width — with the Hamming operator class (pgvector's README: "Binary Quantization"); _timed_build() runs it
     sql = (f"CREATE INDEX {name} ON embeddings USING hnsw ((binary_quantize(embedding)::bit({DIMENSIONS})) "
            f"bit_hamming_ops) WITH (m = {m}, ef_construction = {ef_construction})")
