@@ -13,7 +13,7 @@ RELEASE_TEST ?= $(or $(TMPDIR),/tmp)/pgvector-course-release
 NBVAL  = COURSE_TARGET=solutions COURSE_STRICT_CHECKS=1 $(PY) -m pytest --nbval-lax --nbval-cell-timeout=600 -n 2 --dist loadfile
 export PYTHONDONTWRITEBYTECODE := 1
 
-.PHONY: help install lock lab serve test lint check grade labs release bench browser db-start db-stop clean
+.PHONY: help install lock lab serve test lint format check grade labs release bench browser db-start db-stop clean
 help:
 	@echo "make lab [OBJ=N]  install, start the database, load the corpus, open JupyterLab on objective N (default 1)"
 	@echo "make serve        install, start the database, load the corpus, serve the search API on $(HOST):$(PORT)"
@@ -22,6 +22,7 @@ help:
 	@echo "make bench        benchmarks that print same-run ratios (indexes, ...)"
 	@echo "make grade        grade every folder in submissions/ (SUBMISSIONS=..., GRADE_ARGS=...) into scores.json/csv"
 	@echo "make labs         regenerate labs/ from solutions/ (keeps labs you edited)"
+	@echo "make format       ruff format the code, then regenerate labs/ and notebooks/ (make lint checks all of it)"
 	@echo "make release DEST=dir  the student repository: no solutions/, a GitHub Classroom workflow, its own make test"
 	@echo "make db-stop      stop the embedded PostgreSQL (data is kept in .pgdata/)"
 
@@ -78,8 +79,15 @@ test: install browser lint
 	  status=$$?; $(MAKE) --no-print-directory -C $(RELEASE_TEST) db-stop VENV=$(CURDIR)/$(VENV) >/dev/null; exit $$status
 	$(PY) -m tests.mutants -j 2
 
+# Format the code, then regenerate what is generated from it (labs/ and notebooks/ come out formatted).
+format: install
+	$(VENV)/bin/ruff format course solutions checks bench tools tests
+	$(PY) tools/make_labs.py
+	$(PY) tools/notebooks/build.py
+
 lint: install
 	$(VENV)/bin/ruff check course solutions checks bench tools tests labs
+	$(VENV)/bin/ruff format --check course solutions checks bench tools tests labs
 	$(VENV)/bin/mypy
 
 # The search page's test drives Debian's Chromium; install it when we can (root on Debian/Ubuntu).

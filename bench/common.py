@@ -35,8 +35,13 @@ async def scratch_copy(name: str, *, storage: str | None = None, limit: int | No
 
 async def title_queries(conn, n: int = 100) -> tuple[list[str], list[np.ndarray]]:
     """n section titles of the manual, embedded: realistic questions with answers in the corpus."""
-    titles = [r[0] for r in await conn.fetch(
-        "SELECT s FROM (SELECT DISTINCT metadata->>'section' AS s FROM embeddings) t ORDER BY md5(s) LIMIT $1", size(n, 6))]
+    titles = [
+        r[0]
+        for r in await conn.fetch(
+            "SELECT s FROM (SELECT DISTINCT metadata->>'section' AS s FROM embeddings) t ORDER BY md5(s) LIMIT $1",
+            size(n, 6),
+        )
+    ]
     vectors = await get_embedder().embed(titles, kind="query")
     return titles, [np.asarray(v, dtype=np.float32) for v in vectors]
 

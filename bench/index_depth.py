@@ -32,8 +32,9 @@ async def exact_answers(conn, queries, table: str = "embeddings") -> list[list]:
     async with conn.transaction():
         await conn.execute("SET LOCAL enable_indexscan = off")
         for q in queries:
-            answers.append([r["id"] for r in await conn.fetch(
-                f"SELECT id FROM {table} ORDER BY embedding <=> $1 LIMIT 10", q)])
+            answers.append(
+                [r["id"] for r in await conn.fetch(f"SELECT id FROM {table} ORDER BY embedding <=> $1 LIMIT 10", q)]
+            )
     return answers
 
 
@@ -79,11 +80,15 @@ async def query_sets(conn, titles: list[np.ndarray], embedder, n: int = 100) -> 
         sets["index terms"] = [np.asarray(v, dtype=np.float32) for v in await embedder.embed(terms, kind="query")]
     except LookupError:
         pass  # the fallback corpus has no back-of-book index
-    held = await conn.fetch("DELETE FROM embeddings WHERE id IN (SELECT id FROM embeddings ORDER BY md5(id::text) "
-                            "LIMIT $1) RETURNING embedding", n)
+    held = await conn.fetch(
+        "DELETE FROM embeddings WHERE id IN (SELECT id FROM embeddings ORDER BY md5(id::text) "
+        "LIMIT $1) RETURNING embedding",
+        n,
+    )
     await conn.execute("VACUUM ANALYZE embeddings")
-    sets["held-out chunks"] = [np.asarray(getattr(r["embedding"], "to_numpy", lambda v=r["embedding"]: v)(), dtype=np.float32)
-                               for r in held]
+    sets["held-out chunks"] = [
+        np.asarray(getattr(r["embedding"], "to_numpy", lambda v=r["embedding"]: v)(), dtype=np.float32) for r in held
+    ]
     return sets
 
 
@@ -102,13 +107,22 @@ async def build_quality(conn, sets: dict[str, list]) -> tuple[pd.DataFrame, dict
         for name, qs in sets.items():
             curve, p50 = {}, {}
             for ef in EF_SEARCH:
-                found, p50[ef] = await timed_ids(conn, obj.top_k_sql().replace("$2", "10"), qs,
-                                                 settings={"hnsw.ef_search": ef})
+                found, p50[ef] = await timed_ids(
+                    conn, obj.top_k_sql().replace("$2", "10"), qs, settings={"hnsw.ef_search": ef}
+                )
                 curve[ef] = recall(found, truths[name])
-            rows.append({"ef_construction": efc, "build s": info.build_seconds, "size MB": info.size_bytes / 1e6,
-                         "query set": name, "recall@10 at ef 40": curve[40],
-                         "ef for 0.95": ef_needed(curve, 0.95), "ef for 0.99": ef_needed(curve, 0.99),
-                         "p50 ms at ef 100": p50[100]})
+            rows.append(
+                {
+                    "ef_construction": efc,
+                    "build s": info.build_seconds,
+                    "size MB": info.size_bytes / 1e6,
+                    "query set": name,
+                    "recall@10 at ef 40": curve[40],
+                    "ef for 0.95": ef_needed(curve, 0.95),
+                    "ef for 0.99": ef_needed(curve, 0.99),
+                    "p50 ms at ef 100": p50[100],
+                }
+            )
     await obj.drop_vector_indexes(conn)
     df = pd.DataFrame(rows)
     ratios = {}
@@ -137,10 +151,19 @@ async def ivfflat_by_rule(conn, queries) -> tuple[pd.DataFrame, dict[str, float]
             for forced in (False, True):
                 settings = {"ivfflat.probes": probes, **({"enable_seqscan": "off"} if forced else {})}
                 found, p50 = await timed_ids(conn, sql, queries, settings=settings)
-                out.append({"lists": lists, "build s": info.build_seconds, "size MB": info.size_bytes / 1e6,
-                            "probes": probes, "index": "forced" if forced else "planner's choice",
-                            "served by": await plan_of(conn, sql, queries[0], settings),
-                            "p50 ms": p50, "recall@10": recall(found, truth), "speed-up vs seq": seq_ms / p50})
+                out.append(
+                    {
+                        "lists": lists,
+                        "build s": info.build_seconds,
+                        "size MB": info.size_bytes / 1e6,
+                        "probes": probes,
+                        "index": "forced" if forced else "planner's choice",
+                        "served by": await plan_of(conn, sql, queries[0], settings),
+                        "p50 ms": p50,
+                        "recall@10": recall(found, truth),
+                        "speed-up vs seq": seq_ms / p50,
+                    }
+                )
     await obj.drop_vector_indexes(conn)
     df = pd.DataFrame(out)
     ratios = {}
@@ -155,20 +178,25 @@ async def ivfflat_by_rule(conn, queries) -> tuple[pd.DataFrame, dict[str, float]
 async def native_width(conn, queries, width: int = 256) -> tuple[pd.DataFrame | None, dict[str, float]]:
     """The padded column against the model's own width, when every dimension beyond it is zero (the local model)."""
     padded = await conn.fetchval(
-        f"SELECT bool_and(vector_norm(subvector(embedding, {width + 1}, {1536 - width})) = 0) FROM embeddings")
+        f"SELECT bool_and(vector_norm(subvector(embedding, {width + 1}, {1536 - width})) = 0) FROM embeddings"
+    )
     if not padded:
         return None, {}
     await obj.drop_vector_indexes(conn)
     await conn.execute(f"""DROP TABLE IF EXISTS e{width}, h{width};
-        CREATE TABLE e{width} AS SELECT id, subvector(embedding, 1, {width})::vector({width}) AS embedding FROM embeddings;
-        CREATE TABLE h{width} AS SELECT id, subvector(embedding, 1, {width})::halfvec({width}) AS embedding FROM embeddings;
+        CREATE TABLE e{width} AS
+            SELECT id, subvector(embedding, 1, {width})::vector({width}) AS embedding FROM embeddings;
+        CREATE TABLE h{width} AS
+            SELECT id, subvector(embedding, 1, {width})::halfvec({width}) AS embedding FROM embeddings;
         ANALYZE e{width}; ANALYZE h{width}""")
     short = [q[:width] for q in queries]
     truth = await exact_answers(conn, queries)
     rows, same = [], {}
-    for table, column, qs, cast in (("embeddings", "vector(1536)", queries, "vector"),
-                                    (f"e{width}", f"vector({width})", short, "vector"),
-                                    (f"h{width}", f"halfvec({width})", short, f"halfvec({width})")):
+    for table, column, qs, cast in (
+        ("embeddings", "vector(1536)", queries, "vector"),
+        (f"e{width}", f"vector({width})", short, "vector"),
+        (f"h{width}", f"halfvec({width})", short, f"halfvec({width})"),
+    ):
         sql = f"SELECT id FROM {table} ORDER BY embedding <=> $1::{cast} LIMIT 10"
         exact, seq_ms = await timed_ids(conn, sql, qs, settings={"enable_indexscan": "off"})
         same[column] = sum(a == b for a, b in zip(exact, truth)) / len(truth)
@@ -177,15 +205,25 @@ async def native_width(conn, queries, width: int = 256) -> tuple[pd.DataFrame | 
         await conn.execute(f"CREATE INDEX {table}_hnsw ON {table} USING hnsw (embedding {opclass})")
         build = time.perf_counter() - started
         found, hnsw_ms = await timed_ids(conn, sql, qs, settings={"hnsw.ef_search": 100})
-        rows.append({"column": column, "table MB": await conn.fetchval(f"SELECT pg_table_size('{table}') / 1e6::float8"),
-                     "index MB": await conn.fetchval(f"SELECT pg_relation_size('{table}_hnsw') / 1e6::float8"),
-                     "build s": build, "exact p50 ms": seq_ms, "hnsw p50 ms (ef 100)": hnsw_ms,
-                     "hnsw served by": (await plan_of(conn, sql, qs[0], {"hnsw.ef_search": 100})).split(" on ")[0],
-                     "recall@10 (ef 100)": recall(found, truth), "exact top 10 = padded's": same[column]})
+        rows.append(
+            {
+                "column": column,
+                "table MB": await conn.fetchval(f"SELECT pg_table_size('{table}') / 1e6::float8"),
+                "index MB": await conn.fetchval(f"SELECT pg_relation_size('{table}_hnsw') / 1e6::float8"),
+                "build s": build,
+                "exact p50 ms": seq_ms,
+                "hnsw p50 ms (ef 100)": hnsw_ms,
+                "hnsw served by": (await plan_of(conn, sql, qs[0], {"hnsw.ef_search": 100})).split(" on ")[0],
+                "recall@10 (ef 100)": recall(found, truth),
+                "exact top 10 = padded's": same[column],
+            }
+        )
         await conn.execute(f"DROP INDEX {table}_hnsw")
     await conn.execute(f"DROP TABLE e{width}, h{width}")
     df = pd.DataFrame(rows).set_index("column")
     padded_row, native = df.loc["vector(1536)"], df.loc[f"vector({width})"]
-    return df, {"native_exact_speedup": padded_row["exact p50 ms"] / native["exact p50 ms"],
-                "native_hnsw_speedup": padded_row["hnsw p50 ms (ef 100)"] / native["hnsw p50 ms (ef 100)"],
-                "native_index_size_ratio": native["index MB"] / padded_row["index MB"]}
+    return df, {
+        "native_exact_speedup": padded_row["exact p50 ms"] / native["exact p50 ms"],
+        "native_hnsw_speedup": padded_row["hnsw p50 ms (ef 100)"] / native["hnsw p50 ms (ef 100)"],
+        "native_index_size_ratio": native["index MB"] / padded_row["index MB"],
+    }

@@ -48,7 +48,9 @@ async def access_paths(conn, df: pd.DataFrame, query) -> list[str]:
             await obj.drop_vector_indexes(conn)
             await obj.create_index(conn, method)
         for parameter in part.parameter:
-            settings = {"exact": True} if method == "seq scan" else {parameter.split("=")[0]: int(parameter.split("=")[1])}
+            settings = (
+                {"exact": True} if method == "seq scan" else {parameter.split("=")[0]: int(parameter.split("=")[1])}
+            )
             e = await obj.explain_top_k(conn, query, 10, **settings)
             paths.append(f"{e['access']} ({e['index']})" if e["index"] else e["access"])
     await obj.drop_vector_indexes(conn)
@@ -84,7 +86,11 @@ async def quantized(conn, queries) -> pd.DataFrame:
     specs = [
         ("float32 (vector)", "embeddings_q_f32", "USING hnsw (embedding vector_cosine_ops)"),
         ("halfvec", "embeddings_q_f16", "USING hnsw ((embedding::halfvec(1536)) halfvec_cosine_ops)"),
-        ("bit (binary_quantize)", "embeddings_q_bit", "USING hnsw ((binary_quantize(embedding)::bit(1536)) bit_hamming_ops)"),
+        (
+            "bit (binary_quantize)",
+            "embeddings_q_bit",
+            "USING hnsw ((binary_quantize(embedding)::bit(1536)) bit_hamming_ops)",
+        ),
     ]
     rows = []
     for label, name, using in specs:
@@ -95,16 +101,35 @@ async def quantized(conn, queries) -> pd.DataFrame:
         base = {"index": label, "size MB": size / 1e6, "build s": build}
         if label.startswith("float32"):
             for ef in (40, 100):
-                rows.append({**base, "query": f"ef_search {ef}", **await _timed(conn, obj.top_k_sql(), queries, exact, ef_search=ef)})
+                rows.append(
+                    {
+                        **base,
+                        "query": f"ef_search {ef}",
+                        **await _timed(conn, obj.top_k_sql(), queries, exact, ef_search=ef),
+                    }
+                )
         elif label == "halfvec":
             for ef in (40, 100):
-                rows.append({**base, "query": f"ef_search {ef}", **await _timed(conn, HALFVEC_SQL, queries, exact, ef_search=ef)})
+                rows.append(
+                    {
+                        **base,
+                        "query": f"ef_search {ef}",
+                        **await _timed(conn, HALFVEC_SQL, queries, exact, ef_search=ef),
+                    }
+                )
         else:
             for fetch in (20, 40, 100, 200):
-                rows.append({**base, "query": f"fetch {fetch}, re-rank", **await _timed(
-                    conn, BINARY_SQL, queries, exact, fetch, ef_search=max(40, fetch))})
+                rows.append(
+                    {
+                        **base,
+                        "query": f"fetch {fetch}, re-rank",
+                        **await _timed(conn, BINARY_SQL, queries, exact, fetch, ef_search=max(40, fetch)),
+                    }
+                )
         sql = HALFVEC_SQL if label == "halfvec" else BINARY_SQL if "bit" in label else obj.top_k_sql()
-        plan = "\n".join(r[0] for r in await conn.fetch("EXPLAIN " + sql, queries[0], 10, *([100] if "bit" in label else [])))
+        plan = "\n".join(
+            r[0] for r in await conn.fetch("EXPLAIN " + sql, queries[0], 10, *([100] if "bit" in label else []))
+        )
         for row in rows:
             if row["index"] == label:
                 row["served by"] = "Index Scan" if name in plan else "Seq Scan (not the index)"
@@ -118,9 +143,14 @@ async def wide_vectors(conn) -> list[str]:
     lines = []
     await conn.execute("DROP TABLE IF EXISTS wide; CREATE TABLE wide (id int PRIMARY KEY, e vector(3072))")
     rng = np.random.default_rng(3)
-    await conn.executemany("INSERT INTO wide VALUES ($1, $2)", [(i, rng.normal(size=3072).astype(np.float32)) for i in range(200)])
-    for using in ("hnsw (e vector_cosine_ops)", "ivfflat (e vector_cosine_ops) WITH (lists = 10)",
-                  "hnsw ((e::halfvec(3072)) halfvec_cosine_ops)"):
+    await conn.executemany(
+        "INSERT INTO wide VALUES ($1, $2)", [(i, rng.normal(size=3072).astype(np.float32)) for i in range(200)]
+    )
+    for using in (
+        "hnsw (e vector_cosine_ops)",
+        "ivfflat (e vector_cosine_ops) WITH (lists = 10)",
+        "hnsw ((e::halfvec(3072)) halfvec_cosine_ops)",
+    ):
         try:
             await conn.execute(f"CREATE INDEX wide_idx ON wide USING {using}")
             size = await conn.fetchval("SELECT pg_relation_size('wide_idx')")
@@ -144,15 +174,27 @@ async def depth(conn, titles) -> dict[str, float]:
     """bench/index_depth.py on the same scratch copy (it removes 100 held-out chunks from it first)."""
     results: dict[str, float] = {}
     sets = await index_depth.query_sets(conn, titles, get_embedder())
-    print(f"\nquery sets: {', '.join(f'{k} ({len(v)})' for k, v in sets.items())}; "
-          f"{await conn.fetchval('SELECT count(*) FROM embeddings')} rows after holding out the chunks")
+    print(
+        f"\nquery sets: {', '.join(f'{k} ({len(v)})' for k, v in sets.items())}; "
+        f"{await conn.fetchval('SELECT count(*) FROM embeddings')} rows after holding out the chunks"
+    )
     df, ratios = await index_depth.build_quality(conn, sets)
-    results.update(_show("HNSW m 16: ef_construction vs the ef_search each query set needs (recall@10 through the index)",
-                         df.set_index(["ef_construction", "query set"]), ratios))
+    results.update(
+        _show(
+            "HNSW m 16: ef_construction vs the ef_search each query set needs (recall@10 through the index)",
+            df.set_index(["ef_construction", "query set"]),
+            ratios,
+        )
+    )
     ivf_queries = sets.get("index terms", sets["section titles"])
     df, ratios = await index_depth.ivfflat_by_rule(conn, ivf_queries)
-    results.update(_show("IVFFlat: the brief's lists 100 vs pgvector's rule (rows / 1000), planner's choice vs index forced",
-                         df.set_index(["lists", "probes", "index"]), ratios))
+    results.update(
+        _show(
+            "IVFFlat: the brief's lists 100 vs pgvector's rule (rows / 1000), planner's choice vs index forced",
+            df.set_index(["lists", "probes", "index"]),
+            ratios,
+        )
+    )
     df, ratios = await index_depth.native_width(conn, sets["section titles"])
     if df is None:
         print("\nnative width: the embedding model fills all 1536 dimensions; nothing to compare")
@@ -169,8 +211,10 @@ async def run() -> dict[str, float]:
         _, queries = await title_queries(external)
         rows = await external.fetchval("SELECT count(*) FROM embeddings")
         df = await obj.benchmark(external, queries, k=10)
-        print(f"{rows} rows; index builds: " + ", ".join(
-            f"{i.kind} {i.build_seconds:.1f} s / {i.size_bytes / 1e6:.1f} MB" for i in df.attrs["indexes"]))
+        print(
+            f"{rows} rows; index builds: "
+            + ", ".join(f"{i.kind} {i.build_seconds:.1f} s / {i.size_bytes / 1e6:.1f} MB" for i in df.attrs["indexes"])
+        )
         df["access"] = await access_paths(external, df, queries[0])
         print(df.to_string(index=False, float_format=lambda x: f"{x:.3f}"))
         results: dict[str, float] = {}
@@ -178,8 +222,10 @@ async def run() -> dict[str, float]:
             for method in ("hnsw", "ivfflat"):
                 found = speedup_at_recall(df, method, recall)
                 if found:
-                    print(f"RATIO {method} vs seq scan at recall@10 >= {recall} through the index ({found[0]}): "
-                          f"{found[1]:.1f}x faster")
+                    print(
+                        f"RATIO {method} vs seq scan at recall@10 >= {recall} through the index ({found[0]}): "
+                        f"{found[1]:.1f}x faster"
+                    )
                     results[f"{method}_speedup_{recall}"] = found[1]
                 else:
                     print(f"RATIO {method}: no setting reached recall@10 >= {recall} through its index")
@@ -196,8 +242,10 @@ async def run() -> dict[str, float]:
         for line in await wide_vectors(external):
             print("  " + line)
         ext_ms, plain_ms = await _seq_p50(external, queries[:40]), await _seq_p50(plain, queries[:40])
-        print(f"RATIO exact seq scan, EXTERNAL (TOAST) {ext_ms:.1f} ms vs PLAIN {plain_ms:.1f} ms: "
-              f"PLAIN {ext_ms / plain_ms:.2f}x faster")
+        print(
+            f"RATIO exact seq scan, EXTERNAL (TOAST) {ext_ms:.1f} ms vs PLAIN {plain_ms:.1f} ms: "
+            f"PLAIN {ext_ms / plain_ms:.2f}x faster"
+        )
         results["plain_vs_external"] = ext_ms / plain_ms
         results.update(await depth(external, queries))
         return results

@@ -43,13 +43,18 @@ async def run() -> dict[str, float]:
         copy_conn = await database.connect(url)
         await register_vector(copy_conn)
         await copy_conn.set_type_codec(  # COPY needs jsonb in binary: a version byte, then the JSON text
-            "jsonb", schema="pg_catalog", format="binary",
-            encoder=lambda value: b"\x01" + json.dumps(value).encode(), decoder=lambda data: json.loads(data[1:]))
+            "jsonb",
+            schema="pg_catalog",
+            format="binary",
+            encoder=lambda value: b"\x01" + json.dumps(value).encode(),
+            decoder=lambda data: json.loads(data[1:]),
+        )
         records = [(uuid.uuid4(), f"row {i}", {"i": i}, vectors[i]) for i in range(ROWS)]
         started = time.perf_counter()
         async with copy_conn.transaction():
             await copy_conn.copy_records_to_table(
-                "embeddings", records=records, columns=["id", "content", "metadata", "embedding"])
+                "embeddings", records=records, columns=["id", "content", "metadata", "embedding"]
+            )
         copy_rate = ROWS / (time.perf_counter() - started)
         await copy_conn.close()
 
@@ -64,14 +69,25 @@ async def run() -> dict[str, float]:
 
         # pgvector's stock SQLAlchemy type: vectors as text literals
         await _fresh(conn)
-        table = Table("embeddings", MetaData(), Column("id", Uuid, primary_key=True), Column("content", Text),
-                      Column("metadata", JSONB), Column("embedding", Vector(1536)))
+        table = Table(
+            "embeddings",
+            MetaData(),
+            Column("id", Uuid, primary_key=True),
+            Column("content", Text),
+            Column("metadata", JSONB),
+            Column("embedding", Vector(1536)),
+        )
         plain_engine = obj.create_async_engine(obj.database.sqlalchemy_url(obj.database.database_name(url)))
         text_rows = size(1_000, 100)
         started = time.perf_counter()
         async with plain_engine.begin() as c:
-            await c.execute(insert(table), [{"id": uuid.uuid4(), "content": "x", "metadata": {}, "embedding": vectors[i]}
-                                            for i in range(text_rows)])
+            await c.execute(
+                insert(table),
+                [
+                    {"id": uuid.uuid4(), "content": "x", "metadata": {}, "embedding": vectors[i]}
+                    for i in range(text_rows)
+                ],
+            )
         text_rate = text_rows / (time.perf_counter() - started)
         await plain_engine.dispose()
 

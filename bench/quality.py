@@ -2,8 +2,8 @@
 
 On the judged queries of course/quality.py (from the manual's back-of-book index), with the local model: each query's
 candidates are generated as the course's hybrid search does (nearest by vector and best by `websearch_to_tsquery`
-text, with both scores), then ranked five ways. The hybrid weight is chosen on the `tune` half and every number is reported on
-the `holdout` half. Prints the table, the weight sweep, and `RATIO hybrid vs vector nDCG@10: X.XX` lines.
+text, with both scores), then ranked five ways. The hybrid weight is chosen on the `tune` half and every number is
+reported on the `holdout` half. Prints the table, the weight sweep, and `RATIO hybrid vs vector nDCG@10: X.XX` lines.
 """
 
 from __future__ import annotations
@@ -37,8 +37,10 @@ async def run() -> dict[str, float]:
     tune = [j for j in judged if j["split"] == "tune"]
     holdout = [j for j in judged if j["split"] == "holdout"]
     embedder = get_embedder()
-    banner(f"Search quality — {len(judged)} queries from the manual's index ({len(tune)} tune / {len(holdout)} holdout), "
-           f"{embedder.model_id}")
+    banner(
+        f"Search quality — {len(judged)} queries from the manual's index ({len(tune)} tune / {len(holdout)} holdout), "
+        f"{embedder.model_id}"
+    )
     # a copy of the corpus with the course's search indexes: the benchmark adds a column to it at the end
     conn = await scratch_copy("bench_quality")
     await create_hybrid_indexes(conn)
@@ -60,8 +62,10 @@ async def run() -> dict[str, float]:
     chosen = {m: float(sweep[m].idxmax()) for m in ("hybrid", "normalized")}
     print("weight sweep on the tune half (nDCG@10):")
     print(sweep.to_string(float_format=lambda x: f"{x:.3f}"))
-    print(f"best vector weight on tune: raw hybrid {chosen['hybrid']:.1f}, normalized {chosen['normalized']:.1f} "
-          "(the course default is 0.7)")
+    print(
+        f"best vector weight on tune: raw hybrid {chosen['hybrid']:.1f}, normalized {chosen['normalized']:.1f} "
+        "(the course default is 0.7)"
+    )
 
     default = table(pools, holdout, {"hybrid": 0.7, "normalized": 0.7})
     tuned = table(pools, holdout, chosen)
@@ -78,8 +82,12 @@ async def run() -> dict[str, float]:
     # the service's modes, as it runs them: rows below the model's calibrated min_score dropped before ranking
     floor = default_min_score(embedder.model_id)
     floored = {q: [c for c in p if c["vector"] >= floor] for q, p in pools.items()}
-    service = pd.DataFrame([{"mode": mode, **evaluate({j["query"]: rank(floored[j["query"]], FUSION[mode]) for j in holdout}, holdout)}
-                            for mode in FUSION]).set_index("mode")
+    service = pd.DataFrame(
+        [
+            {"mode": mode, **evaluate({j["query"]: rank(floored[j["query"]], FUSION[mode]) for j in holdout}, holdout)}
+            for mode in FUSION
+        ]
+    ).set_index("mode")
     best = service["nDCG@10"].idxmax()
     print(f"\nthe service's modes on holdout, min_score {floor} applied (POST /search?mode=…):")
     print(service.to_string(float_format=lambda x: f"{x:.3f}"))
@@ -97,6 +105,7 @@ async def text_ranking_cost(conn, embedder) -> dict[str, float]:
     course's expression index) vs a stored generated tsvector column, on run()'s copy of the corpus (`conn`)."""
     queries = [j["query"] for j in load_judgments(split="holdout")[: size(40, 4)]]
     vectors = [np.asarray(v, dtype=np.float32) for v in await embedder.embed(queries, kind="query")]
+
     async def timed(sql: str) -> float:
         for q, v in zip(queries[:3], vectors[:3]):  # warm
             await conn.fetch(sql, v, q, POOL_SIZE)
@@ -106,12 +115,15 @@ async def text_ranking_cost(conn, embedder) -> dict[str, float]:
         return (time.perf_counter() - started) / len(queries) * 1000
 
     expression = await timed(candidates_sql())
-    await conn.execute("ALTER TABLE embeddings ADD COLUMN bench_tsv tsvector "
-                       "GENERATED ALWAYS AS (to_tsvector('english', content)) STORED")
+    await conn.execute(
+        "ALTER TABLE embeddings ADD COLUMN bench_tsv tsvector "
+        "GENERATED ALWAYS AS (to_tsvector('english', content)) STORED"
+    )
     await conn.execute("CREATE INDEX ON embeddings USING gin (bench_tsv)")
     stored = await timed(candidates_sql().replace("to_tsvector('english', e.content)", "e.bench_tsv"))
-    print(f"\ncandidates per query ({len(queries)} holdout queries): tsvector computed per row {expression:.1f} ms, "
-          f"stored tsvector column {stored:.1f} ms")
+    print(
+        f"\ncandidates per query ({len(queries)} holdout queries): tsvector computed per row {expression:.1f} ms, "
+        f"stored tsvector column {stored:.1f} ms"
+    )
     print(f"RATIO stored tsvector column vs expression index, candidate query: {expression / stored:.2f}x faster")
     return {"stored_tsvector_speedup": expression / stored}
-

@@ -43,10 +43,21 @@ async def _drive(concurrency: int, calls) -> tuple[list[float], float]:
 
 async def _asgi_post(app, path: str, query_string: bytes, body: bytes) -> int:
     """Call the ASGI app directly (no HTTP client): the app's own in-process latency."""
-    scope = {"type": "http", "asgi": {"version": "3.0"}, "http_version": "1.1", "method": "POST", "scheme": "http",
-             "path": path, "raw_path": path.encode(), "query_string": query_string, "root_path": "",
-             "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())],
-             "client": ("127.0.0.1", 1), "server": ("bench", 80), "state": {}}
+    scope = {
+        "type": "http",
+        "asgi": {"version": "3.0"},
+        "http_version": "1.1",
+        "method": "POST",
+        "scheme": "http",
+        "path": path,
+        "raw_path": path.encode(),
+        "query_string": query_string,
+        "root_path": "",
+        "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())],
+        "client": ("127.0.0.1", 1),
+        "server": ("bench", 80),
+        "state": {},
+    }
     messages = [{"type": "http.request", "body": body, "more_body": False}]
     status = 0
 
@@ -63,8 +74,13 @@ async def _asgi_post(app, path: str, query_string: bytes, body: bytes) -> int:
 
 
 def _row(kind: str, concurrency: int, latencies: list[float], wall: float) -> dict:
-    return {"kind": kind, "concurrency": concurrency, "p50_ms": float(np.percentile(latencies, 50)),
-            "p95_ms": float(np.percentile(latencies, 95)), "req_per_s": len(latencies) / wall}
+    return {
+        "kind": kind,
+        "concurrency": concurrency,
+        "p50_ms": float(np.percentile(latencies, 50)),
+        "p95_ms": float(np.percentile(latencies, 95)),
+        "req_per_s": len(latencies) / wall,
+    }
 
 
 async def run() -> dict[str, float]:
@@ -73,8 +89,13 @@ async def run() -> dict[str, float]:
     async with app.router.lifespan_context(app):
         service = app.state.service
         pool = service.pool
-        titles = [r[0] for r in await pool.fetch(
-            "SELECT s FROM (SELECT DISTINCT metadata->>'section' AS s FROM embeddings) t ORDER BY md5(s) LIMIT $1", REQUESTS)]
+        titles = [
+            r[0]
+            for r in await pool.fetch(
+                "SELECT s FROM (SELECT DISTINCT metadata->>'section' AS s FROM embeddings) t ORDER BY md5(s) LIMIT $1",
+                REQUESTS,
+            )
+        ]
         started = time.perf_counter()
         vectors = {t: (await service.embed_query(t))[0] for t in titles}  # warms the embedding cache
         embed_ms = (time.perf_counter() - started) * 1000 / len(titles)
@@ -82,9 +103,11 @@ async def run() -> dict[str, float]:
         raw_sql = SEARCH_SQL.format(where="")
         rows = []
         async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://bench") as client:
+
             async def post(text):
-                response = await client.post("/search", params={"top_k": 10, "min_score": min_score, "mode": "vector"},
-                                             json={"query": text})
+                response = await client.post(
+                    "/search", params={"top_k": 10, "min_score": min_score, "mode": "vector"}, json={"query": text}
+                )
                 response.raise_for_status()
                 return response
 
@@ -99,21 +122,36 @@ async def run() -> dict[str, float]:
                 # Three alternating rounds; the median p50 of each kind damps the drift of a shared machine.
                 rounds: dict[str, list[dict]] = {}
                 for _ in range(3):
-                    lat, wall = await _drive(concurrency, [lambda t=t: pool.fetch(raw_sql, vectors[t], 10, min_score) for t in titles])
+                    lat, wall = await _drive(
+                        concurrency, [lambda t=t: pool.fetch(raw_sql, vectors[t], 10, min_score) for t in titles]
+                    )
                     rounds.setdefault("raw asyncpg query", []).append(_row("raw asyncpg query", concurrency, lat, wall))
                     service.result_cache.clear()
                     lat, wall = await _drive(concurrency, [lambda t=t: post(t) for t in titles])
-                    rounds.setdefault("service, cache miss", []).append(_row("service, cache miss", concurrency, lat, wall))
+                    rounds.setdefault("service, cache miss", []).append(
+                        _row("service, cache miss", concurrency, lat, wall)
+                    )
                     service.result_cache.clear()
-                    lat, wall = await _drive(concurrency, [
-                        lambda t=t: _asgi_post(app, "/search", hit_qs, _json.dumps({"query": t}).encode()) for t in titles])
+                    lat, wall = await _drive(
+                        concurrency,
+                        [
+                            lambda t=t: _asgi_post(app, "/search", hit_qs, _json.dumps({"query": t}).encode())
+                            for t in titles
+                        ],
+                    )
                     rounds.setdefault("service, cache miss (ASGI, no client)", []).append(
-                        _row("service, cache miss (ASGI, no client)", concurrency, lat, wall))
+                        _row("service, cache miss (ASGI, no client)", concurrency, lat, wall)
+                    )
                     lat, wall = await _drive(concurrency, [lambda: post(titles[0])] * REQUESTS)
-                    rounds.setdefault("service, cache hit", []).append(_row("service, cache hit", concurrency, lat, wall))
-                    lat, wall = await _drive(concurrency, [lambda: _asgi_post(app, "/search", hit_qs, hit_body)] * REQUESTS)
+                    rounds.setdefault("service, cache hit", []).append(
+                        _row("service, cache hit", concurrency, lat, wall)
+                    )
+                    lat, wall = await _drive(
+                        concurrency, [lambda: _asgi_post(app, "/search", hit_qs, hit_body)] * REQUESTS
+                    )
                     rounds.setdefault("service, cache hit (ASGI, no client)", []).append(
-                        _row("service, cache hit (ASGI, no client)", concurrency, lat, wall))
+                        _row("service, cache hit (ASGI, no client)", concurrency, lat, wall)
+                    )
                 for measured in rounds.values():
                     rows.append(sorted(measured, key=lambda r: r["p50_ms"])[1])
     df = pd.DataFrame(rows)
@@ -125,11 +163,15 @@ async def run() -> dict[str, float]:
         ratio = part.loc["service, cache miss (ASGI, no client)", "p50_ms"] / part.loc["raw asyncpg query", "p50_ms"]
         with_client = part.loc["service, cache miss", "p50_ms"] / part.loc["raw asyncpg query", "p50_ms"]
         results[f"miss_overhead_c{concurrency}"] = ratio
-        print(f"RATIO concurrency {concurrency:>2}: cache-miss p50 / raw query p50 = {ratio:.2f} in the app, "
-              f"{with_client:.2f} with the httpx client (goal <= 1.5); "
-              f"cache-hit p50 {part.loc['service, cache hit (ASGI, no client)', 'p50_ms']:.2f} ms in the app, "
-              f"{part.loc['service, cache hit', 'p50_ms']:.2f} ms with the httpx client (goal <= 1 ms)")
-    results["hit_p50_ms_c1"] = float(df[(df.kind == "service, cache hit (ASGI, no client)") & (df.concurrency == 1)].p50_ms.iloc[0])
+        print(
+            f"RATIO concurrency {concurrency:>2}: cache-miss p50 / raw query p50 = {ratio:.2f} in the app, "
+            f"{with_client:.2f} with the httpx client (goal <= 1.5); "
+            f"cache-hit p50 {part.loc['service, cache hit (ASGI, no client)', 'p50_ms']:.2f} ms in the app, "
+            f"{part.loc['service, cache hit', 'p50_ms']:.2f} ms with the httpx client (goal <= 1 ms)"
+        )
+    results["hit_p50_ms_c1"] = float(
+        df[(df.kind == "service, cache hit (ASGI, no client)") & (df.concurrency == 1)].p50_ms.iloc[0]
+    )
     if SMOKE:  # its waits are the deadlines themselves (tens of seconds); tests/test_service_faults.py covers them
         print("provider-down part skipped (BENCH_SMOKE)")
     else:
@@ -149,9 +191,11 @@ async def provider_down() -> dict[str, float]:
     from course.settings import Settings, get_settings
 
     defaults = get_settings()
-    banner(f"Objective 6 — provider down: defaults SEARCH_DEADLINE={defaults.search_deadline:g} s, "
-           f"EMBEDDING_MAX_RETRIES={defaults.embedding_max_retries}, EMBEDDING_TIMEOUT={defaults.embedding_timeout:g} s, "
-           f"breaker after {defaults.embedding_breaker_failures} failures")
+    banner(
+        f"Objective 6 — provider down: defaults SEARCH_DEADLINE={defaults.search_deadline:g} s, "
+        f"EMBEDDING_MAX_RETRIES={defaults.embedding_max_retries}, EMBEDDING_TIMEOUT={defaults.embedding_timeout:g} s, "
+        f"breaker after {defaults.embedding_breaker_failures} failures"
+    )
     import logging
 
     logging.disable(logging.WARNING)  # the service logs each of the failures provoked here
@@ -162,9 +206,15 @@ async def provider_down() -> dict[str, float]:
     await conn.close()
     rows, results = [], {}
     with FakeProviderServer() as provider:
+
         def client() -> OpenAIEmbedder:
-            return OpenAIEmbedder(base_url=provider.openai_base_url, model="text-embedding-ada-002", api_key="sk-bench",
-                                  timeout=defaults.embedding_timeout, max_retries=defaults.embedding_max_retries)
+            return OpenAIEmbedder(
+                base_url=provider.openai_base_url,
+                model="text-embedding-ada-002",
+                api_key="sk-bench",
+                timeout=defaults.embedding_timeout,
+                max_retries=defaults.embedding_max_retries,
+            )
 
         # before: the client alone, no deadline (its retries honour Retry-After: 2)
         provider.fail_always(503, retry_after="2")
@@ -175,11 +225,16 @@ async def provider_down() -> dict[str, float]:
             except EmbeddingUnavailable:
                 pass
             before = time.perf_counter() - started
-        rows.append({"case": "outage, client alone (before)", "seconds": before, "provider calls": len(provider.requests)})
+        rows.append(
+            {"case": "outage, client alone (before)", "seconds": before, "provider calls": len(provider.requests)}
+        )
 
         app = create_app(embedder=client(), database_url=url, settings=Settings())
         async with app.router.lifespan_context(app):
-            async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://bench", timeout=120) as c:
+            async with httpx.AsyncClient(
+                transport=httpx.ASGITransport(app=app), base_url="http://bench", timeout=120
+            ) as c:
+
                 async def timed(query: str) -> tuple[float, int]:
                     started = time.perf_counter()
                     response = await c.post("/search", json={"query": query})
@@ -188,19 +243,39 @@ async def provider_down() -> dict[str, float]:
                 provider.reset()
                 provider.fail_always(503, retry_after="2")
                 seconds, status = await timed("outage question")
-                rows.append({"case": "outage, service (after)", "seconds": seconds, "provider calls": len(provider.requests), "status": status})
+                rows.append(
+                    {
+                        "case": "outage, service (after)",
+                        "seconds": seconds,
+                        "provider calls": len(provider.requests),
+                        "status": status,
+                    }
+                )
                 results["outage_ratio"] = before / seconds
                 provider.reset()
                 provider.script(*[Step(delay=120)] * 3)
                 seconds, status = await timed("hung question")
-                rows.append({"case": "hung provider, service", "seconds": seconds, "provider calls": len(provider.requests), "status": status})
+                rows.append(
+                    {
+                        "case": "hung provider, service",
+                        "seconds": seconds,
+                        "provider calls": len(provider.requests),
+                        "status": status,
+                    }
+                )
                 provider.fail_always(503, retry_after="2")
                 while app.state.embedder.state != "open":
                     await timed(f"open the breaker {len(provider.requests)}")
                 calls = len(provider.requests)
                 fast = [(await timed(f"breaker open {i}"))[0] for i in range(50)]
-                rows.append({"case": "breaker open, service (p50 of 50)", "seconds": float(np.median(fast)),
-                             "provider calls": len(provider.requests) - calls, "status": 503})
+                rows.append(
+                    {
+                        "case": "breaker open, service (p50 of 50)",
+                        "seconds": float(np.median(fast)),
+                        "provider calls": len(provider.requests) - calls,
+                        "status": 503,
+                    }
+                )
                 results["breaker_open_p50_ms"] = float(np.median(fast)) * 1000
         await app.state.embedder.aclose()
 
@@ -209,7 +284,13 @@ async def provider_down() -> dict[str, float]:
         provider.script(*[Step(delay=0.3)] * 10)
         async with client() as bare:
             await asyncio.gather(*[bare.embed(["the same question"]) for _ in range(10)])
-        rows.append({"case": "10 identical concurrent misses, client alone (before)", "seconds": None, "provider calls": len(provider.requests)})
+        rows.append(
+            {
+                "case": "10 identical concurrent misses, client alone (before)",
+                "seconds": None,
+                "provider calls": len(provider.requests),
+            }
+        )
         provider.reset()
         provider.script(*[Step(delay=0.3)] * 10)
         app = create_app(embedder=client(), database_url=url, settings=Settings())
@@ -217,12 +298,20 @@ async def provider_down() -> dict[str, float]:
             async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://bench") as c:
                 await asyncio.gather(*[c.post("/search", json={"query": "the same question"}) for _ in range(10)])
         await app.state.embedder.aclose()
-        rows.append({"case": "10 identical concurrent misses, service (after)", "seconds": None, "provider calls": len(provider.requests)})
+        rows.append(
+            {
+                "case": "10 identical concurrent misses, service (after)",
+                "seconds": None,
+                "provider calls": len(provider.requests),
+            }
+        )
     logging.disable(logging.NOTSET)
     table = pd.DataFrame(rows)
     table["status"] = table["status"].map(lambda v: "" if pd.isna(v) else str(int(v)))
     table["seconds"] = table["seconds"].map(lambda v: "" if pd.isna(v) else f"{v:.3f}")
     print(table.to_string(index=False))
-    print(f"RATIO outage time-to-503: client alone / service = {results['outage_ratio']:.1f}; "
-          f"breaker open p50 {results['breaker_open_p50_ms']:.2f} ms")
+    print(
+        f"RATIO outage time-to-503: client alone / service = {results['outage_ratio']:.1f}; "
+        f"breaker open p50 {results['breaker_open_p50_ms']:.2f} ms"
+    )
     return results

@@ -24,7 +24,17 @@ def check(objective: int | None = None, target: str | None = None, *, more_hints
         return True
     env = {**os.environ, "COURSE_TARGET": resolve_target(target)}
     result = subprocess.run(
-        [sys.executable, "-m", "checks", *([] if objective is None else [str(objective)]), *(["--more-hints"] if more_hints else [])], cwd=ROOT, env=env, capture_output=True, text=True
+        [
+            sys.executable,
+            "-m",
+            "checks",
+            *([] if objective is None else [str(objective)]),
+            *(["--more-hints"] if more_hints else []),
+        ],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
     )
     print(result.stdout.strip())
     if result.returncode not in (0, 1):

@@ -1,10 +1,10 @@
 """Learner CLI: `python -m checks` (or `make check`) shows your progress; `python -m checks 1` grades one objective.
 
-    python -m checks                        # progress over every objective, then what to fix next
-    python -m checks 1                      # your labs/objective1.py, every check with hints
-    python -m checks 1 --more-hints         # with a second, more explicit hint where there is one
-    python -m checks 1 --target solutions   # the reference, to see what passing looks like
-    python -m checks all                    # every objective in full
+python -m checks                        # progress over every objective, then what to fix next
+python -m checks 1                      # your labs/objective1.py, every check with hints
+python -m checks 1 --more-hints         # with a second, more explicit hint where there is one
+python -m checks 1 --target solutions   # the reference, to see what passing looks like
+python -m checks all                    # every objective in full
 """
 
 from __future__ import annotations
@@ -50,8 +50,9 @@ def _target_name(target: str | None) -> str:
     return resolve_target(target)
 
 
-def print_objective(objective: int, results: list[CheckResult], target: str, only_failures: bool = False,
-                    more_hints: bool = False) -> None:
+def print_objective(
+    objective: int, results: list[CheckResult], target: str, only_failures: bool = False, more_hints: bool = False
+) -> None:
     """✅/❌ per check; the cases of one parametrised check share a line, and a failure that repeats the one
     above (one root cause, several checks) is not printed again."""
     print(f"\nObjective {objective} — {titles().get(objective, '')}  (grading {target}/)")
@@ -84,8 +85,10 @@ def print_objective(objective: int, results: list[CheckResult], target: str, onl
     score = totals(results)
     print(f"  Score: {score.points:g}/{score.max_points:g} points ({score.passed} of {score.checks} checks passed)")
     if not more_hints and any(r.more for r in results if not r.passed):
-        print(f"  Stuck? `make check OBJ={objective} MORE=1` (in the notebook: `check({objective}, more_hints=True)`) "
-              "gives a more explicit hint.")
+        print(
+            f"  Stuck? `make check OBJ={objective} MORE=1` (in the notebook: `check({objective}, more_hints=True)`) "
+            "gives a more explicit hint."
+        )
 
 
 def report(objective: int, target: str | None, more_hints: bool = False) -> bool:
@@ -124,8 +127,8 @@ def progress(target: str | None) -> bool:
         per_objective[n] = results
         part = totals(results)
         mark = "✅" if results and part.passed == part.checks else ("❌" if part.passed == 0 else "…")
-        print(f"  {mark} {n} {titles().get(n, ''):<42} {part.passed:>3}/{part.checks:<4} {part.points:>4g}/{part.max_points:<4g}",
-              flush=True)
+        counts = f"{part.passed:>3}/{part.checks:<4} {part.points:>4g}/{part.max_points:<4g}"
+        print(f"  {mark} {n} {titles().get(n, ''):<42} {counts}", flush=True)
     whole = totals(r for results in per_objective.values() for r in results)
     print(f"  {'total':<46} {'':>8} {whole.points:>4g}/{whole.max_points:<4g}")
     unfinished = [n for n, results in per_objective.items() if not results or not all(r.passed for r in results)]
@@ -140,10 +143,16 @@ def progress(target: str | None) -> bool:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m checks", description=__doc__.split("\n\n")[0])
-    parser.add_argument("objective", nargs="?", default=None,
-                        help="objective number, or 'all'; leave it out for your progress over every objective")
+    parser.add_argument(
+        "objective",
+        nargs="?",
+        default=None,
+        help="objective number, or 'all'; leave it out for your progress over every objective",
+    )
     parser.add_argument("--target", choices=["labs", "solutions"], default=None)
-    parser.add_argument("--more-hints", action="store_true", help="show the second, more explicit hint of a failing check")
+    parser.add_argument(
+        "--more-hints", action="store_true", help="show the second, more explicit hint of a failing check"
+    )
     args = parser.parse_args(argv)
     if args.objective is None:
         return 0 if progress(args.target) else 1

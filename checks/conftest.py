@@ -20,7 +20,9 @@ def pytest_addoption(parser):
 
 
 def pytest_configure(config):
-    config.addinivalue_line("markers", "hint(text, more=None): shown when the check fails; `more` only with --more-hints")
+    config.addinivalue_line(
+        "markers", "hint(text, more=None): shown when the check fails; `more` only with --more-hints"
+    )
     config.addinivalue_line("markers", "points(n): weight of the check in the score (default 1)")
 
 

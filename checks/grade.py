@@ -118,9 +118,17 @@ def own_server():
         shutil.rmtree(folder, ignore_errors=True)
 
 
-def grade_submission(path: Path, *, hidden: Path | None = None, objectives: list[int] | None = None,
-                     timeout: float = 60.0, total_timeout: float = 1200.0, isolated: bool = False,
-                     stop_at_first_failure: bool = False, run_first: tuple[str, ...] = ()) -> SubmissionScore:
+def grade_submission(
+    path: Path,
+    *,
+    hidden: Path | None = None,
+    objectives: list[int] | None = None,
+    timeout: float = 60.0,
+    total_timeout: float = 1200.0,
+    isolated: bool = False,
+    stop_at_first_failure: bool = False,
+    run_first: tuple[str, ...] = (),
+) -> SubmissionScore:
     """Grade one submission in its own process (and, if isolated, against its own PostgreSQL server).
     stop_at_first_failure (pytest -x) is for callers that only need to know whether everything passes, such as the
     mutation suite: the unrun checks score 0. run_first names checks (function names) to run before the others."""
@@ -136,16 +144,36 @@ def grade_submission(path: Path, *, hidden: Path | None = None, objectives: list
             server_started = time.perf_counter()
             with own_server() as (url, folder):
                 score.server_seconds, score.server_dir = time.perf_counter() - server_started, str(folder)
-                _grade(score, labs, Path(tmp) / "work", hidden, objectives, timeout, total_timeout,
-                       stop_at_first_failure, run_first, {"DATABASE_URL": url})
+                _grade(
+                    score,
+                    labs,
+                    Path(tmp) / "work",
+                    hidden,
+                    objectives,
+                    timeout,
+                    total_timeout,
+                    stop_at_first_failure,
+                    run_first,
+                    {"DATABASE_URL": url},
+                )
                 server_stopped = time.perf_counter()
             score.server_seconds = round(score.server_seconds + time.perf_counter() - server_stopped, 2)
         else:
             from course import database
 
             prefix = _db_prefix(path)
-            _grade(score, labs, Path(tmp) / "work", hidden, objectives, timeout, total_timeout,
-                   stop_at_first_failure, run_first, {"COURSE_TMP_PREFIX": prefix})
+            _grade(
+                score,
+                labs,
+                Path(tmp) / "work",
+                hidden,
+                objectives,
+                timeout,
+                total_timeout,
+                stop_at_first_failure,
+                run_first,
+                {"COURSE_TMP_PREFIX": prefix},
+            )
             try:
                 database.drop_databases_with_prefix(prefix)
             except Exception as exc:  # noqa: BLE001 — cleanup must not cost the learner points
@@ -155,25 +183,71 @@ def grade_submission(path: Path, *, hidden: Path | None = None, objectives: list
     return score
 
 
-def _grade(score: SubmissionScore, labs: Path, workdir: Path, hidden: Path | None, objectives: list[int] | None,
-           timeout: float, total_timeout: float, stop_at_first_failure: bool, run_first: tuple[str, ...],
-           extra_env: dict[str, str]) -> None:
+def _grade(
+    score: SubmissionScore,
+    labs: Path,
+    workdir: Path,
+    hidden: Path | None,
+    objectives: list[int] | None,
+    timeout: float,
+    total_timeout: float,
+    stop_at_first_failure: bool,
+    run_first: tuple[str, ...],
+    extra_env: dict[str, str],
+) -> None:
     """Run the checks on `labs` in a pytest process of their own; results into `score`."""
     workdir.mkdir()
     (workdir / "labs").symlink_to(labs, target_is_directory=True)
     files = _prepare_checks(workdir, hidden, objectives)
     results = workdir / "results.jsonl"
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(workdir), str(ROOT)]), "COURSE_TARGET": "labs",
-           "COURSE_RESULTS_FILE": str(results), "PYTHONDONTWRITEBYTECODE": "1",
-           "COURSE_RUN_FIRST": ",".join(run_first), **extra_env}
+    env = {
+        **os.environ,
+        "PYTHONPATH": os.pathsep.join([str(workdir), str(ROOT)]),
+        "COURSE_TARGET": "labs",
+        "COURSE_RESULTS_FILE": str(results),
+        "PYTHONDONTWRITEBYTECODE": "1",
+        "COURSE_RUN_FIRST": ",".join(run_first),
+        **extra_env,
+    }
     # the submission's rootdir has no pyproject.toml, so its addopts do not apply: the same plugins are turned off
     # here (schemathesis' and hypothesis' pytest plugins alone cost ~2 s per process, i.e. per graded submission)
-    command = [sys.executable, "-m", "pytest", *map(str, files), "-p", "checks.reporting", "-p", "checks.ordering",
-               "-p", "no:cacheprovider", "-p", "no:schemathesis", "-p", "no:hypothesispytest", "-p", "no:xdist",
-               "-p", "no:nbval", "-q", "--tb=no", "--target", "labs", "-o", f"timeout={timeout}",
-               "--rootdir", str(workdir)] + (["-x"] if stop_at_first_failure else [])
-    process = subprocess.Popen(command, cwd=workdir, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                               text=True, start_new_session=True)
+    command = [
+        sys.executable,
+        "-m",
+        "pytest",
+        *map(str, files),
+        "-p",
+        "checks.reporting",
+        "-p",
+        "checks.ordering",
+        "-p",
+        "no:cacheprovider",
+        "-p",
+        "no:schemathesis",
+        "-p",
+        "no:hypothesispytest",
+        "-p",
+        "no:xdist",
+        "-p",
+        "no:nbval",
+        "-q",
+        "--tb=no",
+        "--target",
+        "labs",
+        "-o",
+        f"timeout={timeout}",
+        "--rootdir",
+        str(workdir),
+    ] + (["-x"] if stop_at_first_failure else [])
+    process = subprocess.Popen(
+        command,
+        cwd=workdir,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        start_new_session=True,
+    )
     try:
         output, _ = process.communicate(timeout=total_timeout)
     except subprocess.TimeoutExpired:
@@ -199,10 +273,13 @@ def _read_results(score: SubmissionScore, results: Path) -> None:
         except ValueError:
             continue  # a line cut short by a crash
         if record["event"] == "collected":
-            checks[record["nodeid"]] = CheckResult(record["nodeid"], record["title"], record["points"], record["objective"])
+            checks[record["nodeid"]] = CheckResult(
+                record["nodeid"], record["title"], record["points"], record["objective"]
+            )
         elif record["nodeid"] in checks:
-            checks[record["nodeid"]].record(record["when"], record["outcome"], message=record.get("message", ""),
-                                            hint=record.get("hint", ""))
+            checks[record["nodeid"]].record(
+                record["when"], record["outcome"], message=record.get("message", ""), hint=record.get("hint", "")
+            )
     for check in checks.values():
         if check.outcome == "not run":
             check.message = "did not finish (the submission hung past the time limit or crashed)"
@@ -213,17 +290,25 @@ def _total(score: SubmissionScore) -> None:
     score.objectives = {}
     for number in sorted({c.objective for c in score.checks}):
         part = totals(c for c in score.checks if c.objective == number)
-        score.objectives[str(number)] = {"points": part.points, "max_points": part.max_points, "passed": part.passed,
-                                         "checks": part.checks}
+        score.objectives[str(number)] = {
+            "points": part.points,
+            "max_points": part.max_points,
+            "passed": part.passed,
+            "checks": part.checks,
+        }
     whole = totals(score.checks)
     score.total, score.max_points = whole.points, whole.max_points
 
 
 def write_junit(score: SubmissionScore, folder: Path) -> Path:
     folder.mkdir(parents=True, exist_ok=True)
-    suite = ET.Element("testsuite", name=score.name, tests=str(len(score.checks)),
-                       failures=str(sum(c.outcome == "failed" for c in score.checks)),
-                       errors=str(sum(c.outcome in ("error", "not run") for c in score.checks)))
+    suite = ET.Element(
+        "testsuite",
+        name=score.name,
+        tests=str(len(score.checks)),
+        failures=str(sum(c.outcome == "failed" for c in score.checks)),
+        errors=str(sum(c.outcome in ("error", "not run") for c in score.checks)),
+    )
     for check in score.checks:
         case = ET.SubElement(suite, "testcase", classname=f"objective{check.objective}", name=check.title)
         if check.outcome in ("failed", "error", "not run"):
@@ -238,12 +323,22 @@ def gradescope_results(score: SubmissionScore) -> dict:
     """Gradescope's results.json for one submission: a test per check (points, status, what failed and the hint)."""
     tests = []
     for i, check in enumerate(sorted(score.checks, key=lambda c: c.objective), start=1):
-        output = "" if check.outcome == "passed" else "\n".join(
-            part for part in (check.message, f"Hint: {check.hint}" if check.hint else "") if part)
-        tests.append({"name": f"Objective {check.objective}: {check.title}", "number": f"{check.objective}.{i}",
-                      "score": check.points, "max_score": check.max_points,
-                      "status": "passed" if check.outcome == "passed" else "failed", "output": output,
-                      "visibility": "visible"})
+        output = (
+            ""
+            if check.outcome == "passed"
+            else "\n".join(part for part in (check.message, f"Hint: {check.hint}" if check.hint else "") if part)
+        )
+        tests.append(
+            {
+                "name": f"Objective {check.objective}: {check.title}",
+                "number": f"{check.objective}.{i}",
+                "score": check.points,
+                "max_score": check.max_points,
+                "status": "passed" if check.outcome == "passed" else "failed",
+                "output": output,
+                "visibility": "visible",
+            }
+        )
     summary = f"{score.total:g}/{score.max_points:g} points."
     if score.error:
         summary += f" The grading stopped early: {score.error}"
@@ -257,12 +352,24 @@ def classroom_results(score: SubmissionScore) -> dict[str, dict]:
     runners = {}
     for number in sorted({c.objective for c in score.checks}):
         checks = [c for c in score.checks if c.objective == number]
-        tests = [{"name": c.title, "status": "pass" if c.outcome == "passed" else "fail", "score": c.points,
-                  "message": "" if c.outcome == "passed" else f"{c.message[:300]}\nHint: {c.hint}".strip(),
-                  "line_no": 0, "execution_time": "0ms", "test_code": ""} for c in checks]
-        runners[f"objective{number}"] = {"version": 1, "max_score": sum(c.max_points for c in checks),
-                                         "status": "pass" if all(c.outcome == "passed" for c in checks) else "fail",
-                                         "tests": tests}
+        tests = [
+            {
+                "name": c.title,
+                "status": "pass" if c.outcome == "passed" else "fail",
+                "score": c.points,
+                "message": "" if c.outcome == "passed" else f"{c.message[:300]}\nHint: {c.hint}".strip(),
+                "line_no": 0,
+                "execution_time": "0ms",
+                "test_code": "",
+            }
+            for c in checks
+        ]
+        runners[f"objective{number}"] = {
+            "version": 1,
+            "max_score": sum(c.max_points for c in checks),
+            "status": "pass" if all(c.outcome == "passed" for c in checks) else "fail",
+            "tests": tests,
+        }
     return runners
 
 
@@ -279,7 +386,9 @@ def write_classroom(score: SubmissionScore) -> None:
     for name, payload in runners.items():
         passed = sum(t["status"] == "pass" for t in payload["tests"])
         points = sum(t["score"] for t in payload["tests"])
-        table.append(f"| {name[len('objective'):]} | {passed}/{len(payload['tests'])} | {points:g}/{payload['max_score']:g} |")
+        table.append(
+            f"| {name[len('objective') :]} | {passed}/{len(payload['tests'])} | {points:g}/{payload['max_score']:g} |"
+        )
     table.append(f"| **total** | | **{score.total:g}/{score.max_points:g}** |")
     if path := os.environ.get("GITHUB_STEP_SUMMARY"):
         with open(path, "a", encoding="utf-8") as fh:
@@ -297,12 +406,20 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--objectives", help="comma-separated objectives to grade (default: all)")
     parser.add_argument("--timeout", type=float, default=60.0, help="seconds per check")
     parser.add_argument("--total-timeout", type=float, default=1200.0, help="seconds per submission")
-    parser.add_argument("--isolation", choices=["auto", "server", "shared"], default="auto",
-                        help="server: a fresh PostgreSQL per submission; shared: the configured one (auto: server "
-                             "unless DATABASE_URL is set)")
-    parser.add_argument("--format", choices=["json", "gradescope", "classroom"], default="json",
-                        help="json: scores.json for the class; gradescope: Gradescope's results.json (--out; a folder "
-                             "of them for several submissions); classroom: GitHub Classroom step outputs")
+    parser.add_argument(
+        "--isolation",
+        choices=["auto", "server", "shared"],
+        default="auto",
+        help="server: a fresh PostgreSQL per submission; shared: the configured one (auto: server "
+        "unless DATABASE_URL is set)",
+    )
+    parser.add_argument(
+        "--format",
+        choices=["json", "gradescope", "classroom"],
+        default="json",
+        help="json: scores.json for the class; gradescope: Gradescope's results.json (--out; a folder "
+        "of them for several submissions); classroom: GitHub Classroom step outputs",
+    )
     args = parser.parse_args(argv)
     objectives = [int(x) for x in args.objectives.split(",")] if args.objectives else None
     missing = [str(p) for p in args.submissions if not p.exists()]
@@ -319,10 +436,22 @@ def main(argv: list[str] | None = None) -> int:
     if not isolated:
         database.start()
     scores: list[SubmissionScore] = []
-    with ThreadPoolExecutor(max_workers=max(1, args.jobs)) as pool, \
-            tqdm(total=len(args.submissions), desc="Grading", unit="submission", disable=args.format != "json") as bar:
-        futures = {pool.submit(grade_submission, path, hidden=args.hidden, objectives=objectives, isolated=isolated,
-                               timeout=args.timeout, total_timeout=args.total_timeout): path for path in args.submissions}
+    with (
+        ThreadPoolExecutor(max_workers=max(1, args.jobs)) as pool,
+        tqdm(total=len(args.submissions), desc="Grading", unit="submission", disable=args.format != "json") as bar,
+    ):
+        futures = {
+            pool.submit(
+                grade_submission,
+                path,
+                hidden=args.hidden,
+                objectives=objectives,
+                isolated=isolated,
+                timeout=args.timeout,
+                total_timeout=args.total_timeout,
+            ): path
+            for path in args.submissions
+        }
         for future in as_completed(futures):
             scores.append(future.result())
             bar.update(1)
@@ -341,25 +470,47 @@ def main(argv: list[str] | None = None) -> int:
             args.out.mkdir(parents=True, exist_ok=True)
             for s in scores:
                 (args.out / f"{re.sub(r'[^A-Za-z0-9_.-]', '_', s.name)}.json").write_text(
-                    json.dumps(gradescope_results(s), indent=2), encoding="utf-8")
+                    json.dumps(gradescope_results(s), indent=2), encoding="utf-8"
+                )
         print(f"Gradescope results written to {args.out}")
         return 0
     if args.format == "classroom":
         for s in scores:
             write_classroom(s)
 
-    args.out.write_text(json.dumps({"generated": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-                                    "submissions": [asdict(s) for s in scores]}, indent=2), encoding="utf-8")
+    args.out.write_text(
+        json.dumps(
+            {"generated": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "submissions": [asdict(s) for s in scores]}, indent=2
+        ),
+        encoding="utf-8",
+    )
     numbers = sorted({o for s in scores for o in s.objectives}, key=int)
     if args.csv:
         with args.csv.open("w", newline="", encoding="utf-8") as fh:
             writer = csv.writer(fh)
-            writer.writerow(["submission", "total", "max_points", *[f"objective{n}" for n in numbers], "error",
-                             "same_code_as_reference", "same_code_as_others"])
+            writer.writerow(
+                [
+                    "submission",
+                    "total",
+                    "max_points",
+                    *[f"objective{n}" for n in numbers],
+                    "error",
+                    "same_code_as_reference",
+                    "same_code_as_others",
+                ]
+            )
             for s in scores:
-                writer.writerow([s.name, s.total, s.max_points, *[s.objectives.get(n, {}).get("points", 0) for n in numbers],
-                                 s.error or "", sum("reference" in f["same_as"] for f in s.similar),
-                                 sum(any(o != "reference" for o in f["same_as"]) for f in s.similar)])
+                writer.writerow(
+                    [
+                        s.name,
+                        s.total,
+                        s.max_points,
+                        *[s.objectives.get(n, {}).get("points", 0) for n in numbers],
+                        s.error or "",
+                        sum("reference" in f["same_as"] for f in s.similar),
+                        sum(any(o != "reference" for o in f["same_as"]) for f in s.similar),
+                    ]
+                )
     if args.junit:
         for s in scores:
             write_junit(s, args.junit)
@@ -371,13 +522,19 @@ def main(argv: list[str] | None = None) -> int:
         print(f"{s.name:<{width}}  {s.total:>5g}/{s.max_points:<5g}  {cells}" + (f"  ! {s.error}" if s.error else ""))
     flagged = [s for s in scores if s.similar]
     if flagged:
-        print("\nFor a person to look at (scores unchanged): graded functions that are the same code, names and "
-              "formatting aside, as the reference or another submission:")
+        print(
+            "\nFor a person to look at (scores unchanged): graded functions that are the same code, names and "
+            "formatting aside, as the reference or another submission:"
+        )
         for s in flagged:
             ref = sum("reference" in f["same_as"] for f in s.similar)
             others = sorted({o for f in s.similar for o in f["same_as"] if o != "reference"})
             print(f"  {s.name}: {ref} like the reference" + (f"; shared with {', '.join(others)}" if others else ""))
-    print(f"\nscores written to {args.out}" + (f", {args.csv}" if args.csv else "") + (f", {args.junit}/" if args.junit else ""))
+    print(
+        f"\nscores written to {args.out}"
+        + (f", {args.csv}" if args.csv else "")
+        + (f", {args.junit}/" if args.junit else "")
+    )
     return 0
 
 

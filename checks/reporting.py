@@ -31,8 +31,12 @@ def check_info(item) -> dict:
         title += " [" + item.name.split("[", 1)[1].lstrip("-")
     points = item.get_closest_marker("points")
     match = _OBJECTIVE.search(item.nodeid)
-    return {"nodeid": item.nodeid, "objective": int(match.group(1)) if match else 0, "title": title,
-            "points": float(points.args[0]) if points else 1.0}
+    return {
+        "nodeid": item.nodeid,
+        "objective": int(match.group(1)) if match else 0,
+        "title": title,
+        "points": float(points.args[0]) if points else 1.0,
+    }
 
 
 def failure_message(report) -> str:
@@ -50,6 +54,13 @@ def pytest_collection_modifyitems(items):
 def pytest_runtest_logreport(report):
     if report.when == "call" or report.failed or report.skipped:
         props = dict(report.user_properties)
-        _write({"event": "report", "nodeid": report.nodeid, "when": report.when, "outcome": report.outcome,
+        _write(
+            {
+                "event": "report",
+                "nodeid": report.nodeid,
+                "when": report.when,
+                "outcome": report.outcome,
                 "message": failure_message(report) if report.failed else "",
-                "hint": props.get("hint", "") if report.failed else ""})
+                "hint": props.get("hint", "") if report.failed else "",
+            }
+        )

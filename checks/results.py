@@ -51,5 +51,9 @@ class Totals:
 
 def totals(results: Iterable[CheckResult]) -> Totals:
     results = list(results)
-    return Totals(points=sum(r.points for r in results), max_points=sum(r.max_points for r in results),
-                  passed=sum(r.passed for r in results), checks=len(results))
+    return Totals(
+        points=sum(r.points for r in results),
+        max_points=sum(r.max_points for r in results),
+        passed=sum(r.passed for r in results),
+        checks=len(results),
+    )

@@ -32,13 +32,21 @@ class Collector:
         if result is None:
             info = self.info.get(report.nodeid, {"title": report.nodeid.split("::")[-1], "points": 1.0})
             result = self.results[report.nodeid] = CheckResult(
-                report.nodeid, info["title"], float(props.get("points", info["points"])))
+                report.nodeid, info["title"], float(props.get("points", info["points"]))
+            )
         outcome = "failed" if report.failed else "skipped" if report.skipped else "passed"
-        result.record(report.when, outcome, message=failure_message(report) if report.failed else "",
-                      hint=props.get("hint", ""), more=props.get("more", ""))
+        result.record(
+            report.when,
+            outcome,
+            message=failure_message(report) if report.failed else "",
+            hint=props.get("hint", ""),
+            more=props.get("more", ""),
+        )
 
 
-def run_checks(objective: int, target: str | None = None, extra_args: list[str] | None = None, quiet: bool = True) -> list[CheckResult]:
+def run_checks(
+    objective: int, target: str | None = None, extra_args: list[str] | None = None, quiet: bool = True
+) -> list[CheckResult]:
     path = CHECKS_DIR / f"test_objective{objective}.py"
     if not path.exists():
         raise SystemExit(f"There are no checks for objective {objective} ({path.name} not found).")

@@ -3,9 +3,10 @@ reference or as another submission once names, whitespace, comments and docstrin
 
 Each graded function (one that holds a `BEGIN SOLUTION` region in solutions/) is reduced to a fingerprint: its AST
 with docstrings and annotations dropped and every local name (arguments, variables, loop and comprehension targets)
-replaced by the same placeholder, so renaming variables, reusing a name or reformatting does not hide a copy. A function is compared only if the learner wrote at least
-MIN_NODES AST nodes of it (beyond the starter's version, whose given code everyone shares): short answers converge
-honestly (there are few ways to write `return table.get(key, default)`), and an untouched starter is not work.
+replaced by the same placeholder, so renaming variables, reusing a name or reformatting does not hide a copy. A
+function is compared only if the learner wrote at least MIN_NODES AST nodes of it (beyond the starter's version,
+whose given code everyone shares): short answers converge honestly (there are few ways to write
+`return table.get(key, default)`), and an untouched starter is not work.
 """
 
 from __future__ import annotations
@@ -40,8 +41,13 @@ class _Canonical(ast.NodeTransformer):
 
     def generic_visit(self, node):
         body = getattr(node, "body", None)
-        if isinstance(body, list) and body and isinstance(body[0], ast.Expr) and \
-                isinstance(body[0].value, ast.Constant) and isinstance(body[0].value.value, str):
+        if (
+            isinstance(body, list)
+            and body
+            and isinstance(body[0], ast.Expr)
+            and isinstance(body[0].value, ast.Constant)
+            and isinstance(body[0].value.value, str)
+        ):
             node.body = body[1:] or [ast.Pass()]
         return super().generic_visit(node)
 
@@ -90,8 +96,9 @@ def graded_functions(solutions: Path = ROOT / "solutions") -> dict[str, set[str]
     return graded
 
 
-def fingerprints(code_root: Path, graded: dict[str, set[str]],
-                 starter: dict[str, tuple[str, int]] | None = None) -> dict[str, tuple[str, int]]:
+def fingerprints(
+    code_root: Path, graded: dict[str, set[str]], starter: dict[str, tuple[str, int]] | None = None
+) -> dict[str, tuple[str, int]]:
     """{"objective1.py:validate_embedding": (fingerprint, size)} for the graded functions under code_root; with the
     starter's own, only functions that differ from it and add at least MIN_NODES nodes to it."""
     prints = {}
@@ -111,17 +118,23 @@ def fingerprints(code_root: Path, graded: dict[str, set[str]],
     return prints
 
 
-def flag_copies(submissions: dict[str, Path], solutions: Path | None = ROOT / "solutions",
-                starter: Path | None = ROOT / "labs") -> dict[str, list[dict]]:
+def flag_copies(
+    submissions: dict[str, Path], solutions: Path | None = ROOT / "solutions", starter: Path | None = ROOT / "labs"
+) -> dict[str, list[dict]]:
     """{submission: [{"function", "same_as"}]} — graded functions identical (as fingerprints) to the reference
     (`same_as` "reference") or to other submissions (their names). Submissions are labs/ folders; `starter` is
     the untouched labs/ (generated from solutions/ in the course repository)."""
     if solutions is None or not solutions.is_dir():
         return {name: [] for name in submissions}
     graded = graded_functions(solutions)
-    base = {key: fingerprint(fn) for relative, names in graded.items() if starter is not None
-            and (starter / relative).is_file() for name, fn in _functions(starter / relative).items()
-            if name in names for key in [f"{relative}:{name}"]}
+    base = {
+        key: fingerprint(fn)
+        for relative, names in graded.items()
+        if starter is not None and (starter / relative).is_file()
+        for name, fn in _functions(starter / relative).items()
+        if name in names
+        for key in [f"{relative}:{name}"]
+    }
     reference = fingerprints(solutions, graded, base)
     prints = {name: fingerprints(labs, graded, base) for name, labs in submissions.items()}
     holders: dict[tuple[str, str], list[str]] = defaultdict(list)

@@ -58,8 +58,9 @@ async def create_table(conn) -> None:
     await register_vector(conn)
 
 
-async def seed(conn, vectors, contents: Sequence[str] | None = None,
-               metadata: Sequence[dict[str, Any]] | None = None) -> list[uuid.UUID]:
+async def seed(
+    conn, vectors, contents: Sequence[str] | None = None, metadata: Sequence[dict[str, Any]] | None = None
+) -> list[uuid.UUID]:
     """Insert known rows (vectors as an array of shape (n, 1536)); returns their ids in order."""
     await create_table(conn)
     vectors = np.asarray(vectors, dtype=np.float32)

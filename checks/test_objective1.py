@@ -17,7 +17,10 @@ TITLE = "pgvector setup"
 lab = objective(1)
 
 DOCS = [
-    {"content": "HNSW builds a multi-layer graph for approximate nearest neighbour search.", "metadata": {"source": "docs", "lang": "en"}},
+    {
+        "content": "HNSW builds a multi-layer graph for approximate nearest neighbour search.",
+        "metadata": {"source": "docs", "lang": "en"},
+    },
     {"content": "IVFFlat divides vectors into lists and searches the closest ones.", "metadata": {"source": "docs"}},
     "A plain string is a document too.",
     {"content": "Cosine distance is one minus cosine similarity.", "metadata": {"source": "blog"}},
@@ -33,9 +36,11 @@ async def _count(conn) -> int:
     return await conn.fetchval("SELECT count(*) FROM embeddings")
 
 
-@pytest.mark.hint("An extension is enabled per database, safely twice with IF NOT EXISTS; its installed version is "
-                  "in the pg_extension catalog.",
-                  more="CREATE EXTENSION IF NOT EXISTS vector, then SELECT extversion FROM pg_extension WHERE extname = 'vector'.")
+@pytest.mark.hint(
+    "An extension is enabled per database, safely twice with IF NOT EXISTS; its installed version is "
+    "in the pg_extension catalog.",
+    more="CREATE EXTENSION IF NOT EXISTS vector, then SELECT extversion FROM pg_extension WHERE extname = 'vector'.",
+)
 async def test_enable_extension_installs_pgvector(lab, conn):
     """enable_extension() installs pgvector and returns its version"""
     assert await conn.fetchval("SELECT count(*) FROM pg_extension WHERE extname = 'vector'") == 0
@@ -46,10 +51,12 @@ async def test_enable_extension_installs_pgvector(lab, conn):
     assert await lab.enable_extension(conn) == installed, "a second call must succeed too (IF NOT EXISTS)"
 
 
-@pytest.mark.hint("Compare your CREATE TABLE with the docstring: every column's type (uuid, text, jsonb, vector with "
-                  "a width), NOT NULL, the id's and metadata's defaults, and the primary key.",
-                  more="id uuid PRIMARY KEY DEFAULT gen_random_uuid(); content text NOT NULL; metadata jsonb NOT NULL "
-                       "DEFAULT '{}'; embedding vector(1536) NOT NULL.")
+@pytest.mark.hint(
+    "Compare your CREATE TABLE with the docstring: every column's type (uuid, text, jsonb, vector with "
+    "a width), NOT NULL, the id's and metadata's defaults, and the primary key.",
+    more="id uuid PRIMARY KEY DEFAULT gen_random_uuid(); content text NOT NULL; metadata jsonb NOT NULL "
+    "DEFAULT '{}'; embedding vector(1536) NOT NULL.",
+)
 @pytest.mark.points(2)
 async def test_table_has_the_right_columns(lab, conn):
     """create_embeddings_table() creates the four columns with the right types, defaults and NOT NULL"""
@@ -145,8 +152,10 @@ async def test_insert_documents_embeds_in_batches(lab, conn):
     assert await _count(conn) == 5
 
 
-@pytest.mark.hint("All or nothing: one transaction around every batch, and every vector validated before it is sent.",
-                  more="async with conn.transaction(): around the loop over batches; validate_embedding(v) for each vector.")
+@pytest.mark.hint(
+    "All or nothing: one transaction around every batch, and every vector validated before it is sent.",
+    more="async with conn.transaction(): around the loop over batches; validate_embedding(v) for each vector.",
+)
 @pytest.mark.points(2)
 async def test_failed_batch_writes_nothing(lab, conn):
     """a provider outage or a NaN vector in a later batch leaves the table unchanged"""
@@ -161,8 +170,10 @@ async def test_failed_batch_writes_nothing(lab, conn):
     except ValueError:
         pass
     except Exception as exc:  # noqa: BLE001 — name the real cause: the vector was never validated
-        pytest.fail(f"the NaN vector reached the database ({type(exc).__name__}: {exc}): validate every vector "
-                    "with validate_embedding() before inserting it, so the caller gets a ValueError")
+        pytest.fail(
+            f"the NaN vector reached the database ({type(exc).__name__}: {exc}): validate every vector "
+            "with validate_embedding() before inserting it, so the caller gets a ValueError"
+        )
     else:
         pytest.fail("a NaN vector from the embedder was accepted: validate every vector before inserting it")
     assert await _count(conn) == 1, "a NaN vector must be refused and nothing of that call written"
@@ -173,8 +184,12 @@ async def test_bad_documents_are_refused_before_any_write(lab, conn):
     """empty text or non-object metadata raise ValueError and write nothing"""
     await _setup(lab, conn)
     await lab.insert_documents(conn, RecordingEmbedder(), DOCS[:2])
-    for bad in (["ok", "   "], [{"content": "ok", "metadata": ["not", "an", "object"]}], ["ok", "NUL \x00 inside"],
-                [{"content": "ok", "metadata": {"a": float("nan")}}]):
+    for bad in (
+        ["ok", "   "],
+        [{"content": "ok", "metadata": ["not", "an", "object"]}],
+        ["ok", "NUL \x00 inside"],
+        [{"content": "ok", "metadata": {"a": float("nan")}}],
+    ):
         embedder = RecordingEmbedder()
         with pytest.raises(ValueError):
             await lab.insert_documents(conn, embedder, bad)
@@ -182,8 +197,10 @@ async def test_bad_documents_are_refused_before_any_write(lab, conn):
     assert await _count(conn) == 2
 
 
-@pytest.mark.hint("pgvector's vector_dims() measures a stored vector; group the rows by it and return {dims: count} with ints.",
-                  more="SELECT vector_dims(embedding), count(*) FROM embeddings GROUP BY 1")
+@pytest.mark.hint(
+    "pgvector's vector_dims() measures a stored vector; group the rows by it and return {dims: count} with ints.",
+    more="SELECT vector_dims(embedding), count(*) FROM embeddings GROUP BY 1",
+)
 async def test_count_by_dimension(lab, conn):
     """count_by_dimension() reports vector_dims() per row count"""
     await _setup(lab, conn)
@@ -199,12 +216,15 @@ async def test_enable_extension_reports_what_the_database_says(lab, conn):
     """enable_extension() returns the version recorded in the database, whatever it is"""
     await conn.execute("CREATE EXTENSION vector")
     await conn.execute("UPDATE pg_extension SET extversion = '0.0.0-check' WHERE extname = 'vector'")
-    assert await lab.enable_extension(conn) == "0.0.0-check", \
+    assert await lab.enable_extension(conn) == "0.0.0-check", (
         "enable_extension() must return the installed version as the database reports it"
+    )
 
 
-@pytest.mark.hint("A valid vector may contain negative values, integers, and values that sum to zero; only "
-                  "the all-zero vector has no direction.")
+@pytest.mark.hint(
+    "A valid vector may contain negative values, integers, and values that sum to zero; only "
+    "the all-zero vector has no direction."
+)
 def test_validate_embedding_accepts_every_valid_vector(lab):
     """validate_embedding() accepts negative values, integers and values summing to 0"""
     balanced = [1.0, -1.0] * 768
@@ -218,15 +238,20 @@ def test_validate_embedding_accepts_every_valid_vector(lab):
 async def test_count_by_dimension_reads_the_stored_vectors(lab, conn):
     """count_by_dimension() counts what is stored, also vectors of other sizes"""
     await conn.execute("CREATE EXTENSION vector")
-    await conn.execute("CREATE TABLE embeddings (id uuid PRIMARY KEY DEFAULT gen_random_uuid(), content text NOT NULL, "
-                       "metadata jsonb NOT NULL DEFAULT '{}', embedding vector NOT NULL)")  # no fixed width
-    await conn.execute("INSERT INTO embeddings (content, embedding) VALUES "
-                       "('a', '[1,2,3]'), ('b', '[4,5,6]'), ('c', '[1,2,3,4,5]')")
+    await conn.execute(
+        "CREATE TABLE embeddings (id uuid PRIMARY KEY DEFAULT gen_random_uuid(), content text NOT NULL, "
+        "metadata jsonb NOT NULL DEFAULT '{}', embedding vector NOT NULL)"
+    )  # no fixed width
+    await conn.execute(
+        "INSERT INTO embeddings (content, embedding) VALUES ('a', '[1,2,3]'), ('b', '[4,5,6]'), ('c', '[1,2,3,4,5]')"
+    )
     assert await lab.count_by_dimension(conn) == {3: 2, 5: 1}
 
 
-@pytest.mark.hint("One transaction around every batch: an insert the database refuses in a later batch "
-                  "must take the earlier batches with it.")
+@pytest.mark.hint(
+    "One transaction around every batch: an insert the database refuses in a later batch "
+    "must take the earlier batches with it."
+)
 async def test_database_refusal_in_a_later_batch_writes_nothing(lab, conn):
     """an id the table already has, in batch 2, leaves the table as it was"""
     await _setup(lab, conn)

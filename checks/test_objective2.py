@@ -19,16 +19,26 @@ async def catalog(conn, name: str) -> dict:
     row = await conn.fetchrow(
         """SELECT a.amname AS method, o.opcname AS opclass, c.reloptions AS options, i.indrelid::regclass::text AS tbl
            FROM pg_class c JOIN pg_index i ON i.indexrelid = c.oid JOIN pg_am a ON a.oid = c.relam
-           JOIN pg_opclass o ON o.oid = i.indclass[0] WHERE c.relname = $1""", name)
+           JOIN pg_opclass o ON o.oid = i.indclass[0] WHERE c.relname = $1""",
+        name,
+    )
     assert row is not None, f"there is no index named {name!r}"
-    return {"method": row["method"], "opclass": row["opclass"], "table": row["tbl"],
-            "options": dict(opt.split("=") for opt in row["options"] or [])}
+    return {
+        "method": row["method"],
+        "opclass": row["opclass"],
+        "table": row["tbl"],
+        "options": dict(opt.split("=") for opt in row["options"] or []),
+    }
 
 
 async def vector_indexes(conn) -> list[str]:
-    return [r[0] for r in await conn.fetch(
-        """SELECT c.relname FROM pg_index i JOIN pg_class c ON c.oid = i.indexrelid JOIN pg_am a ON a.oid = c.relam
-           WHERE i.indrelid = 'embeddings'::regclass AND a.amname IN ('hnsw', 'ivfflat') ORDER BY 1""")]
+    return [
+        r[0]
+        for r in await conn.fetch(
+            """SELECT c.relname FROM pg_index i JOIN pg_class c ON c.oid = i.indexrelid JOIN pg_am a ON a.oid = c.relam
+           WHERE i.indrelid = 'embeddings'::regclass AND a.amname IN ('hnsw', 'ivfflat') ORDER BY 1"""
+        )
+    ]
 
 
 @pytest.fixture
@@ -52,8 +62,9 @@ async def test_hnsw_index_has_the_right_method_opclass_and_options(lab, conn, da
     assert found["options"] == {"m": "8", "ef_construction": "32"}, f"options are {found['options']}"
     assert info.size_bytes == await conn.fetchval("SELECT pg_relation_size($1::regclass)", info.name)
     assert info.kind == "hnsw"
-    assert 0.5 * wall <= info.build_seconds <= wall, \
+    assert 0.5 * wall <= info.build_seconds <= wall, (
         f"build_seconds={info.build_seconds!r} but the call took {wall:.3f} s: time the build itself, in seconds"
+    )
     ip = await lab.create_index(conn, "hnsw", metric="inner_product", name="ip_idx")
     assert (await catalog(conn, "ip_idx"))["opclass"] == "vector_ip_ops" and ip.name == "ip_idx"
 
@@ -80,10 +91,12 @@ async def test_drop_vector_indexes_drops_only_vector_indexes(lab, conn, data):
     assert await lab.drop_vector_indexes(conn) == [], "nothing left to drop"
 
 
-@pytest.mark.hint("EXPLAIN with ANALYZE and FORMAT JSON returns a plan tree; the access method is the scan node below "
-                  "Limit, and the server reports the execution time.",
-                  more="Walk plan['Plan']['Plans'][0] down while the node type has no 'Scan'; execution_ms is "
-                       "plan['Execution Time'].")
+@pytest.mark.hint(
+    "EXPLAIN with ANALYZE and FORMAT JSON returns a plan tree; the access method is the scan node below "
+    "Limit, and the server reports the execution time.",
+    more="Walk plan['Plan']['Plans'][0] down while the node type has no 'Scan'; execution_ms is "
+    "plan['Execution Time'].",
+)
 @pytest.mark.points(2)
 async def test_explain_shows_the_index_or_the_seq_scan(lab, conn, data):
     """explain_top_k() reports an index scan when an index exists and a seq scan when indexes are disabled"""
@@ -92,10 +105,13 @@ async def test_explain_shows_the_index_or_the_seq_scan(lab, conn, data):
     query = data[0]
     with_index = await lab.explain_top_k(conn, query, 10)
     assert with_index["access"] == "Index Scan" and with_index["index"] == "my_hnsw", with_index["access"]
-    assert with_index["execution_ms"] == with_index["plan"]["Execution Time"], \
-        "execution_ms is the plan's own \"Execution Time\" (milliseconds, measured by the server)"
+    assert with_index["execution_ms"] == with_index["plan"]["Execution Time"], (
+        'execution_ms is the plan\'s own "Execution Time" (milliseconds, measured by the server)'
+    )
     exact = await lab.explain_top_k(conn, query, 10, exact=True)
-    assert "Seq Scan" in exact["access"] and exact["index"] is None, f"exact=True must use a seq scan, got {exact['access']}"
+    assert "Seq Scan" in exact["access"] and exact["index"] is None, (
+        f"exact=True must use a seq scan, got {exact['access']}"
+    )
 
 
 @pytest.mark.hint("Use SET LOCAL inside `async with conn.transaction()`: the setting ends with the transaction.")
@@ -117,38 +133,56 @@ async def test_query_settings_apply_to_one_query_only(lab, conn, data):
 
 
 @pytest.mark.hint("recall = |first k of approximate ∩ first k of exact| / |first k of exact|; empty exact → 1.0")
-@pytest.mark.parametrize("approx, exact, k, expected", [
-    ([1, 2, 3], [1, 2, 3], None, 1.0),
-    ([3, 2, 1], [1, 2, 3], None, 1.0),
-    ([1, 2, 4], [1, 2, 3], None, 2 / 3),
-    ([1, 1, 1], [1, 2, 3], None, 1 / 3),
-    ([1], [1, 2, 3], None, 1 / 3),
-    ([], [1, 2, 3], None, 0.0),
-    ([], [], None, 1.0),
-    ([9, 8, 1, 2, 3], [1, 2, 3, 4, 5], 3, 1 / 3),
-    ([1, 2, 3], [1, 2, 3], 10, 1.0),
-    ([1, 2, 9, 8, 7], [1, 2, 3], 5, 2 / 3),
-    (["a", "b"], ["b", "c", "d", "e"], 2, 0.5),
-])
+@pytest.mark.parametrize(
+    "approx, exact, k, expected",
+    [
+        ([1, 2, 3], [1, 2, 3], None, 1.0),
+        ([3, 2, 1], [1, 2, 3], None, 1.0),
+        ([1, 2, 4], [1, 2, 3], None, 2 / 3),
+        ([1, 1, 1], [1, 2, 3], None, 1 / 3),
+        ([1], [1, 2, 3], None, 1 / 3),
+        ([], [1, 2, 3], None, 0.0),
+        ([], [], None, 1.0),
+        ([9, 8, 1, 2, 3], [1, 2, 3, 4, 5], 3, 1 / 3),
+        ([1, 2, 3], [1, 2, 3], 10, 1.0),
+        ([1, 2, 9, 8, 7], [1, 2, 3], 5, 2 / 3),
+        (["a", "b"], ["b", "c", "d", "e"], 2, 0.5),
+    ],
+)
 def test_recall_at_k_on_hand_made_cases(lab, approx, exact, k, expected):
     """recall_at_k() is exact on hand-made cases (order, duplicates, fewer than k, empty)"""
     assert lab.recall_at_k(approx, exact, k) == pytest.approx(expected)
 
 
-@pytest.mark.hint("Validate against pgvector's ranges and name them: m 2..100, ef_construction 4..1000 (>= 2·m), "
-                  "lists 1..32768, ef_search 1..1000, k >= 1; unknown kinds are an error too.")
-@pytest.mark.parametrize("call, bounds", [
-    (lambda lab: lab.index_sql("btree"), ["hnsw", "ivfflat"]),
-    (lambda lab: lab.index_sql("hnsw", m=1), ["2", "100"]),
-    (lambda lab: lab.index_sql("hnsw", m=101), ["2", "100"]),
-    (lambda lab: lab.index_sql("hnsw", ef_construction=3), ["4", "1000"]),
-    (lambda lab: lab.index_sql("hnsw", m=32, ef_construction=40), ["64"]),
-    (lambda lab: lab.index_sql("ivfflat", lists=0), ["1", "32768"]),
-    (lambda lab: lab.index_sql("ivfflat", lists=40000), ["1", "32768"]),
-    (lambda lab: lab.index_sql("hnsw", metric="hamming"), ["cosine"]),
-    (lambda lab: lab.recall_at_k([1], [1], 0), ["k"]),
-], ids=["kind btree", "m 1", "m 101", "ef_construction 3", "ef_construction below 2m", "lists 0", "lists 40000",
-        "metric hamming", "k 0"])
+@pytest.mark.hint(
+    "Validate against pgvector's ranges and name them: m 2..100, ef_construction 4..1000 (>= 2·m), "
+    "lists 1..32768, ef_search 1..1000, k >= 1; unknown kinds are an error too."
+)
+@pytest.mark.parametrize(
+    "call, bounds",
+    [
+        (lambda lab: lab.index_sql("btree"), ["hnsw", "ivfflat"]),
+        (lambda lab: lab.index_sql("hnsw", m=1), ["2", "100"]),
+        (lambda lab: lab.index_sql("hnsw", m=101), ["2", "100"]),
+        (lambda lab: lab.index_sql("hnsw", ef_construction=3), ["4", "1000"]),
+        (lambda lab: lab.index_sql("hnsw", m=32, ef_construction=40), ["64"]),
+        (lambda lab: lab.index_sql("ivfflat", lists=0), ["1", "32768"]),
+        (lambda lab: lab.index_sql("ivfflat", lists=40000), ["1", "32768"]),
+        (lambda lab: lab.index_sql("hnsw", metric="hamming"), ["cosine"]),
+        (lambda lab: lab.recall_at_k([1], [1], 0), ["k"]),
+    ],
+    ids=[
+        "kind btree",
+        "m 1",
+        "m 101",
+        "ef_construction 3",
+        "ef_construction below 2m",
+        "lists 0",
+        "lists 40000",
+        "metric hamming",
+        "k 0",
+    ],
+)
 def test_bad_parameters_name_the_valid_range(lab, call, bounds):
     """bad index kinds, parameters and k raise ValueError naming what is valid"""
     with pytest.raises(ValueError) as info:
@@ -162,8 +196,15 @@ def test_bad_parameters_name_the_valid_range(lab, call, bounds):
 async def test_benchmark_table_and_recall_that_rises(lab, conn, data):
     """benchmark() returns the table, recall 1.0 for the seq scan, and recall rising with ef_search and probes"""
     queries = list(random_vectors(15, seed=9, normalised=True))
-    df = await lab.benchmark(conn, queries, k=10, ef_search_values=(1, 100), probes_values=(1, 20),
-                             hnsw_params={"m": 16, "ef_construction": 64}, ivfflat_params={"lists": 20})
+    df = await lab.benchmark(
+        conn,
+        queries,
+        k=10,
+        ef_search_values=(1, 100),
+        probes_values=(1, 20),
+        hnsw_params={"m": 16, "ef_construction": 64},
+        ivfflat_params={"lists": 20},
+    )
     assert list(df.columns) == ["method", "parameter", "p50_ms", "p95_ms", "recall_at_10"]
     assert list(df["method"]) == ["seq scan", "hnsw", "hnsw", "ivfflat", "ivfflat"]
     recall = dict(zip(df["method"] + ":" + df["parameter"], df["recall_at_10"]))
@@ -177,10 +218,17 @@ async def test_benchmark_table_and_recall_that_rises(lab, conn, data):
 
 
 @pytest.mark.hint("Validation must accept every value inside pgvector's ranges, the limits included.")
-@pytest.mark.parametrize("kind, params", [
-    ("hnsw", {"m": 16, "ef_construction": 32}), ("hnsw", {"m": 2, "ef_construction": 4}),
-    ("hnsw", {"m": 100, "ef_construction": 1000}), ("ivfflat", {"lists": 1}), ("ivfflat", {"lists": 32768}),
-], ids=["ef_construction=2m", "smallest hnsw", "largest hnsw", "lists=1", "lists=32768"])
+@pytest.mark.parametrize(
+    "kind, params",
+    [
+        ("hnsw", {"m": 16, "ef_construction": 32}),
+        ("hnsw", {"m": 2, "ef_construction": 4}),
+        ("hnsw", {"m": 100, "ef_construction": 1000}),
+        ("ivfflat", {"lists": 1}),
+        ("ivfflat", {"lists": 32768}),
+    ],
+    ids=["ef_construction=2m", "smallest hnsw", "largest hnsw", "lists=1", "lists=32768"],
+)
 def test_edge_values_are_accepted(lab, kind, params):
     """index_sql() accepts the limits of every range (ef_construction exactly 2·m included)"""
     sql = re.sub(r"\s*=\s*", "=", lab.index_sql(kind, **params))
@@ -189,9 +237,18 @@ def test_edge_values_are_accepted(lab, kind, params):
 
 
 @pytest.mark.hint("Settings are spliced into SET LOCAL: only a validated integer may reach that statement.")
-@pytest.mark.parametrize("settings", [{"ef_search": "40; DROP TABLE embeddings"}, {"probes": "1; DROP TABLE embeddings"},
-                                      {"ef_search": 0}, {"ef_search": 1001}, {"probes": 0}, {"ef_search": 2.5}],
-                         ids=["ef_search text", "probes text", "ef_search 0", "ef_search 1001", "probes 0", "ef_search 2.5"])
+@pytest.mark.parametrize(
+    "settings",
+    [
+        {"ef_search": "40; DROP TABLE embeddings"},
+        {"probes": "1; DROP TABLE embeddings"},
+        {"ef_search": 0},
+        {"ef_search": 1001},
+        {"probes": 0},
+        {"ef_search": 2.5},
+    ],
+    ids=["ef_search text", "probes text", "ef_search 0", "ef_search 1001", "probes 0", "ef_search 2.5"],
+)
 async def test_query_settings_refuse_what_is_not_a_valid_integer(lab, conn, data, settings):
     """query_settings() and top_k_ids() refuse hostile or out-of-range settings with ValueError"""
     with pytest.raises(ValueError):
@@ -214,9 +271,12 @@ async def test_drop_vector_indexes_goes_by_access_method_not_name(lab, conn, dat
 async def scans_of(conn, index: str, call) -> tuple[object, int]:
     """Run `call()` and count the scans of `index` it made, from the statistics views: each count is read after
     pg_stat_force_next_flush(), so this backend's counters are published first."""
+
     async def scans() -> int:
         await conn.execute("SELECT pg_stat_force_next_flush()")
-        return await conn.fetchval("SELECT coalesce(idx_scan, 0) FROM pg_stat_user_indexes WHERE indexrelname = $1", index)
+        return await conn.fetchval(
+            "SELECT coalesce(idx_scan, 0) FROM pg_stat_user_indexes WHERE indexrelname = $1", index
+        )
 
     before = await scans()
     result = await call()
@@ -227,10 +287,12 @@ async def indexdef(conn, name: str) -> str:
     return await conn.fetchval("SELECT pg_get_indexdef($1::regclass)", name)
 
 
-@pytest.mark.hint("An HNSW expression index: the column cast to halfvec(1536), in its own parentheses, with the "
-                  "halfvec cosine operator class and WITH (m = …, ef_construction = …).")
+@pytest.mark.hint(
+    "An HNSW expression index: the column cast to halfvec(1536), in its own parentheses, with the "
+    "halfvec cosine operator class and WITH (m = …, ef_construction = …)."
+)
 async def test_halfvec_index_is_an_hnsw_expression_index_on_halfvec(lab, conn, data):
-    """create_halfvec_index() builds HNSW over embedding::halfvec(1536) with halfvec_cosine_ops and the options asked for"""
+    """create_halfvec_index() builds HNSW over embedding::halfvec(1536), halfvec_cosine_ops, the options asked for"""
     info = await lab.create_halfvec_index(conn, m=8, ef_construction=32, name="half_idx")
     found = await catalog(conn, "half_idx")
     assert found["method"] == "hnsw" and found["table"] == "embeddings", found
@@ -240,13 +302,19 @@ async def test_halfvec_index_is_an_hnsw_expression_index_on_halfvec(lab, conn, d
     assert info.name == "half_idx" and info.size_bytes == await conn.fetchval("SELECT pg_relation_size('half_idx')")
     await lab.create_index(conn, "hnsw", name="full_idx")
     full = await conn.fetchval("SELECT pg_relation_size('full_idx')")
-    assert info.size_bytes < 0.7 * full, f"a halfvec index is about half the float32 one ({info.size_bytes:,} vs {full:,} bytes)"
+    assert info.size_bytes < 0.7 * full, (
+        f"a halfvec index is about half the float32 one ({info.size_bytes:,} vs {full:,} bytes)"
+    )
 
 
-@pytest.mark.hint("The ORDER BY must repeat the index's expression exactly (the column cast to halfvec(1536)), with "
-                  "the query cast the same way, or PostgreSQL reads every row.")
+@pytest.mark.hint(
+    "The ORDER BY must repeat the index's expression exactly (the column cast to halfvec(1536)), with "
+    "the query cast the same way, or PostgreSQL reads every row."
+)
 async def test_halfvec_search_is_served_by_its_index_and_finds_the_neighbours(lab, conn, data):
-    """halfvec_top_k_ids() is answered by the halfvec index (statistics scan counter) and finds the neighbours (HNSW recall on this fixture: 0.82-0.92 per build)"""
+    """halfvec_top_k_ids() is answered by the halfvec index (statistics scan counter) and finds the neighbours
+
+    (HNSW recall on this fixture: 0.82-0.92 per build)"""
     await conn.execute("CREATE INDEX half_idx ON embeddings USING hnsw ((embedding::halfvec(1536)) halfvec_cosine_ops)")
     queries = list(random_vectors(12, seed=9, normalised=True))
     exact = [await lab.top_k_ids(conn, q, 10, exact=True) for q in queries]
@@ -258,8 +326,9 @@ async def test_halfvec_search_is_served_by_its_index_and_finds_the_neighbours(la
     assert sum(recalls) / len(recalls) >= 0.7, f"recall@10 {sum(recalls) / len(recalls):.2f} at ef_search 60"
 
 
-@pytest.mark.hint("An HNSW expression index on binary_quantize() of the column cast to bit(1536), with the Hamming "
-                  "operator class.")
+@pytest.mark.hint(
+    "An HNSW expression index on binary_quantize() of the column cast to bit(1536), with the Hamming operator class."
+)
 async def test_binary_index_is_an_hnsw_hamming_index_on_the_sign_bits(lab, conn, data):
     """create_binary_index() builds HNSW over binary_quantize(embedding)::bit(1536) with bit_hamming_ops"""
     info = await lab.create_binary_index(conn, name="bits_idx")
@@ -270,27 +339,42 @@ async def test_binary_index_is_an_hnsw_hamming_index_on_the_sign_bits(lab, conn,
     assert info.size_bytes == await conn.fetchval("SELECT pg_relation_size('bits_idx')")
 
 
-@pytest.mark.hint("Fetch `candidates` rows by Hamming distance between the indexed sign bits and the query's (raise "
-                  "hnsw.ef_search to at least that many), then order those by exact cosine distance and keep k.")
+@pytest.mark.hint(
+    "Fetch `candidates` rows by Hamming distance between the indexed sign bits and the query's (raise "
+    "hnsw.ef_search to at least that many), then order those by exact cosine distance and keep k."
+)
 @pytest.mark.points(2)
 async def test_quantized_search_over_fetches_through_the_bit_index_and_re_ranks_exactly(lab, conn, data):
-    """quantized_top_k_ids(): candidates from the bit index, re-ranked by exact cosine, recall bought back by over-fetching"""
-    await conn.execute("CREATE INDEX bits_idx ON embeddings USING hnsw "
-                       "((binary_quantize(embedding)::bit(1536)) bit_hamming_ops)")
+    """quantized_top_k_ids(): candidates from the bit index, re-ranked by exact cosine, recall from over-fetching"""
+    await conn.execute(
+        "CREATE INDEX bits_idx ON embeddings USING hnsw ((binary_quantize(embedding)::bit(1536)) bit_hamming_ops)"
+    )
     queries = list(random_vectors(12, seed=9, normalised=True))
     exact = [await lab.top_k_ids(conn, q, 10, exact=True) for q in queries]
     wide, narrow = [], []
     for q, truth in zip(queries, exact):
         ids, scans = await scans_of(conn, "bits_idx", lambda q=q: lab.quantized_top_k_ids(conn, q, 10, candidates=100))
-        assert scans >= 1, "the candidates must come through the bit index (a scan of every row gives the same rows slowly)"
-        distances = [r["d"] for r in await conn.fetch(
-            "SELECT embedding <=> $1 AS d FROM embeddings WHERE id = ANY($2::uuid[]) ORDER BY array_position($2::uuid[], id)",
-            q, ids)]
-        assert distances == sorted(distances), "the candidates must be re-ranked by exact cosine distance, nearest first"
+        assert scans >= 1, (
+            "the candidates must come through the bit index (a scan of every row gives the same rows slowly)"
+        )
+        distances = [
+            r["d"]
+            for r in await conn.fetch(
+                "SELECT embedding <=> $1 AS d FROM embeddings WHERE id = ANY($2::uuid[]) "
+                "ORDER BY array_position($2::uuid[], id)",
+                q,
+                ids,
+            )
+        ]
+        assert distances == sorted(distances), (
+            "the candidates must be re-ranked by exact cosine distance, nearest first"
+        )
         wide.append(lab.recall_at_k(ids, truth))
         narrow.append(lab.recall_at_k(await lab.quantized_top_k_ids(conn, q, 10, candidates=10), truth))
     assert sum(wide) / len(wide) >= 0.85, f"recall@10 with 100 candidates re-ranked is {sum(wide) / len(wide):.2f}"
     assert sum(narrow) < sum(wide), "over-fetching candidates must raise recall (sign bits alone rank poorly)"
     many = await lab.quantized_top_k_ids(conn, queries[0], 60, candidates=100)
-    assert len(many) == 60, (f"{len(many)} results for k=60: an HNSW scan returns at most hnsw.ef_search rows, so "
-                             "ef_search must be at least `candidates`")
+    assert len(many) == 60, (
+        f"{len(many)} results for k=60: an HNSW scan returns at most hnsw.ef_search rows, so "
+        "ef_search must be at least `candidates`"
+    )

@@ -47,10 +47,13 @@ async def pool(db_url):
     await p.close()
 
 
-@pytest.mark.hint("Order by the raw operator ascending (`ORDER BY embedding <=> $1 LIMIT $2`), "
-                  "not by a computed similarity, so the index can serve the query.")
-@pytest.mark.parametrize("metric, opclass", [("cosine", "vector_cosine_ops"), ("l2", "vector_l2_ops"),
-                                             ("inner_product", "vector_ip_ops")])
+@pytest.mark.hint(
+    "Order by the raw operator ascending (`ORDER BY embedding <=> $1 LIMIT $2`), "
+    "not by a computed similarity, so the index can serve the query."
+)
+@pytest.mark.parametrize(
+    "metric, opclass", [("cosine", "vector_cosine_ops"), ("l2", "vector_l2_ops"), ("inner_product", "vector_ip_ops")]
+)
 async def test_top_k_query_can_use_the_hnsw_index(lab, conn, metric, opclass):
     """top_k_sql() and search_sql() are served by an HNSW index of the matching operator class"""
     await seed(conn, random_vectors(200, seed=1))
@@ -108,21 +111,25 @@ async def test_fewer_rows_than_k_and_ties(lab, conn):
 
 @pytest.mark.hint("Validate everything first and raise ValueError with a message; the db must not be touched.")
 @pytest.mark.points(2)
-@pytest.mark.parametrize("vector, kwargs, why", [
-    ([0.1] * 1535, {}, "wrong dimensions"),
-    ([], {}, "empty vector"),
-    ([math.nan] + [0.1] * 1535, {}, "NaN"),
-    ([0.1] * 1535 + [math.inf], {}, "infinity"),
-    ([0.1] * 1536, {"metric": "manhattan"}, "unknown metric"),
-    ([0.1] * 1536, {"top_k": 0}, "top_k 0"),
-    ([0.1] * 1536, {"top_k": -3}, "negative top_k"),
-    ([0.1] * 1536, {"top_k": 1_000_000}, "absurd top_k"),
-    ([0.1] * 1536, {"top_k": 2.5}, "fractional top_k"),
-    ([0.1] * 1536, {"min_similarity": 1.5}, "cosine threshold above 1"),
-    ([0.1] * 1536, {"min_similarity": -1.01}, "cosine threshold below -1"),
-    ([0.1] * 1536, {"metric": "l2", "min_similarity": -0.1}, "negative l2 similarity"),
-    ([0.1] * 1536, {"min_similarity": math.nan}, "NaN threshold"),
-], ids=lambda value: value if isinstance(value, str) else "")
+@pytest.mark.parametrize(
+    "vector, kwargs, why",
+    [
+        ([0.1] * 1535, {}, "wrong dimensions"),
+        ([], {}, "empty vector"),
+        ([math.nan] + [0.1] * 1535, {}, "NaN"),
+        ([0.1] * 1535 + [math.inf], {}, "infinity"),
+        ([0.1] * 1536, {"metric": "manhattan"}, "unknown metric"),
+        ([0.1] * 1536, {"top_k": 0}, "top_k 0"),
+        ([0.1] * 1536, {"top_k": -3}, "negative top_k"),
+        ([0.1] * 1536, {"top_k": 1_000_000}, "absurd top_k"),
+        ([0.1] * 1536, {"top_k": 2.5}, "fractional top_k"),
+        ([0.1] * 1536, {"min_similarity": 1.5}, "cosine threshold above 1"),
+        ([0.1] * 1536, {"min_similarity": -1.01}, "cosine threshold below -1"),
+        ([0.1] * 1536, {"metric": "l2", "min_similarity": -0.1}, "negative l2 similarity"),
+        ([0.1] * 1536, {"min_similarity": math.nan}, "NaN threshold"),
+    ],
+    ids=lambda value: value if isinstance(value, str) else "",
+)
 async def test_bad_input_is_refused_before_any_sql(lab, vector, kwargs, why):
     """search_similar() refuses bad arguments with ValueError before running SQL"""
     with pytest.raises(ValueError) as info:
@@ -165,12 +172,16 @@ async def test_compare_metrics_agrees_on_unit_vectors_and_not_otherwise(lab, con
     assert min(result["overlap"].values()) < 1.0, "on vectors of different lengths the metrics disagree"
 
 
-@pytest.mark.hint("The index can only serve `ORDER BY embedding <op> $1 LIMIT k`: keep that query intact and compute "
-                  "or filter the similarity around it (a subquery), never in its ORDER BY.")
+@pytest.mark.hint(
+    "The index can only serve `ORDER BY embedding <op> $1 LIMIT k`: keep that query intact and compute "
+    "or filter the similarity around it (a subquery), never in its ORDER BY."
+)
 @pytest.mark.points(3)
-@pytest.mark.parametrize("metric, opclass, minimum", [("cosine", "vector_cosine_ops", 0.1), ("cosine", "vector_cosine_ops", None),
-                                                      ("l2", "vector_l2_ops", 0.001)], ids=["cosine with threshold",
-                                                                                         "cosine", "l2 with threshold"])
+@pytest.mark.parametrize(
+    "metric, opclass, minimum",
+    [("cosine", "vector_cosine_ops", 0.1), ("cosine", "vector_cosine_ops", None), ("l2", "vector_l2_ops", 0.001)],
+    ids=["cosine with threshold", "cosine", "l2 with threshold"],
+)
 async def test_search_similar_is_served_by_the_index(lab, conn, metric, opclass, minimum):
     """search_similar() runs SQL that the planner answers from the HNSW index (with and without a threshold)"""
     await seed(conn, random_vectors(2000, seed=1))
@@ -187,10 +198,11 @@ async def test_search_similar_is_served_by_the_index(lab, conn, metric, opclass,
         used = [node.get("Index Name") for node in plan_nodes(plan) if node.get("Index Name")]
         assert "check_hnsw" in used, (
             f"the planner answers this {metric} search with a full scan, not the index "
-            f"(nodes: {[n['Node Type'] for n in plan_nodes(plan)]}):\n{sql}")
+            f"(nodes: {[n['Node Type'] for n in plan_nodes(plan)]}):\n{sql}"
+        )
 
 
-@pytest.mark.hint("\"At or above the minimum\": a row whose similarity equals min_similarity is kept (>=).")
+@pytest.mark.hint('"At or above the minimum": a row whose similarity equals min_similarity is kept (>=).')
 @pytest.mark.parametrize("metric", ["cosine", "l2", "inner_product"])
 async def test_a_row_exactly_at_the_minimum_is_kept(lab, pool, metric):
     """min_similarity equal to a row's similarity keeps that row"""
@@ -198,12 +210,15 @@ async def test_a_row_exactly_at_the_minimum_is_kept(lab, pool, metric):
     ranked = await lab.search_similar(pool.pool, query, top_k=10, metric=metric)
     boundary = ranked[4].similarity
     kept = await lab.search_similar(pool.pool, query, top_k=10, metric=metric, min_similarity=boundary)
-    assert [r.id for r in kept] == [r.id for r in ranked[:5]], \
+    assert [r.id for r in kept] == [r.id for r in ranked[:5]], (
         f"with min_similarity equal to the 5th result's similarity, expected 5 results, got {len(kept)}"
+    )
 
 
-@pytest.mark.hint("Validation refuses what is outside the documented ranges and accepts everything inside, "
-                  "the limits included (top_k = MAX_TOP_K, min_similarity at either end of the metric's range).")
+@pytest.mark.hint(
+    "Validation refuses what is outside the documented ranges and accepts everything inside, "
+    "the limits included (top_k = MAX_TOP_K, min_similarity at either end of the metric's range)."
+)
 async def test_documented_edge_values_are_accepted(lab, pool):
     """top_k = MAX_TOP_K and min_similarity at the ends of each metric's range are accepted"""
     query = random_vectors(1, seed=9)[0]

@@ -22,8 +22,13 @@ def corpus(n: int):
     for i in range(n):
         a, b = WORDS[i % 6], WORDS[(i // 6) % 6]
         contents.append(f"Notes about {a} and {b}, item {i}.")
-        metadata.append({"topic": "rare" if i % 100 == 7 else ("sql" if i % 3 == 0 else "other"),
-                         "language": "en" if i % 2 == 0 else "de", "n": i})
+        metadata.append(
+            {
+                "topic": "rare" if i % 100 == 7 else ("sql" if i % 3 == 0 else "other"),
+                "language": "en" if i % 2 == 0 else "de",
+                "n": i,
+            }
+        )
     return contents, metadata, random_vectors(n, seed=4, normalised=True)
 
 
@@ -31,14 +36,22 @@ def corpus(n: int):
 async def docs(conn):
     contents, metadata, vectors = corpus(150)
     ids = await seed(conn, vectors, contents, metadata)
-    return {"ids": ids, "contents": contents, "metadata": metadata, "vectors": vectors, "by_id": dict(zip(ids, range(150)))}
+    return {
+        "ids": ids,
+        "contents": contents,
+        "metadata": metadata,
+        "vectors": vectors,
+        "by_id": dict(zip(ids, range(150))),
+    }
 
 
 async def text_ranks(conn, query_text: str) -> dict:
     """Independent: ts_rank(…, 32) of every matching row, computed by the check in SQL."""
     rows = await conn.fetch(
         """SELECT id, ts_rank(to_tsvector('english', content), websearch_to_tsquery('english', $1), 32) AS r
-           FROM embeddings WHERE to_tsvector('english', content) @@ websearch_to_tsquery('english', $1)""", query_text)
+           FROM embeddings WHERE to_tsvector('english', content) @@ websearch_to_tsquery('english', $1)""",
+        query_text,
+    )
     return {r["id"]: r["r"] for r in rows}
 
 
@@ -57,22 +70,46 @@ async def test_gin_indexes_serve_containment_and_full_text(lab, conn, docs):
     """create_hybrid_indexes() builds a GIN index used by `metadata @>` and one on to_tsvector('english', content)"""
     names = await lab.create_hybrid_indexes(conn)
     assert len(names) == 2
-    defs = {r["indexname"]: r["indexdef"] for r in await conn.fetch("SELECT indexname, indexdef FROM pg_indexes WHERE tablename = 'embeddings'")}
+    defs = {
+        r["indexname"]: r["indexdef"]
+        for r in await conn.fetch("SELECT indexname, indexdef FROM pg_indexes WHERE tablename = 'embeddings'")
+    }
     assert any("USING gin (metadata" in d for d in defs.values()), f"no GIN index on metadata: {defs}"
-    assert any("USING gin (to_tsvector('english'::regconfig, content))" in d for d in defs.values()), "no full-text GIN index"
+    assert any("USING gin (to_tsvector('english'::regconfig, content))" in d for d in defs.values()), (
+        "no full-text GIN index"
+    )
     async with conn.transaction():
         await conn.execute("SET LOCAL enable_seqscan = off")
-        plan = "\n".join(r[0] for r in await conn.fetch("EXPLAIN SELECT id FROM embeddings WHERE metadata @> $1::jsonb", {"topic": "sql"}))
-        fts = "\n".join(r[0] for r in await conn.fetch(
-            "EXPLAIN SELECT id FROM embeddings WHERE to_tsvector('english', content) @@ websearch_to_tsquery('english', 'vacuum')"))
+        plan = "\n".join(
+            r[0]
+            for r in await conn.fetch("EXPLAIN SELECT id FROM embeddings WHERE metadata @> $1::jsonb", {"topic": "sql"})
+        )
+        fts = "\n".join(
+            r[0]
+            for r in await conn.fetch(
+                "EXPLAIN SELECT id FROM embeddings "
+                "WHERE to_tsvector('english', content) @@ websearch_to_tsquery('english', 'vacuum')"
+            )
+        )
     assert "Bitmap Index Scan" in plan, f"the metadata filter is not served by a GIN index:\n{plan}"
     assert "Bitmap Index Scan" in fts, f"the text match is not served by a GIN index:\n{fts}"
     assert await lab.create_hybrid_indexes(conn) == names, "running it twice must be safe"
 
 
 @pytest.mark.hint("None → {}; parse JSON strings; require an object with non-empty string keys and scalar values.")
-@pytest.mark.parametrize("bad", [["topic", "sql"], "not json {", '["a"]', {"topic": {"$ne": "x"}}, {"topic": ["a", "b"]},
-                                 {"": "x"}, {"n": math.nan}, 42])
+@pytest.mark.parametrize(
+    "bad",
+    [
+        ["topic", "sql"],
+        "not json {",
+        '["a"]',
+        {"topic": {"$ne": "x"}},
+        {"topic": ["a", "b"]},
+        {"": "x"},
+        {"n": math.nan},
+        42,
+    ],
+)
 def test_bad_filters_are_refused(lab, bad):
     """validate_filters() refuses non-objects, malformed JSON, nested values, empty keys and NaN"""
     assert lab.validate_filters('{"topic": "sql", "n": 3}') == {"topic": "sql", "n": 3}, "JSON strings are parsed"
@@ -81,10 +118,12 @@ def test_bad_filters_are_refused(lab, bad):
         lab.validate_filters(bad)
 
 
-@pytest.mark.hint("An HNSW scan filters after it has collected ef_search candidates; pgvector 0.8's iterative index "
-                  "scans keep going until enough rows match. Always min(top_k, matching rows), best first.",
-                  more="In one transaction: SET LOCAL hnsw.iterative_scan = relaxed_order, then the filtered query as a "
-                       "materialized CTE, re-sorted outside it.")
+@pytest.mark.hint(
+    "An HNSW scan filters after it has collected ef_search candidates; pgvector 0.8's iterative index "
+    "scans keep going until enough rows match. Always min(top_k, matching rows), best first.",
+    more="In one transaction: SET LOCAL hnsw.iterative_scan = relaxed_order, then the filtered query as a "
+    "materialized CTE, re-sorted outside it.",
+)
 @pytest.mark.points(3)
 async def test_selective_filter_with_hnsw_still_returns_top_k(lab, conn):
     """filtered_vector_search() returns min(top_k, matches), all matching, in exact order, even with HNSW"""
@@ -93,12 +132,17 @@ async def test_selective_filter_with_hnsw_still_returns_top_k(lab, conn):
     await conn.execute("CREATE INDEX ON embeddings USING hnsw (embedding vector_cosine_ops)")
     await conn.execute("ANALYZE embeddings")
     query = random_vectors(1, seed=41, normalised=True)[0]
-    for filters, top_k in (({"topic": "rare"}, 10), ({"topic": "rare", "language": "de"}, 10), ({"topic": "sql"}, 10),
-                           ({"topic": "nothing-matches"}, 5)):
+    for filters, top_k in (
+        ({"topic": "rare"}, 10),
+        ({"topic": "rare", "language": "de"}, 10),
+        ({"topic": "sql"}, 10),
+        ({"topic": "nothing-matches"}, 5),
+    ):
         matching = [i for i, m in enumerate(metadata) if all(m.get(k) == v for k, v in filters.items())]
         results = await lab.filtered_vector_search(conn, query, filters, top_k=top_k)
-        assert len(results) == min(top_k, len(matching)), \
+        assert len(results) == min(top_k, len(matching)), (
             f"{filters}: {len(results)} results, expected {min(top_k, len(matching))} ({len(matching)} rows match)"
+        )
         exact = sorted(matching, key=lambda i: -float(vectors[i] @ query))[:top_k]
         if filters == {"topic": "rare"}:  # small enough for the iterative scan to be exact
             assert [r[0] for r in results] == [ids[i] for i in exact], "wrong rows or order"
@@ -107,7 +151,10 @@ async def test_selective_filter_with_hnsw_still_returns_top_k(lab, conn):
         assert sims == sorted(sims, reverse=True), "results must be ordered best first"
 
 
-@pytest.mark.hint("score = vector_weight · (1 - (embedding <=> q)) + text_weight · ts_rank(to_tsvector(...), websearch_to_tsquery(...), 32)")
+@pytest.mark.hint(
+    "score = vector_weight · (1 - (embedding <=> q)) "
+    "+ text_weight · ts_rank(to_tsvector(...), websearch_to_tsquery(...), 32)"
+)
 @pytest.mark.points(3)
 async def test_hybrid_scores_equal_the_formula(lab, conn, docs):
     """hybrid_search() returns the true top-k by 0.7·similarity + 0.3·ts_rank, with both parts"""
@@ -121,8 +168,9 @@ async def test_hybrid_scores_equal_the_formula(lab, conn, docs):
         assert r.vector_similarity == pytest.approx(sim, abs=1e-5)
         assert r.text_rank == pytest.approx(ranks.get(r.id, 0.0), abs=1e-6)
         assert r.score == pytest.approx(score, abs=1e-5)
-    assert any(r.text_rank > 0 for r in results) and any(r.text_rank == 0 for r in results), \
+    assert any(r.text_rank > 0 for r in results) and any(r.text_rank == 0 for r in results), (
         "rows with and without a text match both appear"
+    )
 
 
 @pytest.mark.hint("Pass the weights into the SQL; a text weight of 1 puts text matches first.")
@@ -151,13 +199,17 @@ async def test_no_text_match_still_ranks_by_vector_within_the_filter(lab, conn, 
 
 def _scored(lab, parts):
     """Hybrid candidates with these (vector_similarity, text_rank) parts and a placeholder score."""
-    return [lab.HybridResult(id=f"r{i}", content=f"row {i}", metadata={}, vector_similarity=v, text_rank=t, score=0.0)
-            for i, (v, t) in enumerate(parts)]
+    return [
+        lab.HybridResult(id=f"r{i}", content=f"row {i}", metadata={}, vector_similarity=v, text_rank=t, score=0.0)
+        for i, (v, t) in enumerate(parts)
+    ]
 
 
-@pytest.mark.hint("Scale each part over the candidates to 0..1 — (x − min) / (max − min) — then weigh the scaled parts.",
-                  more="Per part: the smallest and largest value over the results, then (value − smallest) / "
-                       "(largest − smallest); a new result with dataclasses.replace(…, score=…); sorted highest first.")
+@pytest.mark.hint(
+    "Scale each part over the candidates to 0..1 — (x − min) / (max − min) — then weigh the scaled parts.",
+    more="Per part: the smallest and largest value over the results, then (value − smallest) / "
+    "(largest − smallest); a new result with dataclasses.replace(…, score=…); sorted highest first.",
+)
 @pytest.mark.points(2)
 def test_normalized_scores_are_min_max_then_weights(lab):
     """normalize_scores() scales both parts to 0..1 over the candidates, weighs them, and keeps the raw parts"""
@@ -168,7 +220,9 @@ def test_normalized_scores_are_min_max_then_weights(lab):
     expected = 0.6 * (v - v.min()) / (v.max() - v.min()) + 0.4 * (t - t.min()) / (t.max() - t.min())
     order = np.argsort(-expected, kind="stable")
     assert [r.id for r in out] == [f"r{i}" for i in order], "best first by the scaled, weighted score"
-    assert [r.score for r in out] == pytest.approx(list(expected[order])), "score = w_v · scaled similarity + w_t · scaled rank"
+    assert [r.score for r in out] == pytest.approx(list(expected[order])), (
+        "score = w_v · scaled similarity + w_t · scaled rank"
+    )
     assert [(r.vector_similarity, r.text_rank) for r in out] == [parts[i] for i in order], "the raw parts are kept"
     assert [r.score for r in given] == [0.0] * len(parts), "the input results must not be modified"
 
@@ -183,14 +237,17 @@ def test_a_constant_part_scales_to_zero_not_nan(lab):
     assert lab.normalize_scores([], 0.7, 0.3) == []
 
 
-@pytest.mark.hint("After scaling, the weights decide: text weight 1 orders by text rank, vector weight 1 by similarity.")
+@pytest.mark.hint(
+    "After scaling, the weights decide: text weight 1 orders by text rank, vector weight 1 by similarity."
+)
 def test_after_scaling_the_weights_mean_what_they_say(lab):
     """normalize_scores(): raw text ranks are tiny next to similarities, yet weights of 0.5 / 0.5 balance them"""
     parts = [(0.80, 0.00), (0.70, 0.05), (0.40, 0.09), (0.30, 0.00)]  # near, both, words, far
     assert [r.id for r in lab.normalize_scores(_scored(lab, parts), 1.0, 0.0)] == ["r0", "r1", "r2", "r3"]
     assert [r.id for r in lab.normalize_scores(_scored(lab, parts), 0.0, 1.0)][:2] == ["r2", "r1"]
-    assert [r.id for r in lab.normalize_scores(_scored(lab, parts), 0.5, 0.5)] == ["r1", "r2", "r0", "r3"], \
+    assert [r.id for r in lab.normalize_scores(_scored(lab, parts), 0.5, 0.5)] == ["r1", "r2", "r0", "r3"], (
         "good on both scaled parts (r1) must beat best on one (r0 by similarity, r2 by text)"
+    )
     for bad in ((-0.1, 1.0), (0.0, 0.0), (float("nan"), 0.5)):
         with pytest.raises(ValueError):
             lab.normalize_scores(_scored(lab, parts), *bad)
@@ -212,7 +269,11 @@ def test_rrf_fuses_a_hand_made_case(lab):
 async def test_hostile_filters_return_nothing_extra(lab, conn, docs):
     """filter keys and values containing quotes or SQL match nothing and break nothing"""
     query = random_vectors(1, seed=45, normalised=True)[0]
-    for hostile in ({"topic": "x' OR '1'='1"}, {"topic') OR true; --": "sql"}, {"topic": "sql'; DROP TABLE embeddings; --"}):
+    for hostile in (
+        {"topic": "x' OR '1'='1"},
+        {"topic') OR true; --": "sql"},
+        {"topic": "sql'; DROP TABLE embeddings; --"},
+    ):
         assert await lab.hybrid_search(conn, query, "vacuum", hostile, top_k=5) == []
         assert await lab.filtered_vector_search(conn, query, hostile, top_k=5) == []
     assert await conn.fetchval("SELECT count(*) FROM embeddings") == 150
@@ -221,10 +282,18 @@ async def test_hostile_filters_return_nothing_extra(lab, conn, docs):
 
 
 @pytest.mark.hint("Validate filters, weights and text before any SQL; raise ValueError with a message.")
-@pytest.mark.parametrize("kwargs", [
-    {"query_text": "   "}, {"vector_weight": -0.1}, {"vector_weight": 0.0, "text_weight": 0.0},
-    {"text_weight": math.nan}, {"filters": "[1, 2]"}, {"filters": {"a": {"b": 1}}}, {"top_k": 0},
-])
+@pytest.mark.parametrize(
+    "kwargs",
+    [
+        {"query_text": "   "},
+        {"vector_weight": -0.1},
+        {"vector_weight": 0.0, "text_weight": 0.0},
+        {"text_weight": math.nan},
+        {"filters": "[1, 2]"},
+        {"filters": {"a": {"b": 1}}},
+        {"top_k": 0},
+    ],
+)
 async def test_bad_hybrid_input_is_refused(lab, kwargs):
     """hybrid_search() refuses empty text, bad weights, bad filters and bad top_k"""
     args = {"query_text": "vacuum", "filters": None, **kwargs}
@@ -250,8 +319,10 @@ def matching_exact(data, query, filters, top_k):
     return [data["ids"][i] for i in sorted(rows, key=lambda i: -float(data["vectors"][i] @ query))[:top_k]], len(rows)
 
 
-@pytest.mark.hint("HNSW collects hnsw.ef_search candidates and filters them afterwards; turn on "
-                  "hnsw.iterative_scan for this query only (SET LOCAL inside a transaction).")
+@pytest.mark.hint(
+    "HNSW collects hnsw.ef_search candidates and filters them afterwards; turn on "
+    "hnsw.iterative_scan for this query only (SET LOCAL inside a transaction)."
+)
 @pytest.mark.points(3)
 async def test_iterative_scan_defeats_the_filtered_hnsw_trap(lab, conn, forced_hnsw):
     """on an HNSW plan a 1% filter still returns min(top_k, matches) exactly, and the setting stays in the query"""
@@ -259,17 +330,21 @@ async def test_iterative_scan_defeats_the_filtered_hnsw_trap(lab, conn, forced_h
     for filters in ({"topic": "rare"}, {"topic": "rare", "language": "de"}):
         expected, matching = matching_exact(forced_hnsw, query, filters, 10)
         results = await lab.filtered_vector_search(conn, query, filters, top_k=10)
-        assert len(results) == min(10, matching), \
+        assert len(results) == min(10, matching), (
             f"{filters}: {len(results)} of {min(10, matching)} rows — the HNSW scan stopped before enough rows matched"
+        )
         assert [r[0] for r in results] == expected, f"{filters}: not the nearest matching rows in order"
-    assert await conn.fetchval("SHOW hnsw.iterative_scan") == "off", \
+    assert await conn.fetchval("SHOW hnsw.iterative_scan") == "off", (
         "hnsw.iterative_scan leaked out of the query: use SET LOCAL inside a transaction"
+    )
     trap = await lab.filtered_vector_search(conn, query, {"topic": "rare"}, top_k=10, iterative=False)
     assert len(trap) < 10, "iterative=False must show the trap (the plain HNSW scan), not turn iterative scans on"
 
 
-@pytest.mark.hint("Relaxed order returns rows roughly by distance; re-sort them outside the materialized CTE. "
-                  "Read pgvector's README on relaxed ordering: PostgreSQL 17+ drops a plain ORDER BY there.")
+@pytest.mark.hint(
+    "Relaxed order returns rows roughly by distance; re-sort them outside the materialized CTE. "
+    "Read pgvector's README on relaxed ordering: PostgreSQL 17+ drops a plain ORDER BY there."
+)
 @pytest.mark.points(2)
 async def test_relaxed_order_results_come_back_sorted(lab, conn, forced_hnsw):
     """filtered_vector_search() over a relaxed-order HNSW scan returns its rows best first"""
@@ -281,8 +356,10 @@ async def test_relaxed_order_results_come_back_sorted(lab, conn, forced_hnsw):
         assert sims == sorted(sims, reverse=True), "results are not in order of similarity (best first)"
 
 
-@pytest.mark.hint("The candidates are the nearest rows by vector AND the best rows by text: a strong text match "
-                  "far from the query vector must still be scored.")
+@pytest.mark.hint(
+    "The candidates are the nearest rows by vector AND the best rows by text: a strong text match "
+    "far from the query vector must still be scored."
+)
 async def test_text_matches_far_from_the_query_vector_are_candidates(lab, conn):
     """hybrid_search() scores documents found by text even when they are the farthest by vector"""
     contents, metadata, vectors = corpus(400)
@@ -292,21 +369,28 @@ async def test_text_matches_far_from_the_query_vector_are_candidates(lab, conn):
         contents[i] += " The zeppelin is here."
     ids = await seed(conn, vectors, contents, metadata)
     results = await lab.hybrid_search(conn, query, "zeppelin", top_k=5, vector_weight=0.0, text_weight=1.0)
-    assert {r.id for r in results[:3]} == {ids[i] for i in far}, \
+    assert {r.id for r in results[:3]} == {ids[i] for i in far}, (
         "the three documents that mention 'zeppelin' must come first when only text counts"
+    )
     assert all(r.text_rank > 0 for r in results[:3])
 
 
-@pytest.mark.hint("RRF: score = Σ 1 / (k + rank) over the vector ranking and the text ranking (rank from 1), "
-                  "both within the filter.")
+@pytest.mark.hint(
+    "RRF: score = Σ 1 / (k + rank) over the vector ranking and the text ranking (rank from 1), both within the filter."
+)
 @pytest.mark.points(2)
 async def test_hybrid_search_rrf_fuses_vector_and_text_rankings(lab, conn, docs):
     """hybrid_search_rrf() adds 1/(k + rank) from each ranking, inside the filter"""
     query = random_vectors(1, seed=47, normalised=True)[0]
     target = 17  # "item 17" matches one document by text, and it is in the filter (language "de")
     de = [i for i, m in enumerate(docs["metadata"]) if m["language"] == "de"]
-    vector_rank = {docs["ids"][i]: rank for rank, i in enumerate(sorted(de, key=lambda i: -float(docs["vectors"][i] @ query)), 1)}
-    expected = {row_id: 1 / (60 + rank) + (1 / 61 if row_id == docs["ids"][target] else 0.0) for row_id, rank in vector_rank.items()}
+    vector_rank = {
+        docs["ids"][i]: rank for rank, i in enumerate(sorted(de, key=lambda i: -float(docs["vectors"][i] @ query)), 1)
+    }
+    expected = {
+        row_id: 1 / (60 + rank) + (1 / 61 if row_id == docs["ids"][target] else 0.0)
+        for row_id, rank in vector_rank.items()
+    }
     best = sorted(expected.items(), key=lambda pair: -pair[1])[:5]
     results = await lab.hybrid_search_rrf(conn, query, "item 17", {"language": "de"}, top_k=5)
     assert [row_id for row_id, _ in results] == [row_id for row_id, _ in best], "not the top 5 by fused score"

@@ -20,9 +20,10 @@ TITLE = "the semantic search service"
 lab = objective(6)
 
 TOPICS = ["vacuum", "index", "backup", "replication", "trigger", "json"]
-CONTENTS = [f"{a} and {b} notes: how {a} works with {b} in practice, part {i}"
-            for i, (a, b) in enumerate((a, b) for a in TOPICS for b in TOPICS)] + \
-           [f"a {b} guide mentioning {a} once, chapter {i}" for i, (a, b) in enumerate((a, b) for a in TOPICS for b in TOPICS)]
+CONTENTS = [
+    f"{a} and {b} notes: how {a} works with {b} in practice, part {i}"
+    for i, (a, b) in enumerate((a, b) for a in TOPICS for b in TOPICS)
+] + [f"a {b} guide mentioning {a} once, chapter {i}" for i, (a, b) in enumerate((a, b) for a in TOPICS for b in TOPICS)]
 
 
 @pytest.fixture
@@ -58,9 +59,13 @@ def metric(text: str, name: str, **labels) -> float:
     return 0.0
 
 
-@pytest.mark.hint("The filter must be a JSON object of scalar values (string, finite number, boolean); anything else "
-                  "is a ValueError. Note that 1e400 parses as infinity.")
-@pytest.mark.parametrize("bad", ["{oops", "[1, 2]", '"text"', '{"a": {"b": 1}}', '{"a": [1]}', '{"a": null}', '{"a": 1e400}'])
+@pytest.mark.hint(
+    "The filter must be a JSON object of scalar values (string, finite number, boolean); anything else "
+    "is a ValueError. Note that 1e400 parses as infinity."
+)
+@pytest.mark.parametrize(
+    "bad", ["{oops", "[1, 2]", '"text"', '{"a": {"b": 1}}', '{"a": [1]}', '{"a": null}', '{"a": 1e400}']
+)
 def test_parse_filter(lab, bad):
     """parse_filter() accepts JSON objects of scalars and refuses everything else"""
     assert lab.parse_filter('{"topic": "sql", "n": 2, "ok": true}') == {"topic": "sql", "n": 2, "ok": True}
@@ -69,7 +74,10 @@ def test_parse_filter(lab, bad):
         lab.parse_filter(bad)
 
 
-@pytest.mark.hint("Hash the float32 bytes of the embedding together with top_k, min_score, the mode, the text and json.dumps(filter, sort_keys=True).")
+@pytest.mark.hint(
+    "Hash the float32 bytes of the embedding together with top_k, min_score, the mode, the text "
+    "and json.dumps(filter, sort_keys=True)."
+)
 def test_result_cache_key(lab):
     """result_cache_key() is stable, ignores filter key order, and changes with every input"""
     e = np.random.default_rng(0).normal(size=1536).astype(np.float32)
@@ -77,44 +85,70 @@ def test_result_cache_key(lab):
     assert key == lab.result_cache_key(e.copy(), 10, 0.3, {"b": "x", "a": 1})
     other = e.copy()
     other[5] += 1e-3
-    variants = [lab.result_cache_key(other, 10, 0.3, {"a": 1, "b": "x"}), lab.result_cache_key(e, 11, 0.3, {"a": 1, "b": "x"}),
-                lab.result_cache_key(e, 10, 0.31, {"a": 1, "b": "x"}), lab.result_cache_key(e, 10, 0.3, {"a": 2, "b": "x"}),
-                lab.result_cache_key(e, 10, 0.3, None), lab.result_cache_key(e, 10, 0.3, {"a": 1, "b": "x"}, "rrf"),
-                lab.result_cache_key(e, 10, 0.3, {"a": 1, "b": "x"}, "vector", "other words")]
-    assert len({key, *variants}) == 8, "every change of input (embedding, top_k, min_score, filter, mode, text) must change the key"
+    variants = [
+        lab.result_cache_key(other, 10, 0.3, {"a": 1, "b": "x"}),
+        lab.result_cache_key(e, 11, 0.3, {"a": 1, "b": "x"}),
+        lab.result_cache_key(e, 10, 0.31, {"a": 1, "b": "x"}),
+        lab.result_cache_key(e, 10, 0.3, {"a": 2, "b": "x"}),
+        lab.result_cache_key(e, 10, 0.3, None),
+        lab.result_cache_key(e, 10, 0.3, {"a": 1, "b": "x"}, "rrf"),
+        lab.result_cache_key(e, 10, 0.3, {"a": 1, "b": "x"}, "vector", "other words"),
+    ]
+    assert len({key, *variants}) == 8, (
+        "every change of input (embedding, top_k, min_score, filter, mode, text) must change the key"
+    )
 
 
 @pytest.mark.hint("Look the model up in CALIBRATED_MIN_SCORE; unknown models get FALLBACK_MIN_SCORE.")
 def test_default_min_score_is_calibrated_per_model(lab):
     """default_min_score() uses the per-model calibration"""
     assert lab.default_min_score("wordllama/l2_supercat_256") == lab.CALIBRATED_MIN_SCORE["wordllama/l2_supercat_256"]
-    assert lab.default_min_score("openai/text-embedding-ada-002") == lab.CALIBRATED_MIN_SCORE["openai/text-embedding-ada-002"]
+    assert (
+        lab.default_min_score("openai/text-embedding-ada-002")
+        == lab.CALIBRATED_MIN_SCORE["openai/text-embedding-ada-002"]
+    )
     assert lab.default_min_score("some/unknown-model") == lab.service.FALLBACK_MIN_SCORE
 
 
-@pytest.mark.hint("search(): embed the query, run self.query(...), and return the SearchResponse with count and results.")
+@pytest.mark.hint(
+    "search(): embed the query, run self.query(...), and return the SearchResponse with count and results."
+)
 @pytest.mark.points(3)
 async def test_ranking_scores_and_parameters_match_an_independent_computation(lab, client, data):
     """POST /search ranks by cosine similarity like numpy and honours top_k, min_score and filter"""
     query = "how vacuum works with backup"
     q = np.asarray(data["embedder"].embed_sync([query])[0], dtype=np.float64)
     sims = data["vectors"].astype(np.float64) @ q
-    for params in ({"top_k": 5, "min_score": 0.0}, {"top_k": 50, "min_score": 0.4},
-                   {"top_k": 7, "min_score": 0.0, "filter": json.dumps({"topic": "backup"})}):
+    for params in (
+        {"top_k": 5, "min_score": 0.0},
+        {"top_k": 50, "min_score": 0.4},
+        {"top_k": 7, "min_score": 0.0, "filter": json.dumps({"topic": "backup"})},
+    ):
         response = await search(client, query, **params)
         assert response.status_code == 200, response.text
         body = response.json()
-        allowed = [i for i in np.argsort(-sims, kind="stable") if sims[i] >= params["min_score"]
-                   and ("filter" not in params or data["metadata"][i]["topic"] == "backup")][: params["top_k"]]
-        assert body["count"] == len(body["results"]) == len(allowed), f"{params}: {body['count']} results, expected {len(allowed)}"
+        allowed = [
+            i
+            for i in np.argsort(-sims, kind="stable")
+            if sims[i] >= params["min_score"] and ("filter" not in params or data["metadata"][i]["topic"] == "backup")
+        ][: params["top_k"]]
+        assert body["count"] == len(body["results"]) == len(allowed), (
+            f"{params}: {body['count']} results, expected {len(allowed)}"
+        )
         assert sorted(h["id"] for h in body["results"]) == sorted(str(data["ids"][i]) for i in allowed)
-        assert [h["score"] for h in body["results"]] == pytest.approx(sorted((sims[i] for i in allowed), reverse=True), abs=1e-5)
+        assert [h["score"] for h in body["results"]] == pytest.approx(
+            sorted((sims[i] for i in allowed), reverse=True), abs=1e-5
+        )
     default = (await search(client, query)).json()
-    assert default["min_score"] == lab.default_min_score(data["embedder"].model_id), "min_score defaults to the calibrated value"
+    assert default["min_score"] == lab.default_min_score(data["embedder"].model_id), (
+        "min_score defaults to the calibrated value"
+    )
 
 
-@pytest.mark.hint("search(): pass mode and text to result_cache_key() and self.query(), set `mode` in the response, and "
-                  "embed the query with kind=\"query\".")
+@pytest.mark.hint(
+    "search(): pass mode and text to result_cache_key() and self.query(), set `mode` in the response, and "
+    'embed the query with kind="query".'
+)
 @pytest.mark.points(2)
 async def test_modes_reach_the_query_and_the_cache(lab, client, data):
     """each mode ranks its own way and is cached apart; queries are embedded as queries"""
@@ -134,10 +168,12 @@ async def test_modes_reach_the_query_and_the_cache(lab, client, data):
     assert same_vector.json()["cached"] is False, "hybrid and rrf match the query's words: the text belongs in the key"
     again = await search(client, query, top_k=8, min_score=0.0, mode="rrf")
     assert again.json()["cached"] is True and again.json()["results"] == rrf
-    assert set(data["embedder"].kinds) == {"query"}, "a search embeds its text as a query (kind=\"query\")"
+    assert set(data["embedder"].kinds) == {"query"}, 'a search embeds its text as a query (kind="query")'
 
 
-@pytest.mark.hint("Keep a TTLCache of results keyed by result_cache_key() and one of embeddings keyed by the query text.")
+@pytest.mark.hint(
+    "Keep a TTLCache of results keyed by result_cache_key() and one of embeddings keyed by the query text."
+)
 @pytest.mark.points(3)
 async def test_repeat_is_a_cache_hit_without_a_second_embedding(lab, client, data):
     """a repeated search is served from the cache: identical results, cached=true, no second embedding call"""
@@ -163,7 +199,9 @@ async def test_cache_is_invalidated_by_an_insert(lab, client):
     assert created.status_code == 201
     after = (await search(client, query, top_k=3, min_score=0.0)).json()
     assert after["cached"] is False, "a cached result must not survive an insert"
-    assert after["results"][0]["id"] == created.json()["id"] and after["results"][0]["score"] == pytest.approx(1.0, abs=1e-5)
+    assert after["results"][0]["id"] == created.json()["id"] and after["results"][0]["score"] == pytest.approx(
+        1.0, abs=1e-5
+    )
     assert after["results"] != before.json()["results"]
 
 
@@ -176,8 +214,13 @@ async def test_metrics_move_and_parse(lab, client):
     await search(client, "vacuum index", top_k=3, min_score=0.0, filter="{broken")
     text = (await client.get("/metrics")).text
     families = {f.name for f in text_string_to_metric_families(text)}
-    assert {"search_request_seconds", "search_results", "embedding_request_seconds", "search_cache_requests",
-            "search_errors"} <= families, f"missing metric families: {families}"
+    assert {
+        "search_request_seconds",
+        "search_results",
+        "embedding_request_seconds",
+        "search_cache_requests",
+        "search_errors",
+    } <= families, f"missing metric families: {families}"
     assert metric(text, "search_cache_requests_total", cache="result", outcome="miss") == 1
     assert metric(text, "search_cache_requests_total", cache="result", outcome="hit") == 1
     assert metric(text, "search_cache_requests_total", cache="embedding", outcome="hit") == 1
@@ -194,15 +237,24 @@ async def test_metrics_move_and_parse(lab, client):
 async def test_provider_failures_are_503_with_retry_after(lab, data, db_url, failure):
     """a provider that is down, rate-limiting or timing out gives 503 + Retry-After after bounded retries"""
     with FakeProviderServer() as provider:
-        embedder = OpenAIEmbedder(base_url=provider.openai_base_url, model="text-embedding-ada-002", api_key="sk-test",
-                                  max_retries=1, timeout=0.3, backoff_initial=0.01)
+        embedder = OpenAIEmbedder(
+            base_url=provider.openai_base_url,
+            model="text-embedding-ada-002",
+            api_key="sk-test",
+            max_retries=1,
+            timeout=0.3,
+            backoff_initial=0.01,
+        )
         app = lab.create_app(embedder=embedder, database_url=db_url, settings=settings())
         async with app.router.lifespan_context(app):
             async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://test") as client:
                 ok = await search(client, "vacuum", min_score=0.0)
                 assert ok.status_code == 200, f"a healthy provider must work first: {ok.text}"
-                step = {"outage": Step(503, retry_after="1"), "rate_limit": Step(429, retry_after="1"),
-                        "timeout": Step(delay=1.0)}[failure]
+                step = {
+                    "outage": Step(503, retry_after="1"),
+                    "rate_limit": Step(429, retry_after="1"),
+                    "timeout": Step(delay=1.0),
+                }[failure]
                 provider.script(step, step)
                 response = await search(client, "backup")
                 assert response.status_code == 503, response.text
@@ -216,17 +268,20 @@ async def test_provider_failures_are_503_with_retry_after(lab, data, db_url, fai
 
 @pytest.mark.hint("Validate parameters (FastAPI Query bounds, parse_filter) so bad input is a 422 with a message.")
 @pytest.mark.points(2)
-@pytest.mark.parametrize("params, body", [
-    ({"filter": "{not json"}, {"query": "vacuum"}),
-    ({"filter": "[1,2]"}, {"query": "vacuum"}),
-    ({"top_k": 0}, {"query": "vacuum"}),
-    ({"top_k": 101}, {"query": "vacuum"}),
-    ({"min_score": 1.5}, {"query": "vacuum"}),
-    ({}, {"query": ""}),
-    ({}, {"query": "   "}),
-    ({}, {"query": "x" * 2001}),
-    ({}, {"nothing": "here"}),
-])
+@pytest.mark.parametrize(
+    "params, body",
+    [
+        ({"filter": "{not json"}, {"query": "vacuum"}),
+        ({"filter": "[1,2]"}, {"query": "vacuum"}),
+        ({"top_k": 0}, {"query": "vacuum"}),
+        ({"top_k": 101}, {"query": "vacuum"}),
+        ({"min_score": 1.5}, {"query": "vacuum"}),
+        ({}, {"query": ""}),
+        ({}, {"query": "   "}),
+        ({}, {"query": "x" * 2001}),
+        ({}, {"nothing": "here"}),
+    ],
+)
 async def test_bad_input_is_422_with_a_message(lab, client, params, body):
     """bad parameters, malformed filter JSON and bad queries get 422 with a readable message"""
     assert (await search(client, "vacuum", min_score=0.0)).status_code == 200, "a good search must work first"
@@ -281,14 +336,17 @@ async def test_embedding_cache_is_keyed_by_model_and_exact_text(lab, app_and_cli
     app.state.service.embedder = other
     response = await search(client, "vacuum and backup", min_score=0.0)
     assert response.status_code == 200, response.text
-    assert len(other.calls) == 1, "a vector cached for another model was reused: vectors of two models are not comparable"
+    assert len(other.calls) == 1, (
+        "a vector cached for another model was reused: vectors of two models are not comparable"
+    )
 
 
 @pytest.mark.hint("A cache size of 0 means no caching: nothing is stored, every search is answered afresh.")
 async def test_cache_size_zero_turns_caching_off(lab, data, db_url):
     """with SEARCH_CACHE_SIZE=0 and EMBEDDING_CACHE_SIZE=0 nothing is served from a cache"""
-    app = lab.create_app(embedder=data["embedder"], database_url=db_url,
-                         settings=settings(search_cache_size=0, embedding_cache_size=0))
+    app = lab.create_app(
+        embedder=data["embedder"], database_url=db_url, settings=settings(search_cache_size=0, embedding_cache_size=0)
+    )
     async with app.router.lifespan_context(app):
         async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://test") as client:
             first = await search(client, "index trigger", top_k=3, min_score=0.0)
@@ -318,16 +376,24 @@ async def test_results_histogram_observes_the_result_count(lab, client):
     assert counts[0] == 10 and counts[-1] < 10, f"precondition: the thresholds should cut the results ({counts})"
     text = (await client.get("/metrics")).text
     assert metric(text, "search_results_count") == 3
-    assert metric(text, "search_results_sum") == sum(counts), \
+    assert metric(text, "search_results_sum") == sum(counts), (
         f"search_results_sum is {metric(text, 'search_results_sum')}, the searches returned {counts}"
+    )
 
 
-@pytest.mark.hint("Relaxed-order HNSW results must be re-sorted outside the CTE; PostgreSQL 17+ drops a plain "
-                  "ORDER BY distance there (pgvector's README: ORDER BY distance + 0).")
+@pytest.mark.hint(
+    "Relaxed-order HNSW results must be re-sorted outside the CTE; PostgreSQL 17+ drops a plain "
+    "ORDER BY distance there (pgvector's README: ORDER BY distance + 0)."
+)
 async def test_filtered_results_are_sorted_on_an_hnsw_plan(lab, conn, db_url):
     """with the planner on the HNSW index and relaxed ordering, /search still returns results best first"""
     vectors = random_vectors(2000, seed=63, normalised=True)
-    await seed(conn, vectors, [f"row {i}" for i in range(2000)], [{"topic": ["sql", "other", "more"][i % 3]} for i in range(2000)])
+    await seed(
+        conn,
+        vectors,
+        [f"row {i}" for i in range(2000)],
+        [{"topic": ["sql", "other", "more"][i % 3]} for i in range(2000)],
+    )
     await conn.execute("CREATE INDEX ON embeddings USING hnsw (embedding vector_cosine_ops)")
     await conn.execute("ANALYZE embeddings")
     name = await conn.fetchval("SELECT current_database()")

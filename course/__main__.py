@@ -1,9 +1,9 @@
 """Course command line.
 
-    python -m course db start|stop|status|url|psql   the database (embedded by default, or DATABASE_URL)
-    python -m course corpus build|load|status         the document set in data/ and in the embeddings table
-    python -m course setup                            start the database, build and load the corpus (make lab)
-    python -m course lab [--objective N] [jupyter args]  JupyterLab on one objective's notebook and lab file
+python -m course db start|stop|status|url|psql   the database (embedded by default, or DATABASE_URL)
+python -m course corpus build|load|status         the document set in data/ and in the embeddings table
+python -m course setup                            start the database, build and load the corpus (make lab)
+python -m course lab [--objective N] [jupyter args]  JupyterLab on one objective's notebook and lab file
 """
 
 from __future__ import annotations
@@ -23,8 +23,10 @@ def _db(action: str) -> int:
         started = time.perf_counter()
         url = database.start()
         info = database.check_server(url)
-        print(f"PostgreSQL {info['server_version']} with pgvector {info['pgvector']} ready in "
-              f"{time.perf_counter() - started:.1f} s: {info['url']}")
+        print(
+            f"PostgreSQL {info['server_version']} with pgvector {info['pgvector']} ready in "
+            f"{time.perf_counter() - started:.1f} s: {info['url']}"
+        )
     elif action == "stop":
         print("stopped" if database.stop() else "not running")
     elif action == "status":
@@ -32,7 +34,7 @@ def _db(action: str) -> int:
         print(json.dumps(status, indent=2))
         return 0 if status.get("running") else 1
     elif action == "url":
-        print(database.libpq_url())
+        print(database.start())
     elif action == "psql":
         url = database.start()
         psql = database.psql_path()

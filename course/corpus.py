@@ -212,7 +212,9 @@ def chunks_from_manual_page(path: Path) -> list[Chunk]:
         for part, piece in enumerate(split_text(body)):
             metadata = {
                 "source": "postgres-docs",
-                "topic": path.stem.split("-")[0],  # sql, functions, plpgsql, monitoring, ...: filters of every selectivity
+                "topic": path.stem.split("-")[
+                    0
+                ],  # sql, functions, plpgsql, monitoring, ...: filters of every selectivity
                 "page": path.name,
                 "title": title,
                 "section": section or title,
@@ -277,10 +279,20 @@ def python_docs_chunks(progress: bool = True) -> list[Chunk]:
 
     for name, text in sorted(topics.items()):
         for part, piece in enumerate(split_text(_clean(text))):
-            meta = {"source": "python-docs", "topic": "reference", "page": "reference", "title": name, "section": name, "language": "en", "part": part}
+            meta = {
+                "source": "python-docs",
+                "topic": "reference",
+                "page": "reference",
+                "title": name,
+                "section": name,
+                "language": "en",
+                "part": part,
+            }
             chunks.append(Chunk(piece, meta, _chunk_id("python-topic", name, part)))
     stdlib = Path(sysconfig.get_paths()["stdlib"])
-    files = sorted(p for p in stdlib.rglob("*.py") if not ({"test", "tests", "idlelib", "site-packages"} & set(p.parts)))
+    files = sorted(
+        p for p in stdlib.rglob("*.py") if not ({"test", "tests", "idlelib", "site-packages"} & set(p.parts))
+    )
     for path in tqdm(files, desc="Reading stdlib docstrings", unit="file", disable=not progress):
         module = ".".join(path.relative_to(stdlib).with_suffix("").parts).removesuffix(".__init__")
         try:
@@ -291,7 +303,15 @@ def python_docs_chunks(progress: bool = True) -> list[Chunk]:
             if len(doc) < 200:
                 continue
             for part, piece in enumerate(split_text(doc)):
-                meta = {"source": "python-docs", "topic": module.split(".")[0], "page": module, "title": module, "section": qualname, "language": "en", "part": part}
+                meta = {
+                    "source": "python-docs",
+                    "topic": module.split(".")[0],
+                    "page": module,
+                    "title": module,
+                    "section": qualname,
+                    "language": "en",
+                    "part": part,
+                }
                 chunks.append(Chunk(piece, meta, _chunk_id("python-doc", qualname, part)))
     return chunks
 
@@ -335,15 +355,23 @@ GUIDES = {
         name="postgres-docs",
         what="the PostgreSQL manual",
         questions=(
-            "How do I make a backup of my database?", "What does VACUUM do?", "How do I create an index?",
-            "How do I grant privileges on a table?", "What is a foreign key?", "How can I store JSON documents?",
+            "How do I make a backup of my database?",
+            "What does VACUUM do?",
+            "How do I create an index?",
+            "How do I grant privileges on a table?",
+            "What is a foreign key?",
+            "How can I store JSON documents?",
         ),
         off_topic=("Recipe for banana bread", "Who won the football world cup?", "How to knit a scarf"),
         filter_topics=("sql", "functions", "plpgsql", "monitoring"),
         identifier_query="pg_stat_activity wait_event",
         keyword_queries=(
-            "vacuum full locks the table", "create index concurrently", "json path operators",
-            "streaming replication slots", "row level security policy", "pl/pgsql exception handling",
+            "vacuum full locks the table",
+            "create index concurrently",
+            "json path operators",
+            "streaming replication slots",
+            "row level security policy",
+            "pl/pgsql exception handling",
         ),
         topic_example=("ddl", "rename a column", "ALTER TABLE … RENAME COLUMN renames a column."),
     ),
@@ -351,16 +379,23 @@ GUIDES = {
         name="python-docs",
         what="CPython's documentation",
         questions=(
-            "How do I run several coroutines at the same time?", "How do I turn a Python object into JSON?",
-            "How do I write log messages to a file?", "How do I compare two sequences of lines?",
-            "How do I create a temporary directory?", "What does the with statement do?",
+            "How do I run several coroutines at the same time?",
+            "How do I turn a Python object into JSON?",
+            "How do I write log messages to a file?",
+            "How do I compare two sequences of lines?",
+            "How do I create a temporary directory?",
+            "What does the with statement do?",
         ),
         off_topic=("Recipe for banana bread", "Who won the football world cup?", "How to knit a scarf"),
         filter_topics=("reference", "asyncio", "logging", "json"),
         identifier_query="gather return_exceptions",
         keyword_queries=(
-            "json indent", "logging level", "event loop task",
-            "mock patch", "unified diff", "socket timeout",
+            "json indent",
+            "logging level",
+            "event loop task",
+            "mock patch",
+            "unified diff",
+            "socket timeout",
         ),
         topic_example=("json", "parse a json string", "json.loads() parses a JSON document into Python objects."),
     ),
@@ -440,14 +475,16 @@ def _sample(rows: list[dict], limit: int | None) -> list[dict]:
     return [rows[int(i * step)] for i in range(limit)]
 
 
-async def load_corpus(conn, embedder=None, *, name: str | None = None, limit: int | None = None, progress: bool = True) -> int:
+async def load_corpus(
+    conn, embedder=None, *, name: str | None = None, limit: int | None = None, progress: bool = True
+) -> int:
     """Embed the corpus into the `embeddings` table of `conn`'s database; returns the number of rows added.
 
     The runtime's own loader (it does not use any learner's or the reference's Objective 1 code): the extension and
     table from `EMBEDDINGS_TABLE_DDL`, vectors checked for length and finiteness, and binary COPY of each batch in its
     own transaction (the fastest path measured: ~10K rows/s against ~8K for executemany). Registers pgvector's
-    and a binary jsonb codec on `conn`. Re-running adds nothing; rows embedded with another model are replaced, because vectors
-    from different models cannot be compared."""
+    and a binary jsonb codec on `conn`. Re-running adds nothing; rows embedded with another model are replaced,
+    because vectors from different models cannot be compared."""
     from pgvector.asyncpg import register_vector
 
     from course.embeddings import get_embedder
@@ -460,19 +497,24 @@ async def load_corpus(conn, embedder=None, *, name: str | None = None, limit: in
     await register_vector(conn)
     # COPY's binary format needs a binary jsonb codec: a version byte (1) and the JSON text. Still dicts both ways.
     await conn.set_type_codec(
-        "jsonb", schema="pg_catalog", format="binary",
-        encoder=lambda value: b"\x01" + json.dumps(value).encode(), decoder=lambda data: json.loads(data[1:]),
+        "jsonb",
+        schema="pg_catalog",
+        format="binary",
+        encoder=lambda value: b"\x01" + json.dumps(value).encode(),
+        decoder=lambda data: json.loads(data[1:]),
     )
     # Rows from another model are not comparable; rows whose chunk left the corpus (a rebuilt corpus) are stale.
     stale = await conn.execute(
         "DELETE FROM embeddings WHERE metadata ? 'corpus_id' "
         "AND (metadata->>'model' <> $1 OR NOT (metadata->>'corpus_id' = ANY($2::text[])))",
-        embedder.model_id, [r["id"] for r in all_rows],
+        embedder.model_id,
+        [r["id"] for r in all_rows],
     )
     if stale != "DELETE 0":
         log.info("Removed stale corpus rows (%s)", stale)
     have = {
-        r["cid"] for r in await conn.fetch("SELECT metadata->>'corpus_id' AS cid FROM embeddings WHERE metadata ? 'corpus_id'")
+        r["cid"]
+        for r in await conn.fetch("SELECT metadata->>'corpus_id' AS cid FROM embeddings WHERE metadata ? 'corpus_id'")
     }
     missing = [r for r in rows if r["id"] not in have]
     # Inserting into an HNSW index row by row is ~3x slower than building it afterwards (29 s vs 10 s for the corpus)
@@ -481,16 +523,28 @@ async def load_corpus(conn, embedder=None, *, name: str | None = None, limit: in
         await conn.execute(f"DROP INDEX {SEARCH_INDEX}")
     added = 0
     batch = 500
-    with tqdm(total=len(missing), desc=f"Embedding with {embedder.model_id}", unit="chunk", disable=not progress or not missing) as bar:
+    with tqdm(
+        total=len(missing),
+        desc=f"Embedding with {embedder.model_id}",
+        unit="chunk",
+        disable=not progress or not missing,
+    ) as bar:
         for start in range(0, len(missing), batch):
             chunk = missing[start : start + batch]
             vectors = _checked_vectors(await embedder.embed([r["content"] for r in chunk]), len(chunk))
             records = [
-                (uuid.UUID(r["id"]), r["content"], {**r["metadata"], "corpus_id": r["id"], "model": embedder.model_id}, v)
+                (
+                    uuid.UUID(r["id"]),
+                    r["content"],
+                    {**r["metadata"], "corpus_id": r["id"], "model": embedder.model_id},
+                    v,
+                )
                 for r, v in zip(chunk, vectors)
             ]
             async with conn.transaction():
-                await conn.copy_records_to_table("embeddings", records=records, columns=["id", "content", "metadata", "embedding"])
+                await conn.copy_records_to_table(
+                    "embeddings", records=records, columns=["id", "content", "metadata", "embedding"]
+                )
             added += len(records)
             bar.update(len(records))
     if rebuild_index:
@@ -505,7 +559,9 @@ def _checked_vectors(vectors, count: int):
 
     matrix = np.asarray(vectors, dtype=np.float32)
     if matrix.shape != (count, EMBEDDING_DIMENSIONS):
-        raise ValueError(f"The embedder returned an array of shape {matrix.shape}, expected ({count}, {EMBEDDING_DIMENSIONS}).")
+        raise ValueError(
+            f"The embedder returned an array of shape {matrix.shape}, expected ({count}, {EMBEDDING_DIMENSIONS})."
+        )
     if not np.isfinite(matrix).all():
         raise ValueError("The embedder returned a vector with NaN or infinite values.")
     if not np.abs(matrix).sum(axis=1).all():

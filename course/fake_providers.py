@@ -132,7 +132,9 @@ class FakeProviderServer:
                 else:
                     self._send(404, {"error": {"message": f"Unknown path {self.path}", "code": 404}})
 
-            def _send(self, status: int, payload: Any, retry_after: str | None = None, step: Step | None = None) -> None:
+            def _send(
+                self, status: int, payload: Any, retry_after: str | None = None, step: Step | None = None
+            ) -> None:
                 step = step or Step()
                 if status == 200 and step.mutate is not None:
                     payload = step.mutate(payload)
@@ -159,34 +161,86 @@ class FakeProviderServer:
             def _openai(self, step: Step, body: Any) -> None:
                 if step.status != 200:
                     kinds = {400: "invalid_request_error", 401: "invalid_api_key", 429: "rate_limit_exceeded"}
-                    error = {"message": step.body or f"Simulated HTTP {step.status}", "type": kinds.get(step.status, "server_error"),
-                             "param": None, "code": kinds.get(step.status), **(step.error or {})}
+                    error = {
+                        "message": step.body or f"Simulated HTTP {step.status}",
+                        "type": kinds.get(step.status, "server_error"),
+                        "param": None,
+                        "code": kinds.get(step.status),
+                        **(step.error or {}),
+                    }
                     return self._send(step.status, {"error": error}, step.retry_after, step)
                 if not self.headers.get("authorization", "").startswith("Bearer "):
-                    return self._send(401, {"error": {"message": "You didn't provide an API key.", "type": "invalid_request_error"}})
+                    return self._send(
+                        401, {"error": {"message": "You didn't provide an API key.", "type": "invalid_request_error"}}
+                    )
                 texts = body.get("input") if isinstance(body, dict) else None
                 if isinstance(texts, str):
                     texts = [texts]
                 if not texts or not all(isinstance(t, str) and t for t in texts):
-                    return self._send(400, {"error": {"message": "'input' must be a non-empty string or array of strings", "type": "invalid_request_error"}})
-                data = [{"object": "embedding", "index": i, "embedding": v} for i, v in enumerate(server.vectors(texts))]
+                    return self._send(
+                        400,
+                        {
+                            "error": {
+                                "message": "'input' must be a non-empty string or array of strings",
+                                "type": "invalid_request_error",
+                            }
+                        },
+                    )
+                data = [
+                    {"object": "embedding", "index": i, "embedding": v} for i, v in enumerate(server.vectors(texts))
+                ]
                 if server.shuffle:
                     random.shuffle(data)  # the API does not promise order; clients must sort by index
                 usage = sum(len(t.split()) for t in texts)
-                self._send(200, {"object": "list", "data": data, "model": body.get("model"),
-                                 "usage": {"prompt_tokens": usage, "total_tokens": usage}}, step=step)
+                self._send(
+                    200,
+                    {
+                        "object": "list",
+                        "data": data,
+                        "model": body.get("model"),
+                        "usage": {"prompt_tokens": usage, "total_tokens": usage},
+                    },
+                    step=step,
+                )
 
             def _gemini(self, step: Step, body: Any) -> None:
                 if step.status != 200:
-                    statuses = {400: "INVALID_ARGUMENT", 403: "PERMISSION_DENIED", 429: "RESOURCE_EXHAUSTED", 503: "UNAVAILABLE"}
-                    error = {"code": step.status, "message": step.body or f"Simulated HTTP {step.status}",
-                             "status": statuses.get(step.status, "INTERNAL"), **(step.error or {})}
+                    statuses = {
+                        400: "INVALID_ARGUMENT",
+                        403: "PERMISSION_DENIED",
+                        429: "RESOURCE_EXHAUSTED",
+                        503: "UNAVAILABLE",
+                    }
+                    error = {
+                        "code": step.status,
+                        "message": step.body or f"Simulated HTTP {step.status}",
+                        "status": statuses.get(step.status, "INTERNAL"),
+                        **(step.error or {}),
+                    }
                     return self._send(step.status, {"error": error}, step.retry_after, step)
                 if not self.headers.get("x-goog-api-key"):
-                    return self._send(403, {"error": {"code": 403, "message": "Method doesn't allow unregistered callers.", "status": "PERMISSION_DENIED"}})
+                    return self._send(
+                        403,
+                        {
+                            "error": {
+                                "code": 403,
+                                "message": "Method doesn't allow unregistered callers.",
+                                "status": "PERMISSION_DENIED",
+                            }
+                        },
+                    )
                 requests = body.get("requests") if isinstance(body, dict) else None
                 if not requests or len(requests) > 100:
-                    return self._send(400, {"error": {"code": 400, "message": "requests must hold 1 to 100 items", "status": "INVALID_ARGUMENT"}})
+                    return self._send(
+                        400,
+                        {
+                            "error": {
+                                "code": 400,
+                                "message": "requests must hold 1 to 100 items",
+                                "status": "INVALID_ARGUMENT",
+                            }
+                        },
+                    )
                 texts = [r["content"]["parts"][0]["text"] for r in requests]
                 size = requests[0].get("outputDimensionality") or 3072
                 vectors = [[x * 3.0 for x in v[:size]] for v in server.vectors(texts)]  # not normalised below 3072

@@ -54,8 +54,12 @@ def workspace(objective: int, root: Path = ROOT) -> dict:
                     },
                     "current": nb_id,
                 },
-                "left": {"collapsed": False, "visible": True, "current": "filebrowser",
-                         "widgets": ["filebrowser", "running-sessions", "table-of-contents", "extensionmanager.main-view"]},
+                "left": {
+                    "collapsed": False,
+                    "visible": True,
+                    "current": "filebrowser",
+                    "widgets": ["filebrowser", "running-sessions", "table-of-contents", "extensionmanager.main-view"],
+                },
                 "right": {"collapsed": True, "visible": True, "widgets": ["jp-property-inspector", "debugger-sidebar"]},
                 "relativeSizes": [0.16, 0.84, 0],
                 "top": {"simpleVisibility": True},
@@ -82,8 +86,14 @@ def lab_command(objective: int, root: Path = ROOT, extra: list[str] | None = Non
     """The `jupyter lab` command line and environment that `make lab` runs."""
     env = dict(os.environ)
     env["JUPYTER_CONFIG_PATH"] = os.pathsep.join(p for p in (str(CONFIG_DIR), env.get("JUPYTER_CONFIG_PATH")) if p)
-    args = [sys.executable, "-m", "jupyter", "lab", f"--ServerApp.root_dir={root}",
-            f"--ServerApp.default_url=/lab/workspaces/objective{objective}"]
+    args = [
+        sys.executable,
+        "-m",
+        "jupyter",
+        "lab",
+        f"--ServerApp.root_dir={root}",
+        f"--ServerApp.default_url=/lab/workspaces/objective{objective}",
+    ]
     if hasattr(os, "getuid") and os.getuid() == 0:
         args.append("--allow-root")  # containers and Codespaces run as root
     return args + list(extra or []), env
@@ -102,7 +112,10 @@ def main(argv: list[str]) -> int:
     if args.workspaces_dir:
         extra.append(f"--LabApp.workspaces_dir={args.workspaces_dir.resolve()}")
     command, env = lab_command(args.objective, root, extra)
-    print(f"Opening objective {args.objective}: {notebook_for(args.objective, root)} beside "
-          f"{lab_file_for(args.objective, root)}", flush=True)
+    print(
+        f"Opening objective {args.objective}: {notebook_for(args.objective, root)} beside "
+        f"{lab_file_for(args.objective, root)}",
+        flush=True,
+    )
     os.execve(command[0], command, env)
     return 0  # not reached

@@ -5,8 +5,9 @@ takes per-round timings of two alternatives measured in interleaved rounds (a bu
 hits both alike), and says "faster" only when every round agrees, "slower" only when every round disagrees, and
 otherwise that there is no reliable difference. The sentence is generated from the ratio, never written by hand.
 
-With `COURSE_COMPARISONS=path` set (relative to the repository root), each comparison is also appended to that JSON-lines file. `make test` runs the
-notebooks twice and `python -m course.measure run1.jsonl run2.jsonl` fails if any comparison changed direction.
+With `COURSE_COMPARISONS=path` set (relative to the repository root), each comparison is also appended to that
+JSON-lines file. `make test` runs the notebooks twice and `python -m course.measure run1.jsonl run2.jsonl` fails if
+any comparison changed direction.
 """
 
 from __future__ import annotations
@@ -49,7 +50,9 @@ class Comparison:
         return self.sentence
 
 
-def compare(name: str, subject: str, subject_times: Sequence[float], baseline: str, baseline_times: Sequence[float]) -> Comparison:
+def compare(
+    name: str, subject: str, subject_times: Sequence[float], baseline: str, baseline_times: Sequence[float]
+) -> Comparison:
     """Compare per-round times (any unit, lower is better) of `subject` against `baseline`, round by round.
 
     Raises ValueError unless both have the same number (at least 3) of positive timings."""
@@ -93,7 +96,10 @@ def main(argv: list[str] | None = None) -> int:
     names = sorted(set().union(*runs))
     missing = [f"{n}: missing from {p}" for n in names for p, run in zip(paths, runs) if n not in run]
     for name in names:
-        print(f"{name:<46} " + "  ".join(f"{run[name]['direction']:>6} {run[name]['ratio']:6.2f}×" for run in runs if name in run))
+        print(
+            f"{name:<46} "
+            + "  ".join(f"{run[name]['direction']:>6} {run[name]['ratio']:6.2f}×" for run in runs if name in run)
+        )
     problems = missing + flips(*runs)
     for problem in problems:
         print("FAIL", problem, file=sys.stderr)

@@ -34,18 +34,30 @@ def explain(etype: type[BaseException], value: BaseException, tb=None) -> str | 
     if isinstance(value, NotImplementedError) and text.startswith("TODO"):
         where = _lab_frame(tb)
         place = f"`{where[1]}()` in {where[0]}" if where else "a function in labs/"
-        return (f"⏸  This step is yours to write: {place}.\n   {text}\n"
-                "   Write it, save the file, and re-run this cell (the notebook reloads your code).")
+        return (
+            f"⏸  This step is yours to write: {place}.\n   {text}\n"
+            "   Write it, save the file, and re-run this cell (the notebook reloads your code)."
+        )
     if name == "UndefinedTableError" and '"embeddings"' in text:
-        return ("⏸  The `embeddings` table does not exist in this database yet. Finish the step that creates it "
-                "(Objective 1: create_embeddings_table()), run that cell, then re-run this one.")
-    if name in ("UndefinedObjectError", "UnknownPostgresError", "ValueError") and "vector" in text and \
-            ("does not exist" in text or "unknown type" in text):
-        return ("⏸  pgvector is not enabled in this database yet (the `vector` type is unknown). Finish the step "
-                "that enables it (Objective 1: enable_extension()), run that cell, then re-run this one.")
+        return (
+            "⏸  The `embeddings` table does not exist in this database yet. Finish the step that creates it "
+            "(Objective 1: create_embeddings_table()), run that cell, then re-run this one."
+        )
+    if (
+        name in ("UndefinedObjectError", "UnknownPostgresError", "ValueError")
+        and "vector" in text
+        and ("does not exist" in text or "unknown type" in text)
+    ):
+        return (
+            "⏸  pgvector is not enabled in this database yet (the `vector` type is unknown). Finish the step "
+            "that enables it (Objective 1: enable_extension()), run that cell, then re-run this one."
+        )
     if isinstance(value, NameError):
-        return (f"⏸  {text}: a cell above did not finish (most likely at a step still to write) or the name is misspelled. Scroll up to the "
-                "first cell that stopped, finish that step, and run the cells from there in order.")
+        return (
+            f"⏸  {text}: a cell above did not finish (most likely at a step still to write) or the name is "
+            "misspelled. Scroll up to the first cell that stopped, finish that step, and run the cells from there "
+            "in order."
+        )
     return None
 
 

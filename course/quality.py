@@ -60,9 +60,11 @@ def ndcg_at_k(ranked: Sequence, relevant: Iterable, k: int = 10) -> float:
 def evaluate(rankings: dict[str, Sequence], judgments: Sequence[dict], k: int = 10) -> dict[str, float]:
     """Mean recall@k, MRR@k and nDCG@k over the judged queries ({query: ranked ids})."""
     rows = [(rankings[j["query"]], j["relevant"]) for j in judgments]
-    return {f"recall@{k}": sum(recall_at_k(r, rel, k) for r, rel in rows) / len(rows),
-            f"MRR@{k}": sum(mrr_at_k(r, rel, k) for r, rel in rows) / len(rows),
-            f"nDCG@{k}": sum(ndcg_at_k(r, rel, k) for r, rel in rows) / len(rows)}
+    return {
+        f"recall@{k}": sum(recall_at_k(r, rel, k) for r, rel in rows) / len(rows),
+        f"MRR@{k}": sum(mrr_at_k(r, rel, k) for r, rel in rows) / len(rows),
+        f"nDCG@{k}": sum(ndcg_at_k(r, rel, k) for r, rel in rows) / len(rows),
+    }
 
 
 # ---------------------------------------------------------------------------------------------------------------------
@@ -115,8 +117,14 @@ def build_judgments(html_dir: Path, rows: Sequence[dict]) -> list[dict]:
         if relevant and len(relevant) <= MAX_RELEVANT and key not in seen and len(query) >= 4:
             seen.add(key)
             digest = hashlib.md5(key.encode()).hexdigest()
-            judged.append({"query": query, "relevant": relevant, "split": "tune" if int(digest[-1], 16) % 2 else "holdout",
-                           "order": digest})
+            judged.append(
+                {
+                    "query": query,
+                    "relevant": relevant,
+                    "split": "tune" if int(digest[-1], 16) % 2 else "holdout",
+                    "order": digest,
+                }
+            )
     judged.sort(key=lambda j: str(j["order"]))  # a fixed, content-independent sample
     return [{k: v for k, v in j.items() if k != "order"} for j in judged[:SAMPLE]]
 
@@ -154,7 +162,9 @@ METHODS = ("vector", "text", "hybrid", "normalized", "rrf")
 RRF_K = 60
 
 
-def fuse(candidates: Sequence[dict], method: str, vector_weight: float = 0.7, rrf_k: int = RRF_K) -> list[tuple[dict, float]]:
+def fuse(
+    candidates: Sequence[dict], method: str, vector_weight: float = 0.7, rrf_k: int = RRF_K
+) -> list[tuple[dict, float]]:
     """`candidates` (dicts with `vector`: cosine similarity and `text`: ts_rank, of one query) with the score of
     `method`, best first:
 

@@ -47,7 +47,8 @@ class GuardedEmbedder:
         self.failure_threshold = failure_threshold
         self.reset_seconds = reset_seconds
         self._breakers = AsyncCircuitBreakerFactory(
-            default_threshold=failure_threshold, default_ttl=reset_seconds, exclude=list(NOT_PROVIDER_FAILURES))
+            default_threshold=failure_threshold, default_ttl=reset_seconds, exclude=list(NOT_PROVIDER_FAILURES)
+        )
         self._breaker: Any = None  # purgatory creates it on first use (get_breaker is a coroutine)
         self._inflight: dict[tuple[str, tuple[str, ...]], asyncio.Task] = {}
         self.coalesced = 0  # calls that waited for another caller's identical call
@@ -86,7 +87,9 @@ class GuardedEmbedder:
             wait = self.seconds_until_probe() or 1.0
             raise CircuitOpen(
                 f"The embedding provider failed {self.failure_threshold} times in a row ({self.last_error}); "
-                f"the circuit breaker lets the next attempt through in {wait:.0f} s.", retry_after=wait) from None
+                f"the circuit breaker lets the next attempt through in {wait:.0f} s.",
+                retry_after=wait,
+            ) from None
         except EmbeddingError as exc:
             if not isinstance(exc, EmbeddingRequestError):
                 self.last_error, self.last_error_at = f"{type(exc).__name__}: {str(exc)[:200]}", time.time()
@@ -119,7 +122,9 @@ class GuardedEmbedder:
     def health(self) -> dict[str, Any]:
         """For /healthz: ready unless the breaker is open; the last provider failure, if any."""
         report: dict[str, Any] = {
-            "model": self.model_id, "ready": self.state != "open", "breaker": self.state,
+            "model": self.model_id,
+            "ready": self.state != "open",
+            "breaker": self.state,
             "consecutive_failures": self.consecutive_failures,
         }
         if self.last_error and (self.last_success_at is None or (self.last_error_at or 0) > self.last_success_at):

@@ -44,14 +44,17 @@ class Settings(BaseSettings):
         if not sep or scheme.split("+")[0] not in ("postgres", "postgresql"):
             raise ValueError(f"DATABASE_URL must start with postgresql:// (got {scheme or value[:20]!r}).")
         return f"postgresql://{rest}"
+
     course_pgdata: Path = Field(REPO_ROOT / ".pgdata", description="Data directory of the embedded server.")
-    course_database: str = Field("course", pattern=r"^[a-z0-9_]+$",
-                                 description="Database the embedded server creates for the course.")
+    course_database: str = Field(
+        "course", pattern=r"^[a-z0-9_]+$", description="Database the embedded server creates for the course."
+    )
     maintenance_work_mem: str = Field(
         "512MB", description="Per-connection maintenance_work_mem; 64MB (the default) cannot build IVFFlat lists=100."
     )
     random_page_cost: float = Field(
-        1.1, description="Per-connection random_page_cost. The default 4 models spinning disks; at 4 the planner "
+        1.1,
+        description="Per-connection random_page_cost. The default 4 models spinning disks; at 4 the planner "
         "prefers a seq scan + sort over an HNSW index on the ~9K-row corpus (cost 1815 vs 2102); at 1.1 (SSD) it "
         "uses the index (cost 581).",
     )
@@ -70,26 +73,48 @@ class Settings(BaseSettings):
 
     # --- the search service (Objective 6) -------------------------------------------------------------------------
     search_cache_size: int = Field(1024, ge=0, description="Result cache entries (0 disables the cache).")
-    search_cache_max_bytes: int = Field(64 * 2**20, ge=2**20, description="Result cache size bound in bytes "
-                                        "(estimated from the cached texts and metadata), besides the entry count.")
-    search_cache_ttl: float = Field(300.0, gt=0, description="Seconds a cached result lives (bounds staleness from "
-                                    "writes made outside the service).")
+    search_cache_max_bytes: int = Field(
+        64 * 2**20,
+        ge=2**20,
+        description="Result cache size bound in bytes "
+        "(estimated from the cached texts and metadata), besides the entry count.",
+    )
+    search_cache_ttl: float = Field(
+        300.0,
+        gt=0,
+        description="Seconds a cached result lives (bounds staleness from writes made outside the service).",
+    )
     embedding_cache_size: int = Field(4096, ge=0, description="Query-text -> embedding cache entries.")
     embedding_cache_ttl: float = Field(3600.0, gt=0, description="Seconds a cached query embedding lives.")
     search_mode: Literal["vector", "hybrid", "rrf"] | None = Field(
-        None, description="POST /search's default ranking; unset: the best measured for the embedding model (rrf for "
-        "the local model, vector for models not evaluated here).")
+        None,
+        description="POST /search's default ranking; unset: the best measured for the embedding model (rrf for "
+        "the local model, vector for models not evaluated here).",
+    )
     search_max_query_chars: int = Field(2000, ge=1, description="Longest query text accepted (422 beyond).")
     search_db_timeout: float = Field(10.0, gt=0, description="Seconds to wait for a pooled connection or a query.")
-    search_deadline: float = Field(5.0, gt=0, le=120, description="Seconds a search may take in all (embedding with "
-                                   "its retries, and the database); past it the answer is 503 with Retry-After.")
+    search_deadline: float = Field(
+        5.0,
+        gt=0,
+        le=120,
+        description="Seconds a search may take in all (embedding with "
+        "its retries, and the database); past it the answer is 503 with Retry-After.",
+    )
     document_deadline: float = Field(30.0, gt=0, le=600, description="The same bound for POST /documents.")
-    embedding_breaker_failures: int = Field(5, ge=1, description="Consecutive provider failures that open the "
-                                            "circuit breaker (requests then fail at once with 503).")
-    embedding_breaker_reset: float = Field(30.0, gt=0, description="Seconds the breaker stays open before one "
-                                           "request is let through as a probe.")
-    search_api_key: SecretStr | None = Field(None, description="Key POST /documents requires (Authorization: Bearer "
-                                             "or X-API-Key); unset: writes are open (the course default).")
+    embedding_breaker_failures: int = Field(
+        5,
+        ge=1,
+        description="Consecutive provider failures that open the "
+        "circuit breaker (requests then fail at once with 503).",
+    )
+    embedding_breaker_reset: float = Field(
+        30.0, gt=0, description="Seconds the breaker stays open before one request is let through as a probe."
+    )
+    search_api_key: SecretStr | None = Field(
+        None,
+        description="Key POST /documents requires (Authorization: Bearer "
+        "or X-API-Key); unset: writes are open (the course default).",
+    )
     search_max_body_bytes: int = Field(262_144, ge=1024, description="Largest request body accepted (413 beyond).")
 
     # --- course ---------------------------------------------------------------------------------------------------
@@ -102,15 +127,20 @@ class Settings(BaseSettings):
         False, description="check(N) in a notebook raises when a check fails (CI validates notebooks this way)."
     )
     course_objectives: str | None = Field(
-        None, pattern=r"^\s*\d+(\s*,\s*\d+)*\s*$", description="The objectives `make check`'s overview covers, e.g. "
+        None,
+        pattern=r"^\s*\d+(\s*,\s*\d+)*\s*$",
+        description="The objectives `make check`'s overview covers, e.g. "
         "1,2,3 (those assigned so far); default: every objective with checks.",
     )
     course_notebook_checks: bool = Field(
-        True, description="check(N) in a notebook grades. make test's notebook runs turn it off: the checks use "
+        True,
+        description="check(N) in a notebook grades. make test's notebook runs turn it off: the checks use "
         "databases of their own, not the corpus, and tests/test_grade.py grades the reference in full.",
     )
     course_tmp_prefix: str = Field(
-        "", pattern=r"^[a-z0-9_]*$", description="Prefix for throw-away database names (the grader sets one per "
+        "",
+        pattern=r"^[a-z0-9_]*$",
+        description="Prefix for throw-away database names (the grader sets one per "
         "submission, so it can drop whatever a killed run left behind).",
     )
     course_corpus_limit: int | None = Field(None, ge=1, description="Load only the first N chunks (quick runs).")

@@ -25,16 +25,27 @@ def check_text(value: str, field: str) -> str:
     for position, char in enumerate(value):
         code = ord(char)
         if code == 0:
-            raise ValueError(f"{field} contains a NUL character (U+0000) at position {position}: "
-                             "PostgreSQL text cannot store it.")
+            raise ValueError(
+                f"{field} contains a NUL character (U+0000) at position {position}: PostgreSQL text cannot store it."
+            )
         if 0xD800 <= code <= 0xDFFF:
-            raise ValueError(f"{field} contains an unpaired surrogate (U+{code:04X}) at position {position}: "
-                             "it is not valid Unicode text.")
+            raise ValueError(
+                f"{field} contains an unpaired surrogate (U+{code:04X}) at position {position}: "
+                "it is not valid Unicode text."
+            )
     return value
 
 
-def check_json(value: Any, field: str, *, max_depth: int = MAX_JSON_DEPTH, max_keys: int = MAX_JSON_KEYS,
-               max_bytes: int = MAX_JSON_BYTES, max_items: int | None = None, max_string: int | None = None) -> Any:
+def check_json(
+    value: Any,
+    field: str,
+    *,
+    max_depth: int = MAX_JSON_DEPTH,
+    max_keys: int = MAX_JSON_KEYS,
+    max_bytes: int = MAX_JSON_BYTES,
+    max_items: int | None = None,
+    max_string: int | None = None,
+) -> Any:
     """Return `value` if it is JSON that jsonb can store within the bounds: text checked as above (keys too),
     finite numbers only, at most `max_depth` levels, `max_keys` keys and `max_bytes` bytes encoded; optionally at
     most `max_items` entries per object or array and `max_string` characters per string (an API declares these)."""

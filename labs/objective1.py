@@ -1,4 +1,4 @@
-# lab-fingerprint: e1ecff66e9f17078
+# lab-fingerprint: 74496a5b529e1978
 # Starter code generated from solutions/objective1.py by tools/make_labs.py. This file is yours: fill in every TODO.
 # `python -m checks N` (or check(N) in the notebook) grades it and gives hints.
 """Objective 1 — install pgvector and create a vector-enabled table.
@@ -33,7 +33,9 @@ EMBEDDING_DIMENSIONS = 1536
 
 async def enable_extension(conn: asyncpg.Connection) -> str:
     """Enable pgvector in the current database (safe to run twice) and return its installed version, e.g. '0.8.1'."""
-    raise NotImplementedError("TODO: enabling an extension is idempotent with IF NOT EXISTS; the version is recorded in the pg_extension catalog")
+    raise NotImplementedError(
+        "TODO: enabling an extension is idempotent with IF NOT EXISTS; the version is recorded in the pg_extension catalog"
+    )
 
 
 async def create_embeddings_table(conn: asyncpg.Connection) -> None:
@@ -44,7 +46,9 @@ async def create_embeddings_table(conn: asyncpg.Connection) -> None:
     metadata   JSONB, required, defaulting to an empty object
     embedding  vector(1536), required
     """
-    raise NotImplementedError("TODO: CREATE TABLE IF NOT EXISTS with the four columns from the docstring; look up NOT NULL, DEFAULT, gen_random_uuid() and pgvector's vector(n) type")
+    raise NotImplementedError(
+        "TODO: CREATE TABLE IF NOT EXISTS with the four columns from the docstring; look up NOT NULL, DEFAULT, gen_random_uuid() and pgvector's vector(n) type"
+    )
 
 
 def validate_embedding(vector: Sequence[float], dimensions: int = EMBEDDING_DIMENSIONS) -> list[float]:
@@ -53,7 +57,9 @@ def validate_embedding(vector: Sequence[float], dimensions: int = EMBEDDING_DIME
     Refused: a length other than `dimensions`, NaN or infinite values, and the all-zero vector (it has no
     direction, so its cosine distance to anything is undefined). Nothing is sent to the database.
     """
-    raise NotImplementedError("TODO: three checks before returning floats: the length, that every value is finite (math.isfinite), and that the vector has a direction")
+    raise NotImplementedError(
+        "TODO: three checks before returning floats: the length, that every value is finite (math.isfinite), and that the vector has a direction"
+    )
 
 
 def _prepare(documents: Sequence[str | Mapping[str, Any]]) -> list[dict[str, Any]]:
@@ -92,10 +98,14 @@ async def insert_documents(
     if batch_size < 1:
         raise ValueError("batch_size must be at least 1.")
     docs = _prepare(documents)
-    raise NotImplementedError("TODO: pgvector's asyncpg codec (register_vector), one transaction around every batch (conn.transaction()), one embed call and one executemany per batch, every vector validated")
+    raise NotImplementedError(
+        "TODO: pgvector's asyncpg codec (register_vector), one transaction around every batch (conn.transaction()), one embed call and one executemany per batch, every vector validated"
+    )
 
 
 async def count_by_dimension(conn: asyncpg.Connection) -> dict[int, int]:
     """How many rows of `embeddings` have each vector length, from the database's own `vector_dims()`,
     e.g. {1536: 9064}. An empty table gives {}."""
-    raise NotImplementedError("TODO: let the database measure each stored vector (pgvector's vector_dims()) and group the rows by it")
+    raise NotImplementedError(
+        "TODO: let the database measure each stored vector (pgvector's vector_dims()) and group the rows by it"
+    )

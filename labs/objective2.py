@@ -1,4 +1,4 @@
-# lab-fingerprint: 20888efed0756cf2
+# lab-fingerprint: 3ea30d82085a4e51
 # Starter code generated from solutions/objective2.py by tools/make_labs.py. This file is yours: fill in every TODO.
 # `python -m checks N` (or check(N) in the notebook) grades it and gives hints.
 """Objective 2 — HNSW and IVFFlat indexes, measured: build time, size, latency and recall.
@@ -30,7 +30,13 @@ OPCLASSES = {"cosine": "vector_cosine_ops", "l2": "vector_l2_ops", "inner_produc
 OPERATORS = {"cosine": "<=>", "l2": "<->", "inner_product": "<#>"}
 INDEX_KINDS = ("hnsw", "ivfflat")
 #: pgvector's accepted ranges (from its source: hnsw.h, ivfflat.h)
-RANGES = {"m": (2, 100), "ef_construction": (4, 1000), "lists": (1, 32768), "ef_search": (1, 1000), "probes": (1, 32768)}
+RANGES = {
+    "m": (2, 100),
+    "ef_construction": (4, 1000),
+    "lists": (1, 32768),
+    "ef_search": (1, 1000),
+    "probes": (1, 32768),
+}
 
 
 @dataclass(frozen=True)
@@ -63,18 +69,26 @@ def _check_metric(metric: str) -> str:
 def index_sql(kind: str, *, metric: str = "cosine", name: str | None = None, **params: int) -> str:
     """The CREATE INDEX statement for an `hnsw` (params m, ef_construction) or `ivfflat` (params lists) index on
     embeddings.embedding. Parameters are validated against pgvector's ranges (ValueError naming the range)."""
-    raise NotImplementedError("TODO: validate the kind, the metric and each parameter against RANGES (_check_range), plus HNSW's rule relating ef_construction to m; pgvector's README shows the CREATE INDEX … USING … WITH (…) syntax and the operator classes")
+    raise NotImplementedError(
+        "TODO: validate the kind, the metric and each parameter against RANGES (_check_range), plus HNSW's rule relating ef_construction to m; pgvector's README shows the CREATE INDEX … USING … WITH (…) syntax and the operator classes"
+    )
 
 
-async def create_index(conn: asyncpg.Connection, kind: str, *, metric: str = "cosine", name: str | None = None, **params: int) -> IndexInfo:
+async def create_index(
+    conn: asyncpg.Connection, kind: str, *, metric: str = "cosine", name: str | None = None, **params: int
+) -> IndexInfo:
     """Build a vector index and report its name, kind, build time (seconds) and size (bytes)."""
     sql = index_sql(kind, metric=metric, name=name, **params)
-    raise NotImplementedError("TODO: time only the build, with time.perf_counter(), in seconds; the size of a relation comes from pg_relation_size()")
+    raise NotImplementedError(
+        "TODO: time only the build, with time.perf_counter(), in seconds; the size of a relation comes from pg_relation_size()"
+    )
 
 
 async def drop_vector_indexes(conn: asyncpg.Connection) -> list[str]:
     """Drop every HNSW or IVFFlat index on `embeddings` (found in the catalog) and return their names."""
-    raise NotImplementedError("TODO: an index's access method is in the catalog (pg_index, pg_class, pg_am); drop exactly the HNSW and IVFFlat ones on `embeddings`")
+    raise NotImplementedError(
+        "TODO: an index's access method is in the catalog (pg_index, pg_class, pg_am); drop exactly the HNSW and IVFFlat ones on `embeddings`"
+    )
 
 
 @contextlib.asynccontextmanager
@@ -83,7 +97,9 @@ async def query_settings(
 ) -> AsyncIterator[asyncpg.Connection]:
     """A transaction whose settings last for it only: hnsw.ef_search, ivfflat.probes, and with exact=True no index
     scans (so the planner must do the exact sequential scan). `SET LOCAL` ends with the transaction."""
-    raise NotImplementedError("TODO: settings that end with their transaction: a transaction block and SET LOCAL; validate each value first; `exact` turns the planner's index scans off")
+    raise NotImplementedError(
+        "TODO: settings that end with their transaction: a transaction block and SET LOCAL; validate each value first; `exact` turns the planner's index scans off"
+    )
     yield  # unreachable: keeps this function a generator like the solution
 
 
@@ -92,24 +108,32 @@ def top_k_sql(metric: str = "cosine") -> str:
     return f"SELECT id FROM embeddings ORDER BY embedding {op} $1 LIMIT $2"
 
 
-async def top_k_ids(conn: asyncpg.Connection, query: Sequence[float], k: int = 10, *, metric: str = "cosine", **settings) -> list:
+async def top_k_ids(
+    conn: asyncpg.Connection, query: Sequence[float], k: int = 10, *, metric: str = "cosine", **settings
+) -> list:
     """Ids of the k nearest rows under `metric`, with query_settings(**settings) for this query only."""
     k = _check_k(k)
     async with query_settings(conn, **settings):
         return [r["id"] for r in await conn.fetch(top_k_sql(metric), np.asarray(query, dtype=np.float32), k)]
 
 
-async def explain_top_k(conn: asyncpg.Connection, query: Sequence[float], k: int = 10, *, metric: str = "cosine", **settings) -> dict[str, Any]:
+async def explain_top_k(
+    conn: asyncpg.Connection, query: Sequence[float], k: int = 10, *, metric: str = "cosine", **settings
+) -> dict[str, Any]:
     """EXPLAIN (ANALYZE, BUFFERS, FORMAT JSON) of the top-k query. Returns {"access": "Index Scan" | "Seq Scan" | ...,
     "index": the index name or None, "execution_ms": float, "plan": the JSON plan}."""
     k = _check_k(k)
-    raise NotImplementedError("TODO: EXPLAIN with ANALYZE and FORMAT JSON gives a plan tree: find the scan node under it; the server reports the execution time itself")
+    raise NotImplementedError(
+        "TODO: EXPLAIN with ANALYZE and FORMAT JSON gives a plan tree: find the scan node under it; the server reports the execution time itself"
+    )
 
 
 def recall_at_k(approximate_ids: Sequence, exact_ids: Sequence, k: int | None = None) -> float:
     """Share of the true k nearest (the first k of `exact_ids`) found among the first k of `approximate_ids`.
     Duplicates count once; k defaults to len(exact_ids); with nothing to find (empty exact) recall is 1.0."""
-    raise NotImplementedError("TODO: recall = how many of the true first k the approximate first k found, divided by how many true neighbours there are")
+    raise NotImplementedError(
+        "TODO: recall = how many of the true first k the approximate first k found, divided by how many true neighbours there are"
+    )
 
 
 async def _measure(conn, queries, k, metric, exact_answers, **settings) -> dict[str, float]:
@@ -119,8 +143,11 @@ async def _measure(conn, queries, k, metric, exact_answers, **settings) -> dict[
         ids = await top_k_ids(conn, query, k, metric=metric, **settings)
         latencies.append((time.perf_counter() - started) * 1000)
         recalls.append(recall_at_k(ids, truth, k))
-    return {"p50_ms": float(np.percentile(latencies, 50)), "p95_ms": float(np.percentile(latencies, 95)),
-            f"recall_at_{k}": float(np.mean(recalls))}
+    return {
+        "p50_ms": float(np.percentile(latencies, 50)),
+        "p95_ms": float(np.percentile(latencies, 95)),
+        f"recall_at_{k}": float(np.mean(recalls)),
+    }
 
 
 async def benchmark(
@@ -141,7 +168,9 @@ async def benchmark(
     k = _check_k(k)
     if not queries:
         raise ValueError("benchmark() needs at least one query.")
-    raise NotImplementedError("TODO: exact answers first (no index), timed as the seq-scan row; then build each index, sweep its query-time knob, and leave no index behind")
+    raise NotImplementedError(
+        "TODO: exact answers first (no index), timed as the seq-scan row; then build each index, sweep its query-time knob, and leave no index behind"
+    )
 
 
 # ---------------------------------------------------------------------------------------------------------------------
@@ -164,36 +193,49 @@ async def _timed_build(conn: asyncpg.Connection, name: str, statement: str) -> I
     began = time.perf_counter()
     await conn.execute(statement)
     elapsed = time.perf_counter() - began
-    return IndexInfo(name=name, kind="hnsw", build_seconds=elapsed,
-                     size_bytes=await conn.fetchval("SELECT pg_relation_size($1::regclass)", name))
+    return IndexInfo(
+        name=name,
+        kind="hnsw",
+        build_seconds=elapsed,
+        size_bytes=await conn.fetchval("SELECT pg_relation_size($1::regclass)", name),
+    )
 
 
-async def create_halfvec_index(conn: asyncpg.Connection, *, m: int = 16, ef_construction: int = 64,
-                               name: str = "embeddings_halfvec_idx") -> IndexInfo:
+async def create_halfvec_index(
+    conn: asyncpg.Connection, *, m: int = 16, ef_construction: int = 64, name: str = "embeddings_halfvec_idx"
+) -> IndexInfo:
     """An HNSW cosine index on `embedding::halfvec(1536)` (an expression index: the table keeps float32, the index
     stores 2 bytes per dimension — half the size; and halfvec can be indexed up to 4,000 dimensions where vector
     stops at 2,000). Returns its IndexInfo like create_index()."""
     _check_hnsw_build(m, ef_construction)
-    raise NotImplementedError("TODO: an HNSW expression index over the column cast to halfvec at the column's width (the expression in its own parentheses), with the halfvec cosine operator class and the WITH options (pgvector's README: \"Half-Precision Indexing\"); _timed_build() runs it and reports time and size")
+    raise NotImplementedError(
+        "TODO: an HNSW expression index over the column cast to halfvec at the column's width (the expression in its own parentheses), with the halfvec cosine operator class and the WITH options (pgvector's README: \"Half-Precision Indexing\"); _timed_build() runs it and reports time and size"
+    )
 
 
 async def halfvec_top_k_ids(conn: asyncpg.Connection, query: Sequence[float], k: int = 10, **settings) -> list:
     """Ids of the k nearest rows by cosine distance at half precision, through the halfvec index: the ORDER BY must
     be the index's expression exactly, with the query cast the same way (query_settings(**settings) apply)."""
     k = _check_k(k)
-    raise NotImplementedError("TODO: order by the very expression the index stores, compared with the query cast the same way; any other expression is a sequential scan")
+    raise NotImplementedError(
+        "TODO: order by the very expression the index stores, compared with the query cast the same way; any other expression is a sequential scan"
+    )
 
 
-async def create_binary_index(conn: asyncpg.Connection, *, m: int = 16, ef_construction: int = 64,
-                              name: str = "embeddings_bit_idx") -> IndexInfo:
+async def create_binary_index(
+    conn: asyncpg.Connection, *, m: int = 16, ef_construction: int = 64, name: str = "embeddings_bit_idx"
+) -> IndexInfo:
     """An HNSW Hamming index on `binary_quantize(embedding)::bit(1536)`: one bit per dimension (its sign), 1/32 of
     float32. Returns its IndexInfo."""
     _check_hnsw_build(m, ef_construction)
-    raise NotImplementedError("TODO: an HNSW expression index over the sign bits — binary_quantize() of the column, cast to a bit string of the column's width — with the Hamming operator class (pgvector's README: \"Binary Quantization\"); _timed_build() runs it")
+    raise NotImplementedError(
+        "TODO: an HNSW expression index over the sign bits — binary_quantize() of the column, cast to a bit string of the column's width — with the Hamming operator class (pgvector's README: \"Binary Quantization\"); _timed_build() runs it"
+    )
 
 
-async def quantized_top_k_ids(conn: asyncpg.Connection, query: Sequence[float], k: int = 10, *, candidates: int = 100,
-                              **settings) -> list:
+async def quantized_top_k_ids(
+    conn: asyncpg.Connection, query: Sequence[float], k: int = 10, *, candidates: int = 100, **settings
+) -> list:
     """Binary quantization with re-ranking: fetch `candidates` rows by Hamming distance between sign bits (through
     the bit index), then order those by exact cosine distance on the full vectors and keep k. Sign bits alone rank
     poorly; the exact re-rank of a wider candidate set buys the recall back. An HNSW scan returns at most
@@ -202,4 +244,6 @@ async def quantized_top_k_ids(conn: asyncpg.Connection, query: Sequence[float], 
     candidates = _check_k(candidates)
     if candidates < k:
         raise ValueError(f"candidates ({candidates}) must be at least k ({k}): the re-rank only reorders them.")
-    raise NotImplementedError("TODO: an inner query takes `candidates` rows by Hamming distance (<~>) between the indexed sign bits and the query's, an outer one orders those by exact cosine distance and keeps k; raise ef_search to at least `candidates`")
+    raise NotImplementedError(
+        "TODO: an inner query takes `candidates` rows by Hamming distance (<~>) between the indexed sign bits and the query's, an outer one orders those by exact cosine distance and keeps k; raise ef_search to at least `candidates`"
+    )

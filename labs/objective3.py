@@ -1,4 +1,4 @@
-# lab-fingerprint: b01b75dd0852de09
+# lab-fingerprint: 098d709d7f1508bd
 # Starter code generated from solutions/objective3.py by tools/make_labs.py. This file is yours: fill in every TODO.
 # `python -m checks N` (or check(N) in the notebook) grades it and gives hints.
 """Objective 3 — distance operators and an asyncpg `search_similar()`.
@@ -49,7 +49,9 @@ def similarity_from_distance(distance: float, metric: str) -> float:
     inner_product  −distance               the dot product (pgvector's <#> is its negative)
     l2             1 / (1 + distance)      a monotone map of [0, ∞) onto (0, 1]; 1 = identical
     """
-    raise NotImplementedError("TODO: turn each distance into a similarity where higher means closer; the docstring gives the three transforms")
+    raise NotImplementedError(
+        "TODO: turn each distance into a similarity where higher means closer; the docstring gives the three transforms"
+    )
 
 
 def similarity_range(metric: str) -> tuple[float, float]:
@@ -71,13 +73,17 @@ def validate_search(
     infinite values, an unknown metric, top_k that is not an integer in 1..MAX_TOP_K, and a min_similarity that is
     not a finite number inside the metric's similarity_range().
     """
-    raise NotImplementedError("TODO: validate every argument before any SQL: metric, top_k (an int in range, bools are not ints), the vector (length, finite) and min_similarity (finite, within similarity_range())")
+    raise NotImplementedError(
+        "TODO: validate every argument before any SQL: metric, top_k (an int in range, bools are not ints), the vector (length, finite) and min_similarity (finite, within similarity_range())"
+    )
 
 
 def top_k_sql(metric: str) -> str:
     """SQL for the `$2` rows nearest to the vector `$1` under `metric`, as `id, content, metadata, distance`,
     nearest first. It must order by the raw operator ascending with a LIMIT, the only shape an index can serve."""
-    raise NotImplementedError("TODO: the only shape an index can serve: order by the raw distance operator, ascending, with a LIMIT")
+    raise NotImplementedError(
+        "TODO: the only shape an index can serve: order by the raw distance operator, ascending, with a LIMIT"
+    )
 
 
 def similarity_sql(metric: str) -> str:
@@ -88,7 +94,9 @@ def similarity_sql(metric: str) -> str:
 def search_sql(metric: str) -> str:
     """SQL for a thresholded search: the top-k query as an ordered, limited subquery (so the index serves it), with
     `$3` (a minimum similarity, or NULL for none) applied outside it. Columns: id, content, metadata, distance."""
-    raise NotImplementedError("TODO: keep top_k_sql() intact as a subquery and apply the minimum similarity around it (NULL means none)")
+    raise NotImplementedError(
+        "TODO: keep top_k_sql() intact as a subquery and apply the minimum similarity around it (NULL means none)"
+    )
 
 
 async def search_similar(
@@ -102,7 +110,9 @@ async def search_similar(
     """The `top_k` rows of `embeddings` nearest to `query_embedding`, best first, each with its distance and
     similarity; rows below `min_similarity` (if given) are left out. Arguments are validated before any SQL runs.
     `db` is a pool or connection with the pgvector codec registered (course.database.create_pool does that)."""
-    raise NotImplementedError("TODO: validate first, run search_sql() with the vector, top_k and threshold as parameters, and build SearchResult rows")
+    raise NotImplementedError(
+        "TODO: validate first, run search_sql() with the vector, top_k and threshold as parameters, and build SearchResult rows"
+    )
 
 
 async def compare_metrics(
@@ -111,4 +121,6 @@ async def compare_metrics(
     """Run the same query under all three metrics. Returns
     {"rankings": {metric: [ids best first]}, "overlap": {"cosine/l2": fraction of shared ids, ...}}.
     On unit-length vectors all three rank identically; on unnormalised vectors they can disagree."""
-    raise NotImplementedError("TODO: one search per metric; overlap of two rankings = ids they share / length of the shorter one")
+    raise NotImplementedError(
+        "TODO: one search per metric; overlap of two rankings = ids they share / length of the shorter one"
+    )

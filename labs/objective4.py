@@ -1,4 +1,4 @@
-# lab-fingerprint: 28a83d361974e778
+# lab-fingerprint: a4835803065ea1d6
 # Starter code generated from solutions/objective4.py by tools/make_labs.py. This file is yours: fill in every TODO.
 # `python -m checks N` (or check(N) in the notebook) grades it and gives hints.
 """Objective 4 — hybrid search: metadata filters, full-text relevance and vector similarity.
@@ -46,14 +46,18 @@ class HybridResult:
 async def create_hybrid_indexes(conn: asyncpg.Connection) -> list[str]:
     """Create (if missing) a GIN index on `metadata` that serves `@>` and a GIN full-text index on
     `to_tsvector('english', content)`. Returns the two index names."""
-    raise NotImplementedError("TODO: GIN indexes (IF NOT EXISTS): one on metadata with an operator class that serves @>, one on the english tsvector of content")
+    raise NotImplementedError(
+        "TODO: GIN indexes (IF NOT EXISTS): one on metadata with an operator class that serves @>, one on the english tsvector of content"
+    )
 
 
 def validate_filters(filters: Any) -> dict[str, Any]:
     """Return `filters` as a dict for `metadata @> $n::jsonb`, or raise ValueError. A filter is a JSON object whose
     keys are non-empty strings and whose values are strings, numbers or booleans; None means no filter ({}).
     A string is parsed as JSON first (filters often arrive as query parameters)."""
-    raise NotImplementedError("TODO: None means no filter; JSON strings are parsed; only an object with non-empty string keys and finite scalar values is allowed")
+    raise NotImplementedError(
+        "TODO: None means no filter; JSON strings are parsed; only an object with non-empty string keys and finite scalar values is allowed"
+    )
 
 
 def _check_query(query_embedding: Sequence[float] | np.ndarray, top_k: int) -> np.ndarray:
@@ -78,7 +82,9 @@ async def filtered_vector_search(
     relaxed_order for this query (re-sorting the relaxed order). iterative=False shows the trap."""
     filters = validate_filters(filters)
     vector = _check_query(query_embedding, top_k)
-    raise NotImplementedError("TODO: HNSW filters after it collects ef_search candidates: look up hnsw.iterative_scan (SET LOCAL, in a transaction) and pgvector's README on re-sorting relaxed-order results")
+    raise NotImplementedError(
+        "TODO: HNSW filters after it collects ef_search candidates: look up hnsw.iterative_scan (SET LOCAL, in a transaction) and pgvector's README on re-sorting relaxed-order results"
+    )
 
 
 class _transaction:
@@ -134,11 +140,14 @@ async def hybrid_search(
     if not isinstance(query_text, str) or not query_text.strip():
         raise ValueError("query_text is empty: hybrid search needs words to match (use a vector search otherwise).")
     candidates = max(10 * top_k, 100)
-    raise NotImplementedError("TODO: candidates from both sides (nearest by vector, best by text, each within the filter), score every candidate with both parts, best first")
+    raise NotImplementedError(
+        "TODO: candidates from both sides (nearest by vector, best by text, each within the filter), score every candidate with both parts, best first"
+    )
 
 
-def normalize_scores(results: Sequence[HybridResult], vector_weight: float = 0.7,
-                     text_weight: float = 0.3) -> list[HybridResult]:
+def normalize_scores(
+    results: Sequence[HybridResult], vector_weight: float = 0.7, text_weight: float = 0.3
+) -> list[HybridResult]:
     """Re-score hybrid candidates with both parts on one scale, best first: each part (vector_similarity,
     text_rank) is min–max scaled to 0..1 over these results — (x − min) / (max − min), and 0 for a part that is the
     same for every result — then score = vector_weight · scaled similarity + text_weight · scaled rank.
@@ -147,13 +156,17 @@ def normalize_scores(results: Sequence[HybridResult], vector_weight: float = 0.7
     decide; scaled, a weight means what it says. The raw parts are kept; only `score` (and the order) change. The
     input is not modified. ValueError for negative or non-finite weights, or weights summing to 0."""
     _check_weights(vector_weight, text_weight)
-    raise NotImplementedError("TODO: min–max scaling of each part over these results (a constant part scales to 0, not a division by zero), then the weighted sum; dataclasses.replace keeps the raw parts; sort best first")
+    raise NotImplementedError(
+        "TODO: min–max scaling of each part over these results (a constant part scales to 0, not a division by zero), then the weighted sum; dataclasses.replace keeps the raw parts; sort best first"
+    )
 
 
 def rrf_fuse(rankings: Sequence[Sequence[Any]], k: int = RRF_K) -> list[tuple[Any, float]]:
     """Reciprocal rank fusion: each item scores Σ over rankings of 1 / (k + rank), rank starting at 1; items missing
     from a ranking get nothing from it. Returns (item, score) best first; ties keep first-seen order."""
-    raise NotImplementedError("TODO: reciprocal rank fusion: each ranking adds 1 / (k + rank) to an item, ranks start at 1; highest total first")
+    raise NotImplementedError(
+        "TODO: reciprocal rank fusion: each ranking adds 1 / (k + rank) to an item, ranks start at 1; highest total first"
+    )
 
 
 async def hybrid_search_rrf(
@@ -179,7 +192,9 @@ async def hybrid_search_rrf(
             f"""SELECT id FROM embeddings, websearch_to_tsquery('{TEXT_CONFIG}', $1) AS tsq
                 WHERE metadata @> $2::jsonb AND to_tsvector('{TEXT_CONFIG}', content) @@ tsq
                 ORDER BY ts_rank(to_tsvector('{TEXT_CONFIG}', content), tsq, 32) DESC, id LIMIT $3""",
-            query_text, filters, depth,
+            query_text,
+            filters,
+            depth,
         )
     ]
     return rrf_fuse([by_vector, by_text], k)[:top_k]

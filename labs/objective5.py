@@ -1,4 +1,4 @@
-# lab-fingerprint: 0148978d7f750271
+# lab-fingerprint: 91b62eee375ffa86
 # Starter code generated from solutions/objective5.py by tools/make_labs.py. This file is yours: fill in every TODO.
 # `python -m checks N` (or check(N) in the notebook) grades it and gives hints.
 """Objective 5 — an async SQLAlchemy 2 ORM layer for pgvector, and FastAPI dependency injection.
@@ -59,7 +59,8 @@ def create_engine(url: str | None = None, **kwargs: Any) -> AsyncEngine:
     pgvector's binary codec on each new connection. The database must already have the vector extension."""
     from pgvector.asyncpg import register_vector
 
-    sa_url = database.sqlalchemy_url() if url is None else url.replace("postgresql://", "postgresql+asyncpg://", 1)
+    # without a URL: the course database, started if it is not running (its URL exists only then)
+    sa_url = (url or database.start()).replace("postgresql://", "postgresql+asyncpg://", 1)
     engine = create_async_engine(sa_url, connect_args={"server_settings": database.session_settings()}, **kwargs)
 
     @event.listens_for(engine.sync_engine, "connect")
@@ -138,9 +139,13 @@ class EmbeddingRepository:
     def __init__(self, session: AsyncSession):
         self.session = session
 
-    async def add_embedding(self, content: str, vector: Sequence[float], metadata: Mapping[str, Any] | None = None) -> Embedding:
+    async def add_embedding(
+        self, content: str, vector: Sequence[float], metadata: Mapping[str, Any] | None = None
+    ) -> Embedding:
         """Validate with check_row(), add one row and flush (so its server-generated id is known); return it."""
-        raise NotImplementedError("TODO: validate with check_row(), add a model instance to the session, and flush so the server-generated id is known")
+        raise NotImplementedError(
+            "TODO: validate with check_row(), add a model instance to the session, and flush so the server-generated id is known"
+        )
 
     async def get(self, embedding_id: uuid.UUID) -> Embedding | None:
         """The row with this id, or None."""
@@ -151,7 +156,9 @@ class EmbeddingRepository:
         (`session.execute(insert(Embedding), [row, row, ...])`), not a loop of single inserts. All or nothing:
         every row is validated first, and the insert runs in a SAVEPOINT, so one bad row writes nothing.
         Returns the ids in input order."""
-        raise NotImplementedError("TODO: validate every row before anything runs; one ORM bulk insert (a list of dicts) inside a SAVEPOINT (session.begin_nested())")
+        raise NotImplementedError(
+            "TODO: validate every row before anything runs; one ORM bulk insert (a list of dicts) inside a SAVEPOINT (session.begin_nested())"
+        )
 
     async def search(
         self, query_vector: Sequence[float], top_k: int = 10, filters: Mapping[str, Any] | None = None
@@ -160,11 +167,15 @@ class EmbeddingRepository:
         best first, each with its cosine similarity."""
         if isinstance(top_k, bool) or not isinstance(top_k, int) or not 1 <= top_k <= 1000:
             raise ValueError("top_k must be an integer from 1 to 1000.")
-        raise NotImplementedError("TODO: pgvector's SQLAlchemy comparators (cosine_distance) for the ORDER BY, JSONB containment for the filters; similarity = 1 - distance")
+        raise NotImplementedError(
+            "TODO: pgvector's SQLAlchemy comparators (cosine_distance) for the ORDER BY, JSONB containment for the filters; similarity = 1 - distance"
+        )
 
     async def delete_by_source(self, source: str) -> int:
         """Delete every row whose metadata "source" is `source`; return how many were deleted."""
-        raise NotImplementedError("TODO: an ORM DELETE whose condition is JSONB containment of the source; the result knows how many rows it deleted")
+        raise NotImplementedError(
+            "TODO: an ORM DELETE whose condition is JSONB containment of the source; the result knows how many rows it deleted"
+        )
 
 
 # ---------------------------------------------------------------------------------------------------------------------
@@ -173,7 +184,9 @@ class EmbeddingRepository:
 async def get_session(request: Request) -> AsyncIterator[AsyncSession]:
     """One session per request from `app.state.session_factory`: committed if the handler succeeds, rolled back
     if it raises."""
-    raise NotImplementedError("TODO: a dependency with yield: open a session from app.state, commit if the handler succeeded, roll back and re-raise if it raised")
+    raise NotImplementedError(
+        "TODO: a dependency with yield: open a session from app.state, commit if the handler succeeded, roll back and re-raise if it raised"
+    )
     yield  # unreachable: keeps this function a generator like the solution
 
 
@@ -221,7 +234,9 @@ def _out(row: Embedding) -> DocumentOut:
 @router.post("", status_code=status.HTTP_201_CREATED, response_model=DocumentOut)
 async def add_document(doc: DocumentIn, repo: RepositoryDep, embedder: EmbedderDep) -> DocumentOut:
     """Embed the content and store it; 201 with the stored document."""
-    raise NotImplementedError("TODO: embed the content, store it with the model recorded, 201 with the document; a ValueError from the repository is the client's mistake (422)")
+    raise NotImplementedError(
+        "TODO: embed the content, store it with the model recorded, 201 with the document; a ValueError from the repository is the client's mistake (422)"
+    )
 
 
 @router.get("/{document_id}", response_model=DocumentOut)
@@ -233,7 +248,9 @@ async def get_document(document_id: uuid.UUID, repo: RepositoryDep) -> DocumentO
 @router.post("/search", response_model=list[SearchHit])
 async def search_documents(body: SearchIn, repo: RepositoryDep, embedder: EmbedderDep) -> list[SearchHit]:
     """Embed the query and return the nearest documents with their similarity."""
-    raise NotImplementedError("TODO: embed the query (kind=\"query\"), search through the repository with the request's top_k and filters, map each hit to SearchHit")
+    raise NotImplementedError(
+        'TODO: embed the query (kind="query"), search through the repository with the request\'s top_k and filters, map each hit to SearchHit'
+    )
 
 
 def create_app(engine: AsyncEngine | None = None, embedder: Embedder | None = None) -> FastAPI:

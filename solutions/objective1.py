@@ -30,7 +30,8 @@ EMBEDDING_DIMENSIONS = 1536
 
 async def enable_extension(conn: asyncpg.Connection) -> str:
     """Enable pgvector in the current database (safe to run twice) and return its installed version, e.g. '0.8.1'."""
-    # BEGIN SOLUTION hint: enabling an extension is idempotent with IF NOT EXISTS; the version is recorded in the pg_extension catalog
+    # BEGIN SOLUTION hint: enabling an extension is idempotent with IF NOT EXISTS; the version is recorded in the
+    #   pg_extension catalog
     await conn.execute("CREATE EXTENSION IF NOT EXISTS vector")
     return await conn.fetchval("SELECT extversion FROM pg_extension WHERE extname = 'vector'")
     # END SOLUTION
@@ -44,7 +45,8 @@ async def create_embeddings_table(conn: asyncpg.Connection) -> None:
     metadata   JSONB, required, defaulting to an empty object
     embedding  vector(1536), required
     """
-    # BEGIN SOLUTION hint: CREATE TABLE IF NOT EXISTS with the four columns from the docstring; look up NOT NULL, DEFAULT, gen_random_uuid() and pgvector's vector(n) type
+    # BEGIN SOLUTION hint: CREATE TABLE IF NOT EXISTS with the four columns from the docstring; look up NOT NULL,
+    #   DEFAULT, gen_random_uuid() and pgvector's vector(n) type
     await conn.execute(
         """
         CREATE TABLE IF NOT EXISTS embeddings (
@@ -64,7 +66,8 @@ def validate_embedding(vector: Sequence[float], dimensions: int = EMBEDDING_DIME
     Refused: a length other than `dimensions`, NaN or infinite values, and the all-zero vector (it has no
     direction, so its cosine distance to anything is undefined). Nothing is sent to the database.
     """
-    # BEGIN SOLUTION hint: three checks before returning floats: the length, that every value is finite (math.isfinite), and that the vector has a direction
+    # BEGIN SOLUTION hint: three checks before returning floats: the length, that every value is finite (math.isfinite),
+    #   and that the vector has a direction
     values = [float(x) for x in vector]
     if len(values) != dimensions:
         raise ValueError(f"Expected a vector of {dimensions} dimensions, got {len(values)}.")
@@ -113,7 +116,8 @@ async def insert_documents(
     if batch_size < 1:
         raise ValueError("batch_size must be at least 1.")
     docs = _prepare(documents)
-    # BEGIN SOLUTION hint: pgvector's asyncpg codec (register_vector), one transaction around every batch (conn.transaction()), one embed call and one executemany per batch, every vector validated
+    # BEGIN SOLUTION hint: pgvector's asyncpg codec (register_vector), one transaction around every batch
+    #   (conn.transaction()), one embed call and one executemany per batch, every vector validated
     await register_vector(conn)  # the extension must exist before its type can get a codec
     async with conn.transaction():
         for start in range(0, len(docs), batch_size):
@@ -135,7 +139,10 @@ async def insert_documents(
 async def count_by_dimension(conn: asyncpg.Connection) -> dict[int, int]:
     """How many rows of `embeddings` have each vector length, from the database's own `vector_dims()`,
     e.g. {1536: 9064}. An empty table gives {}."""
-    # BEGIN SOLUTION hint: let the database measure each stored vector (pgvector's vector_dims()) and group the rows by it
-    rows = await conn.fetch("SELECT vector_dims(embedding) AS dims, count(*) AS n FROM embeddings GROUP BY 1 ORDER BY 1")
+    # BEGIN SOLUTION hint: let the database measure each stored vector (pgvector's vector_dims()) and group the rows by
+    #   it
+    rows = await conn.fetch(
+        "SELECT vector_dims(embedding) AS dims, count(*) AS n FROM embeddings GROUP BY 1 ORDER BY 1"
+    )
     return {row["dims"]: row["n"] for row in rows}
     # END SOLUTION

@@ -46,7 +46,8 @@ def similarity_from_distance(distance: float, metric: str) -> float:
     inner_product  −distance               the dot product (pgvector's <#> is its negative)
     l2             1 / (1 + distance)      a monotone map of [0, ∞) onto (0, 1]; 1 = identical
     """
-    # BEGIN SOLUTION hint: turn each distance into a similarity where higher means closer; the docstring gives the three transforms
+    # BEGIN SOLUTION hint: turn each distance into a similarity where higher means closer; the docstring gives the three
+    #   transforms
     if metric == "cosine":
         return 1.0 - distance
     if metric == "inner_product":
@@ -76,7 +77,8 @@ def validate_search(
     infinite values, an unknown metric, top_k that is not an integer in 1..MAX_TOP_K, and a min_similarity that is
     not a finite number inside the metric's similarity_range().
     """
-    # BEGIN SOLUTION hint: validate every argument before any SQL: metric, top_k (an int in range, bools are not ints), the vector (length, finite) and min_similarity (finite, within similarity_range())
+    # BEGIN SOLUTION hint: validate every argument before any SQL: metric, top_k (an int in range, bools are not ints),
+    #   the vector (length, finite) and min_similarity (finite, within similarity_range())
     if metric not in OPERATORS:
         raise ValueError(f"Unknown metric {metric!r}: use one of {', '.join(OPERATORS)}.")
     if isinstance(top_k, bool) or not isinstance(top_k, (int, np.integer)) or not 1 <= top_k <= MAX_TOP_K:
@@ -90,10 +92,16 @@ def validate_search(
         raise ValueError("The query embedding contains NaN or infinity.")
     if min_similarity is not None:
         low, high = similarity_range(metric)
-        if isinstance(min_similarity, bool) or not isinstance(min_similarity, (int, float)) or not math.isfinite(min_similarity):
+        if (
+            isinstance(min_similarity, bool)
+            or not isinstance(min_similarity, (int, float))
+            or not math.isfinite(min_similarity)
+        ):
             raise ValueError(f"min_similarity must be a finite number, got {min_similarity!r}.")
         if not low <= min_similarity <= high:
-            raise ValueError(f"min_similarity {min_similarity} is outside the {metric} similarity range [{low}, {high}].")
+            raise ValueError(
+                f"min_similarity {min_similarity} is outside the {metric} similarity range [{low}, {high}]."
+            )
     return vector
     # END SOLUTION
 
@@ -101,7 +109,8 @@ def validate_search(
 def top_k_sql(metric: str) -> str:
     """SQL for the `$2` rows nearest to the vector `$1` under `metric`, as `id, content, metadata, distance`,
     nearest first. It must order by the raw operator ascending with a LIMIT, the only shape an index can serve."""
-    # BEGIN SOLUTION hint: the only shape an index can serve: order by the raw distance operator, ascending, with a LIMIT
+    # BEGIN SOLUTION hint: the only shape an index can serve: order by the raw distance operator, ascending, with a
+    #   LIMIT
     op = OPERATORS[metric]
     return (
         f"SELECT id, content, metadata, embedding {op} $1 AS distance "
@@ -118,7 +127,8 @@ def similarity_sql(metric: str) -> str:
 def search_sql(metric: str) -> str:
     """SQL for a thresholded search: the top-k query as an ordered, limited subquery (so the index serves it), with
     `$3` (a minimum similarity, or NULL for none) applied outside it. Columns: id, content, metadata, distance."""
-    # BEGIN SOLUTION hint: keep top_k_sql() intact as a subquery and apply the minimum similarity around it (NULL means none)
+    # BEGIN SOLUTION hint: keep top_k_sql() intact as a subquery and apply the minimum similarity around it (NULL means
+    #   none)
     return (
         f"SELECT id, content, metadata, distance FROM ({top_k_sql(metric)}) AS nearest "
         f"WHERE $3::float8 IS NULL OR {similarity_sql(metric)} >= $3::float8 ORDER BY distance"
@@ -137,11 +147,18 @@ async def search_similar(
     """The `top_k` rows of `embeddings` nearest to `query_embedding`, best first, each with its distance and
     similarity; rows below `min_similarity` (if given) are left out. Arguments are validated before any SQL runs.
     `db` is a pool or connection with the pgvector codec registered (course.database.create_pool does that)."""
-    # BEGIN SOLUTION hint: validate first, run search_sql() with the vector, top_k and threshold as parameters, and build SearchResult rows
+    # BEGIN SOLUTION hint: validate first, run search_sql() with the vector, top_k and threshold as parameters, and
+    #   build SearchResult rows
     vector = validate_search(query_embedding, top_k=top_k, metric=metric, min_similarity=min_similarity)
     rows = await db.fetch(search_sql(metric), np.asarray(vector, dtype=np.float32), top_k, min_similarity)
     return [
-        SearchResult(r["id"], r["content"], r["metadata"], float(r["distance"]), similarity_from_distance(float(r["distance"]), metric))
+        SearchResult(
+            r["id"],
+            r["content"],
+            r["metadata"],
+            float(r["distance"]),
+            similarity_from_distance(float(r["distance"]), metric),
+        )
         for r in rows
     ]
     # END SOLUTION

@@ -43,10 +43,14 @@ class HybridResult:
 async def create_hybrid_indexes(conn: asyncpg.Connection) -> list[str]:
     """Create (if missing) a GIN index on `metadata` that serves `@>` and a GIN full-text index on
     `to_tsvector('english', content)`. Returns the two index names."""
-    # BEGIN SOLUTION hint: GIN indexes (IF NOT EXISTS): one on metadata with an operator class that serves @>, one on the english tsvector of content
-    await conn.execute("CREATE INDEX IF NOT EXISTS embeddings_metadata_gin ON embeddings USING gin (metadata jsonb_path_ops)")
+    # BEGIN SOLUTION hint: GIN indexes (IF NOT EXISTS): one on metadata with an operator class that serves @>, one on
+    #   the english tsvector of content
     await conn.execute(
-        f"CREATE INDEX IF NOT EXISTS embeddings_content_fts ON embeddings USING gin (to_tsvector('{TEXT_CONFIG}', content))"
+        "CREATE INDEX IF NOT EXISTS embeddings_metadata_gin ON embeddings USING gin (metadata jsonb_path_ops)"
+    )
+    await conn.execute(
+        "CREATE INDEX IF NOT EXISTS embeddings_content_fts ON embeddings "
+        f"USING gin (to_tsvector('{TEXT_CONFIG}', content))"
     )
     return ["embeddings_metadata_gin", "embeddings_content_fts"]
     # END SOLUTION
@@ -56,7 +60,8 @@ def validate_filters(filters: Any) -> dict[str, Any]:
     """Return `filters` as a dict for `metadata @> $n::jsonb`, or raise ValueError. A filter is a JSON object whose
     keys are non-empty strings and whose values are strings, numbers or booleans; None means no filter ({}).
     A string is parsed as JSON first (filters often arrive as query parameters)."""
-    # BEGIN SOLUTION hint: None means no filter; JSON strings are parsed; only an object with non-empty string keys and finite scalar values is allowed
+    # BEGIN SOLUTION hint: None means no filter; JSON strings are parsed; only an object with non-empty string keys and
+    #   finite scalar values is allowed
     if filters is None:
         return {}
     if isinstance(filters, str):
@@ -65,12 +70,14 @@ def validate_filters(filters: Any) -> dict[str, Any]:
         except ValueError as exc:
             raise ValueError(f"The filter is not valid JSON: {exc}") from exc
     if not isinstance(filters, Mapping):
-        raise ValueError(f"The filter must be a JSON object like {{\"topic\": \"sql\"}}, not {type(filters).__name__}.")
+        raise ValueError(f'The filter must be a JSON object like {{"topic": "sql"}}, not {type(filters).__name__}.')
     for key, value in filters.items():
         if not isinstance(key, str) or not key:
             raise ValueError("Filter keys must be non-empty strings.")
         if not isinstance(value, FILTER_VALUE_TYPES):
-            raise ValueError(f"Filter value for {key!r} must be a string, number or boolean, not {type(value).__name__}.")
+            raise ValueError(
+                f"Filter value for {key!r} must be a string, number or boolean, not {type(value).__name__}."
+            )
         if isinstance(value, float) and not math.isfinite(value):
             raise ValueError(f"Filter value for {key!r} must be a finite number.")
     return dict(filters)
@@ -99,7 +106,8 @@ async def filtered_vector_search(
     relaxed_order for this query (re-sorting the relaxed order). iterative=False shows the trap."""
     filters = validate_filters(filters)
     vector = _check_query(query_embedding, top_k)
-    # BEGIN SOLUTION hint: HNSW filters after it collects ef_search candidates: look up hnsw.iterative_scan (SET LOCAL, in a transaction) and pgvector's README on re-sorting relaxed-order results
+    # BEGIN SOLUTION hint: HNSW filters after it collects ef_search candidates: look up hnsw.iterative_scan (SET LOCAL,
+    #   in a transaction) and pgvector's README on re-sorting relaxed-order results
     async with _transaction(db) as conn:
         if iterative:
             await conn.execute("SET LOCAL hnsw.iterative_scan = relaxed_order")
@@ -108,7 +116,9 @@ async def filtered_vector_search(
                    SELECT id, embedding <=> $1 AS distance FROM embeddings
                    WHERE metadata @> $2::jsonb ORDER BY embedding <=> $1 LIMIT $3)
                SELECT id, 1 - distance AS similarity FROM nearest ORDER BY distance + 0""",
-            vector, filters, top_k,
+            vector,
+            filters,
+            top_k,
         )
     return [(r["id"], float(r["similarity"])) for r in rows]
     # END SOLUTION
@@ -167,7 +177,8 @@ async def hybrid_search(
     if not isinstance(query_text, str) or not query_text.strip():
         raise ValueError("query_text is empty: hybrid search needs words to match (use a vector search otherwise).")
     candidates = max(10 * top_k, 100)
-    # BEGIN SOLUTION hint: candidates from both sides (nearest by vector, best by text, each within the filter), score every candidate with both parts, best first
+    # BEGIN SOLUTION hint: candidates from both sides (nearest by vector, best by text, each within the filter), score
+    #   every candidate with both parts, best first
     sql = f"""
         WITH q AS (SELECT websearch_to_tsquery('{TEXT_CONFIG}', $4) AS tsq),
         by_vector AS MATERIALIZED (
@@ -197,14 +208,22 @@ async def hybrid_search(
                 await conn.execute("SET LOCAL enable_indexscan = off")
                 rows = await conn.fetch(sql, *args)
     return [
-        HybridResult(r["id"], r["content"], r["metadata"], float(r["vector_similarity"]), float(r["text_rank"]), float(r["score"]))
+        HybridResult(
+            r["id"],
+            r["content"],
+            r["metadata"],
+            float(r["vector_similarity"]),
+            float(r["text_rank"]),
+            float(r["score"]),
+        )
         for r in rows
     ]
     # END SOLUTION
 
 
-def normalize_scores(results: Sequence[HybridResult], vector_weight: float = 0.7,
-                     text_weight: float = 0.3) -> list[HybridResult]:
+def normalize_scores(
+    results: Sequence[HybridResult], vector_weight: float = 0.7, text_weight: float = 0.3
+) -> list[HybridResult]:
     """Re-score hybrid candidates with both parts on one scale, best first: each part (vector_similarity,
     text_rank) is min–max scaled to 0..1 over these results — (x − min) / (max − min), and 0 for a part that is the
     same for every result — then score = vector_weight · scaled similarity + text_weight · scaled rank.
@@ -213,7 +232,8 @@ def normalize_scores(results: Sequence[HybridResult], vector_weight: float = 0.7
     decide; scaled, a weight means what it says. The raw parts are kept; only `score` (and the order) change. The
     input is not modified. ValueError for negative or non-finite weights, or weights summing to 0."""
     _check_weights(vector_weight, text_weight)
-    # BEGIN SOLUTION hint: min–max scaling of each part over these results (a constant part scales to 0, not a division by zero), then the weighted sum; dataclasses.replace keeps the raw parts; sort best first
+    # BEGIN SOLUTION hint: min–max scaling of each part over these results (a constant part scales to 0, not a division
+    #   by zero), then the weighted sum; dataclasses.replace keeps the raw parts; sort best first
     if not results:
         return []
 
@@ -231,7 +251,8 @@ def normalize_scores(results: Sequence[HybridResult], vector_weight: float = 0.7
 def rrf_fuse(rankings: Sequence[Sequence[Any]], k: int = RRF_K) -> list[tuple[Any, float]]:
     """Reciprocal rank fusion: each item scores Σ over rankings of 1 / (k + rank), rank starting at 1; items missing
     from a ranking get nothing from it. Returns (item, score) best first; ties keep first-seen order."""
-    # BEGIN SOLUTION hint: reciprocal rank fusion: each ranking adds 1 / (k + rank) to an item, ranks start at 1; highest total first
+    # BEGIN SOLUTION hint: reciprocal rank fusion: each ranking adds 1 / (k + rank) to an item, ranks start at 1;
+    #   highest total first
     if k < 1:
         raise ValueError("k must be at least 1.")
     scores: dict[Any, float] = {}
@@ -265,7 +286,9 @@ async def hybrid_search_rrf(
             f"""SELECT id FROM embeddings, websearch_to_tsquery('{TEXT_CONFIG}', $1) AS tsq
                 WHERE metadata @> $2::jsonb AND to_tsvector('{TEXT_CONFIG}', content) @@ tsq
                 ORDER BY ts_rank(to_tsvector('{TEXT_CONFIG}', content), tsq, 32) DESC, id LIMIT $3""",
-            query_text, filters, depth,
+            query_text,
+            filters,
+            depth,
         )
     ]
     return rrf_fuse([by_vector, by_text], k)[:top_k]

@@ -56,7 +56,8 @@ def create_engine(url: str | None = None, **kwargs: Any) -> AsyncEngine:
     pgvector's binary codec on each new connection. The database must already have the vector extension."""
     from pgvector.asyncpg import register_vector
 
-    sa_url = database.sqlalchemy_url() if url is None else url.replace("postgresql://", "postgresql+asyncpg://", 1)
+    # without a URL: the course database, started if it is not running (its URL exists only then)
+    sa_url = (url or database.start()).replace("postgresql://", "postgresql+asyncpg://", 1)
     engine = create_async_engine(sa_url, connect_args={"server_settings": database.session_settings()}, **kwargs)
 
     @event.listens_for(engine.sync_engine, "connect")
@@ -153,9 +154,12 @@ class EmbeddingRepository:
     def __init__(self, session: AsyncSession):
         self.session = session
 
-    async def add_embedding(self, content: str, vector: Sequence[float], metadata: Mapping[str, Any] | None = None) -> Embedding:
+    async def add_embedding(
+        self, content: str, vector: Sequence[float], metadata: Mapping[str, Any] | None = None
+    ) -> Embedding:
         """Validate with check_row(), add one row and flush (so its server-generated id is known); return it."""
-        # BEGIN SOLUTION hint: validate with check_row(), add a model instance to the session, and flush so the server-generated id is known
+        # BEGIN SOLUTION hint: validate with check_row(), add a model instance to the session, and flush so the
+        #   server-generated id is known
         content, values, metadata = check_row(content, vector, metadata)
         row = Embedding(content=content, metadata_=metadata, embedding=values)
         self.session.add(row)
@@ -174,20 +178,25 @@ class EmbeddingRepository:
         (`session.execute(insert(Embedding), [row, row, ...])`), not a loop of single inserts. All or nothing:
         every row is validated first, and the insert runs in a SAVEPOINT, so one bad row writes nothing.
         Returns the ids in input order."""
-        # BEGIN SOLUTION hint: validate every row before anything runs; one ORM bulk insert (a list of dicts) inside a SAVEPOINT (session.begin_nested())
+        # BEGIN SOLUTION hint: validate every row before anything runs; one ORM bulk insert (a list of dicts) inside a
+        #   SAVEPOINT (session.begin_nested())
         rows: list[dict[str, Any]] = []
         fresh_ids = iter(_new_ids(len(items)))
         for i, item in enumerate(items):
             try:
-                content, values, metadata = check_row(item.get("content"), item.get("embedding", ()), item.get("metadata"))
+                content, values, metadata = check_row(
+                    item.get("content"), item.get("embedding", ()), item.get("metadata")
+                )
             except ValueError as exc:
                 raise ValueError(f"Row #{i}: {exc}") from exc
-            rows.append({
-                "id": uuid.UUID(str(item["id"])) if item.get("id") else next(fresh_ids),
-                "content": content,
-                "metadata_": metadata,
-                "embedding": values,
-            })
+            rows.append(
+                {
+                    "id": uuid.UUID(str(item["id"])) if item.get("id") else next(fresh_ids),
+                    "content": content,
+                    "metadata_": metadata,
+                    "embedding": values,
+                }
+            )
         if rows:
             async with self.session.begin_nested():
                 await self.session.execute(insert(Embedding), rows)
@@ -201,7 +210,8 @@ class EmbeddingRepository:
         best first, each with its cosine similarity."""
         if isinstance(top_k, bool) or not isinstance(top_k, int) or not 1 <= top_k <= 1000:
             raise ValueError("top_k must be an integer from 1 to 1000.")
-        # BEGIN SOLUTION hint: pgvector's SQLAlchemy comparators (cosine_distance) for the ORDER BY, JSONB containment for the filters; similarity = 1 - distance
+        # BEGIN SOLUTION hint: pgvector's SQLAlchemy comparators (cosine_distance) for the ORDER BY, JSONB containment
+        #   for the filters; similarity = 1 - distance
         _, values, filters = check_row("query", query_vector, filters)
         distance = Embedding.embedding.cosine_distance(values)
         stmt = select(Embedding, distance.label("distance")).order_by(distance).limit(top_k)
@@ -213,7 +223,8 @@ class EmbeddingRepository:
 
     async def delete_by_source(self, source: str) -> int:
         """Delete every row whose metadata "source" is `source`; return how many were deleted."""
-        # BEGIN SOLUTION hint: an ORM DELETE whose condition is JSONB containment of the source; the result knows how many rows it deleted
+        # BEGIN SOLUTION hint: an ORM DELETE whose condition is JSONB containment of the source; the result knows how
+        #   many rows it deleted
         result = await self.session.execute(delete(Embedding).where(Embedding.metadata_.contains({"source": source})))
         return result.rowcount  # type: ignore[attr-defined]  # a DML statement's result is a CursorResult
         # END SOLUTION
@@ -225,7 +236,8 @@ class EmbeddingRepository:
 async def get_session(request: Request) -> AsyncIterator[AsyncSession]:
     """One session per request from `app.state.session_factory`: committed if the handler succeeds, rolled back
     if it raises."""
-    # BEGIN SOLUTION hint: a dependency with yield: open a session from app.state, commit if the handler succeeded, roll back and re-raise if it raised
+    # BEGIN SOLUTION hint: a dependency with yield: open a session from app.state, commit if the handler succeeded, roll
+    #   back and re-raise if it raised
     async with request.app.state.session_factory() as session:
         try:
             yield session
@@ -282,7 +294,8 @@ def _out(row: Embedding) -> DocumentOut:
 @router.post("", status_code=status.HTTP_201_CREATED, response_model=DocumentOut)
 async def add_document(doc: DocumentIn, repo: RepositoryDep, embedder: EmbedderDep) -> DocumentOut:
     """Embed the content and store it; 201 with the stored document."""
-    # BEGIN SOLUTION hint: embed the content, store it with the model recorded, 201 with the document; a ValueError from the repository is the client's mistake (422)
+    # BEGIN SOLUTION hint: embed the content, store it with the model recorded, 201 with the document; a ValueError from
+    #   the repository is the client's mistake (422)
     try:
         [vector] = await embedder.embed([doc.content])
         row = await repo.add_embedding(doc.content, vector, {**doc.metadata, "model": embedder.model_id})
@@ -306,7 +319,8 @@ async def get_document(document_id: uuid.UUID, repo: RepositoryDep) -> DocumentO
 @router.post("/search", response_model=list[SearchHit])
 async def search_documents(body: SearchIn, repo: RepositoryDep, embedder: EmbedderDep) -> list[SearchHit]:
     """Embed the query and return the nearest documents with their similarity."""
-    # BEGIN SOLUTION hint: embed the query (kind="query"), search through the repository with the request's top_k and filters, map each hit to SearchHit
+    # BEGIN SOLUTION hint: embed the query (kind="query"), search through the repository with the request's top_k and
+    #   filters, map each hit to SearchHit
     [vector] = await embedder.embed([body.query], kind="query")
     hits = await repo.search(vector, body.top_k, body.filters)
     return [SearchHit(**_out(h.embedding).model_dump(), similarity=h.similarity) for h in hits]

@@ -19,7 +19,7 @@ import pytest
 ROOT = Path(__file__).resolve().parent.parent
 
 NEW_FILES = {
-    "solutions/objective7.py": '''"""Objective 7 — word statistics (a throw-away objective written by tests/test_authoring.py)."""
+    "solutions/objective7.py": '''"""Objective 7 — word statistics (throw-away, written by tests/test_authoring.py)."""
 
 from __future__ import annotations
 
@@ -123,11 +123,24 @@ def test_jupyterlab_opens_a_notebook_source_as_a_notebook_and_a_lab_as_a_file(tm
 
     port, token = free_port(), "authoring-test"
     process = subprocess.Popen(
-        [sys.executable, "-m", "jupyter", "server", f"--ServerApp.root_dir={ROOT}", f"--port={port}", "--no-browser",
-         "--ServerApp.ip=127.0.0.1", f"--IdentityProvider.token={token}",
-         *(["--allow-root"] if hasattr(os, "geteuid") and os.geteuid() == 0 else [])],
-        env={**os.environ, "JUPYTER_RUNTIME_DIR": str(tmp_path)}, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-        text=True, start_new_session=True)
+        [
+            sys.executable,
+            "-m",
+            "jupyter",
+            "server",
+            f"--ServerApp.root_dir={ROOT}",
+            f"--port={port}",
+            "--no-browser",
+            "--ServerApp.ip=127.0.0.1",
+            f"--IdentityProvider.token={token}",
+            *(["--allow-root"] if hasattr(os, "geteuid") and os.geteuid() == 0 else []),
+        ],
+        env={**os.environ, "JUPYTER_RUNTIME_DIR": str(tmp_path)},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        start_new_session=True,
+    )
     try:
         with httpx.Client(base_url=f"http://127.0.0.1:{port}", params={"token": token}, timeout=30) as client:
             deadline = time.monotonic() + 60

@@ -21,10 +21,13 @@ ROOT = Path(__file__).resolve().parent.parent
 
 @pytest.mark.timeout(600)
 def test_every_benchmark_runs_on_a_small_table():
-    names = [b for b in BENCHMARKS if b != "quality" or available_corpus() == "postgres-docs"]  # judgments need the manual
+    names = [
+        b for b in BENCHMARKS if b != "quality" or available_corpus() == "postgres-docs"
+    ]  # judgments need the manual
     env = {**os.environ, "BENCH_SMOKE": "1"}
-    result = subprocess.run([sys.executable, "-m", "bench", *names], cwd=ROOT, env=env, capture_output=True, text=True,
-                            timeout=600)
+    result = subprocess.run(
+        [sys.executable, "-m", "bench", *names], cwd=ROOT, env=env, capture_output=True, text=True, timeout=600
+    )
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     ratios = [line for line in result.stdout.splitlines() if line.startswith("RATIO")]
     assert len(ratios) >= 10, result.stdout[-3000:]

@@ -12,17 +12,36 @@ ROOT = Path(__file__).resolve().parent.parent
 
 
 def test_learner_cli_prints_marks_hints_and_score():
-    labs = subprocess.run([sys.executable, "-m", "checks", "1"], cwd=ROOT, capture_output=True, text=True,
-                          env={**__import__("os").environ, "COURSE_TARGET": "labs"}, timeout=600)
+    labs = subprocess.run(
+        [sys.executable, "-m", "checks", "1"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        env={**__import__("os").environ, "COURSE_TARGET": "labs"},
+        timeout=600,
+    )
     assert labs.returncode == 1
     assert "❌" in labs.stdout and "hint:" in labs.stdout and "TODO" in labs.stdout
     assert "Score: 0/" in labs.stdout
-    assert "more:" not in labs.stdout and "make check OBJ=1 MORE=1" in labs.stdout, "the explicit hint waits until asked for"
-    more = subprocess.run([sys.executable, "-m", "checks", "1", "--more-hints"], cwd=ROOT, capture_output=True, text=True,
-                          env={**__import__("os").environ, "COURSE_TARGET": "labs"}, timeout=600)
+    assert "more:" not in labs.stdout and "make check OBJ=1 MORE=1" in labs.stdout, (
+        "the explicit hint waits until asked for"
+    )
+    more = subprocess.run(
+        [sys.executable, "-m", "checks", "1", "--more-hints"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        env={**__import__("os").environ, "COURSE_TARGET": "labs"},
+        timeout=600,
+    )
     assert "more: CREATE EXTENSION IF NOT EXISTS vector" in more.stdout
-    solutions = subprocess.run([sys.executable, "-m", "checks", "1", "--target", "solutions"], cwd=ROOT,
-                               capture_output=True, text=True, timeout=600)
+    solutions = subprocess.run(
+        [sys.executable, "-m", "checks", "1", "--target", "solutions"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert solutions.returncode == 0, solutions.stdout
     assert "❌" not in solutions.stdout and "✅" in solutions.stdout
 
@@ -34,7 +53,9 @@ def test_progress_table_over_the_assigned_objectives():
 
     assigned = [1, 5]
     env = {**__import__("os").environ, "COURSE_TARGET": "labs", "COURSE_OBJECTIVES": ",".join(map(str, assigned))}
-    labs = subprocess.run([sys.executable, "-m", "checks"], cwd=ROOT, capture_output=True, text=True, env=env, timeout=900)
+    labs = subprocess.run(
+        [sys.executable, "-m", "checks"], cwd=ROOT, capture_output=True, text=True, env=env, timeout=900
+    )
     assert labs.returncode == 1, labs.stdout + labs.stderr
     table = labs.stdout.split("\n\n")[1]
     rows = [line for line in table.splitlines() if line.strip()[:1] in "❌✅…"]
@@ -49,7 +70,9 @@ def test_progress_when_everything_passes(monkeypatch, capsys):
     import checks.__main__ as cli
     from checks.results import CheckResult
 
-    monkeypatch.setattr(cli, "run_checks", lambda n, target: [CheckResult(f"c{n}", f"check {n}", 2.0, n, "passed", 2.0)])
+    monkeypatch.setattr(
+        cli, "run_checks", lambda n, target: [CheckResult(f"c{n}", f"check {n}", 2.0, n, "passed", 2.0)]
+    )
     assert cli.main(["--target", "solutions"]) == 0
     out = capsys.readouterr().out
     assert "Every check passes" in out and "❌" not in out and "12/12" in out

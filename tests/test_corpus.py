@@ -42,9 +42,15 @@ def test_manual_page_is_split_by_section_without_navigation(tmp_path):
     assert "B-Tree" not in first.content, "tables of contents are skipped"
     assert "“inverted indexes”" in gin.content and "Footer" not in gin.content
     assert "Tip" in gin.content and "after the tip" in gin.content, "admonitions stay inside their section"
-    assert first.metadata | {"part": 0} == {"source": "postgres-docs", "topic": "indexes", "page": "indexes-types.html",
-                                           "title": "11.2. Index Types", "section": "11.2. Index Types",
-                                           "language": "en", "part": 0}
+    assert first.metadata | {"part": 0} == {
+        "source": "postgres-docs",
+        "topic": "indexes",
+        "page": "indexes-types.html",
+        "title": "11.2. Index Types",
+        "section": "11.2. Index Types",
+        "language": "en",
+        "part": 0,
+    }
     assert chunks_from_manual_page(page)[1].id == gin.id, "ids are stable across builds"
 
 
@@ -106,7 +112,13 @@ def test_the_runtime_never_imports_solutions_or_labs():
 
     for path in Path(corpus.__file__).parent.glob("*.py"):
         for node in ast.walk(ast.parse(path.read_text())):
-            names = [a.name for a in node.names] if isinstance(node, ast.Import) else [node.module or ""] if isinstance(node, ast.ImportFrom) else []
+            names = (
+                [a.name for a in node.names]
+                if isinstance(node, ast.Import)
+                else [node.module or ""]
+                if isinstance(node, ast.ImportFrom)
+                else []
+            )
             assert not any(n.split(".")[0] in {"solutions", "labs"} for n in names), f"{path.name} imports {names}"
 
 
@@ -143,10 +155,11 @@ def test_every_keyword_query_of_a_guide_matches_its_corpus_in_full_text(name):
 
     guide = corpus.corpus_guide(name)
     rows = [json.loads(line)["content"] for line in corpus.build_corpus(name, progress=False).open()]
-    with psycopg.connect(database.libpq_url(), autocommit=True) as conn:
+    with psycopg.connect(database.start(), autocommit=True) as conn:
         for query in (*guide.keyword_queries, guide.identifier_query):
             matched = conn.execute(
-                "SELECT count(*) FROM unnest(%s::text[]) c WHERE to_tsvector('english', c) @@ websearch_to_tsquery('english', %s)",
+                "SELECT count(*) FROM unnest(%s::text[]) c "
+                "WHERE to_tsvector('english', c) @@ websearch_to_tsquery('english', %s)",
                 [rows, query],
             ).fetchone()[0]
             assert matched > 0, f"{query!r} matches no chunk of {name}"

@@ -10,7 +10,7 @@ from course.settings import get_settings
 
 
 def test_embedded_server_runs_pgvector_0_8():
-    info = database.check_server()
+    info = database.check_server(database.start())
     assert info["server_version"].startswith("18")
     assert tuple(int(x) for x in info["pgvector"].split(".")[:2]) >= (0, 8)
     assert database.status()["running"] is True
@@ -51,6 +51,23 @@ def test_url_forms_are_normalised(monkeypatch):
         assert not database.is_embedded()
         with pytest.raises(database.DatabaseError, match="does not manage"):
             database.stop()
+    finally:
+        get_settings.cache_clear()
+
+
+def test_url_helpers_start_nothing(monkeypatch, tmp_path):
+    """Only start() starts a server: without a running one, a URL helper says how to start it and touches no disk."""
+    pgdata = tmp_path / "pgdata"
+    monkeypatch.delenv("DATABASE_URL", raising=False)
+    monkeypatch.setenv("COURSE_PGDATA", str(pgdata))
+    get_settings.cache_clear()
+    try:
+        assert database.is_embedded()
+        for helper in (database.libpq_url, database.sqlalchemy_url, database.database_name, database.check_server):
+            with pytest.raises(database.DatabaseError, match="not running.*course db start"):
+                helper()
+        assert not pgdata.exists(), "no server was initialised"
+        assert database.status() == {"mode": "embedded", "pgdata": str(pgdata), "running": False}
     finally:
         get_settings.cache_clear()
 

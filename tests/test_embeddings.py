@@ -37,11 +37,13 @@ def cos(a, b) -> float:
 # --- offline -------------------------------------------------------------------------------------------------------
 async def test_local_model_is_semantic_normalised_and_1536_wide():
     e = LocalEmbedder()
-    v = await e.embed([
-        "How do I create an index on a table?",
-        "Building an index for a database table",
-        "The weather is sunny at the beach today",
-    ])
+    v = await e.embed(
+        [
+            "How do I create an index on a table?",
+            "Building an index for a database table",
+            "The weather is sunny at the beach today",
+        ]
+    )
     assert np.asarray(v).shape == (3, 1536)
     assert np.allclose(np.linalg.norm(v, axis=1), 1.0, atol=1e-5)
     assert not np.any(np.asarray(v)[:, 256:]), "dimensions past the model's 256 are zero padding"
@@ -147,11 +149,14 @@ async def test_persistent_outage_raises_unavailable_with_retry_after(server):
     assert "unavailable" in str(info.value)
 
 
-@pytest.mark.parametrize("status, message, text, code", [
-    (400, "'input' is invalid", "rejected the request", 400),
-    (400, "This model's maximum context length is 8191 tokens", "says the input is too long", 422),
-    (401, "Incorrect API key provided", "OPENAI_API_KEY", 401),
-])
+@pytest.mark.parametrize(
+    "status, message, text, code",
+    [
+        (400, "'input' is invalid", "rejected the request", 400),
+        (400, "This model's maximum context length is 8191 tokens", "says the input is too long", 422),
+        (401, "Incorrect API key provided", "OPENAI_API_KEY", 401),
+    ],
+)
 async def test_client_errors_are_not_retried_and_say_why(server, status, message, text, code):
     server.script(Step(status, body=message))
     async with openai(server) as e:
@@ -216,13 +221,17 @@ async def test_an_openai_compatible_model_of_another_width_is_zero_padded():
             native /= np.linalg.norm(native, axis=1, keepdims=True)
             assert np.allclose(vectors @ vectors.T, native @ native.T, atol=1e-6), "cosine is the model's own"
             # the width is the model's: a later answer of another width is not embeddings of this model
-            s.script(Step(200, mutate=lambda p: {**p, "data": [{**d, "embedding": d["embedding"][:512]} for d in p["data"]]}))
+            s.script(
+                Step(200, mutate=lambda p: {**p, "data": [{**d, "embedding": d["embedding"][:512]} for d in p["data"]]})
+            )
             with pytest.raises(EmbeddingBadResponse, match="shape"):
                 await e.embed(["hello"])
 
 
 async def test_wider_vectors_than_the_column_are_an_error_that_says_what_to_do(server):
-    server.script(Step(200, mutate=lambda p: {**p, "data": [{**d, "embedding": d["embedding"] * 2} for d in p["data"]]}))
+    server.script(
+        Step(200, mutate=lambda p: {**p, "data": [{**d, "embedding": d["embedding"] * 2} for d in p["data"]]})
+    )
     async with openai(server) as e:
         with pytest.raises(EmbeddingBadResponse, match="3072 dimensions, more than the column's 1536"):
             await e.embed(["hello"])
@@ -259,8 +268,9 @@ async def test_coalescing_keeps_queries_and_documents_apart():
 
 
 async def test_factory_uses_settings(server):
-    settings = Settings(_env_file=None, openai_api_key="sk-x", openai_base_url=server.openai_base_url,
-                        openai_embedding_model="my-model")
+    settings = Settings(
+        _env_file=None, openai_api_key="sk-x", openai_base_url=server.openai_base_url, openai_embedding_model="my-model"
+    )
     e = get_embedder("openai", settings=settings)
     assert isinstance(e, OpenAIEmbedder) and e.model == "my-model"
     await e.embed(["hi"])
@@ -283,10 +293,22 @@ async def test_gemini_retry_delay_in_the_error_body_is_honoured(server):
 
 
 async def test_gemini_per_day_quota_is_not_retried(server):
-    violation = {"quotaMetric": "generativelanguage.googleapis.com/embed_content_requests",
-                 "quotaId": "EmbedContentRequestsPerDayPerProjectPerModel-FreeTier"}
-    server.script(Step(429, body="Quota exceeded", error={"details": [{"@type": QUOTA_FAILURE, "violations": [violation]},
-                                                                      {"@type": RETRY_INFO, "retryDelay": "40s"}]}))
+    violation = {
+        "quotaMetric": "generativelanguage.googleapis.com/embed_content_requests",
+        "quotaId": "EmbedContentRequestsPerDayPerProjectPerModel-FreeTier",
+    }
+    server.script(
+        Step(
+            429,
+            body="Quota exceeded",
+            error={
+                "details": [
+                    {"@type": QUOTA_FAILURE, "violations": [violation]},
+                    {"@type": RETRY_INFO, "retryDelay": "40s"},
+                ]
+            },
+        )
+    )
     async with gemini(server) as e:
         with pytest.raises(EmbeddingQuotaExceeded, match="quota"):
             await e.embed(["over quota"])
@@ -332,7 +354,11 @@ async def test_a_new_http_provider_is_one_class_and_its_settings(server):
         provider = "acme"
 
         def _request(self, texts, kind):  # the fake server speaks OpenAI's wire format
-            return f"{self.base_url}/embeddings", {"Authorization": f"Bearer {self._api_key}"}, {"model": self.model, "input": texts}
+            return (
+                f"{self.base_url}/embeddings",
+                {"Authorization": f"Bearer {self._api_key}"},
+                {"model": self.model, "input": texts},
+            )
 
         def _parse(self, payload, count):
             return [item["embedding"] for item in sorted(payload["data"], key=lambda item: item["index"])]

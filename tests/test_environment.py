@@ -23,13 +23,20 @@ def run(*args: str, env: dict | None = None, timeout: int = 600) -> subprocess.C
 
 
 def test_compose_files_match_the_published_compose_schema():
-    result = run(CHECK_JSONSCHEMA, "--builtin-schema", "vendor.compose-spec",
-                 "docker-compose.yml", ".devcontainer/docker-compose.devcontainer.yml")
+    result = run(
+        CHECK_JSONSCHEMA,
+        "--builtin-schema",
+        "vendor.compose-spec",
+        "docker-compose.yml",
+        ".devcontainer/docker-compose.devcontainer.yml",
+    )
     assert result.returncode == 0, result.stdout + result.stderr
 
 
 def test_devcontainer_json_matches_the_spec_properties():
-    result = run(CHECK_JSONSCHEMA, "--schemafile", "tests/schemas/devcontainer.schema.json", ".devcontainer/devcontainer.json")
+    result = run(
+        CHECK_JSONSCHEMA, "--schemafile", "tests/schemas/devcontainer.schema.json", ".devcontainer/devcontainer.json"
+    )
     assert result.returncode == 0, result.stdout + result.stderr
 
 
@@ -94,7 +101,9 @@ def test_the_course_runs_against_database_url(external_url):
     assert stop.returncode == 2 and "does not manage" in stop.stderr
 
 
-@pytest.mark.parametrize("version, expected", [(None, "has no pgvector"), ("0.7.4", "needs >= 0.8"), ("0.8.0", None), ("0.10.1", None)])
+@pytest.mark.parametrize(
+    "version, expected", [(None, "has no pgvector"), ("0.7.4", "needs >= 0.8"), ("0.8.0", None), ("0.10.1", None)]
+)
 def test_a_server_without_a_recent_pgvector_gets_a_clear_error(version, expected):
     """What a learner sees with a URL to a server lacking pgvector: the message names the fix."""
     problem = database.pgvector_problem(version)
@@ -118,7 +127,7 @@ def test_the_lock_pins_what_pyproject_declares():
 
     locked = {}
     for line in (ROOT / "requirements.lock").read_text(encoding="utf-8").splitlines():
-        if (match := re.match(r"^([A-Za-z0-9_.-]+)==(\S+)", line)):
+        if match := re.match(r"^([A-Za-z0-9_.-]+)==(\S+)", line):
             locked[key(match.group(1))] = match.group(2)
     stale = []
     for spec in declared:

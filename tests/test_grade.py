@@ -28,8 +28,13 @@ def variant(base: Path, name: str, edits: dict[str, tuple[str, str]]) -> Path:
 
 
 def grade(paths: list[Path], out: Path, *extra: str) -> dict:
-    result = subprocess.run([sys.executable, "-m", "checks.grade", *map(str, paths), "--out", str(out), *extra],
-                            cwd=ROOT, capture_output=True, text=True, timeout=1500)
+    result = subprocess.run(
+        [sys.executable, "-m", "checks.grade", *map(str, paths), "--out", str(out), *extra],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=1500,
+    )
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     return {s["name"]: s for s in json.loads(out.read_text())["submissions"]}
 
@@ -38,8 +43,16 @@ def test_reference_scores_full_marks_with_every_output(tmp_path):
     """On the shared server (--isolation shared, as with DATABASE_URL), with per-submission databases. (That every
     check fails on the untouched starter, with a hint and for the right reason, is tests/test_starter.py.)"""
     reference = variant(tmp_path, "reference", {})
-    scores = grade([reference], tmp_path / "scores.json", "--csv", str(tmp_path / "s.csv"),
-                   "--junit", str(tmp_path / "junit"), "--isolation", "shared")
+    scores = grade(
+        [reference],
+        tmp_path / "scores.json",
+        "--csv",
+        str(tmp_path / "s.csv"),
+        "--junit",
+        str(tmp_path / "junit"),
+        "--isolation",
+        "shared",
+    )
     ref = scores["reference"]
     assert {int(n) for n in ref["objectives"]} == set(available())
     failing = [(c["nodeid"], c["message"][:200]) for c in ref["checks"] if c["outcome"] != "passed"]
@@ -53,6 +66,7 @@ def test_reference_scores_full_marks_with_every_output(tmp_path):
     assert int(rows["reference"]["same_code_as_reference"]) == len(ref["similar"])
 
     from course import database
+
     with database.connect_sync() as conn:
         leftovers = conn.execute("SELECT count(*) FROM pg_database WHERE datname LIKE 'g%\\_check\\_%'").fetchone()[0]
     assert leftovers == 0, "every submission's databases are dropped"
@@ -65,31 +79,71 @@ def points_of(score: dict, fragment: str) -> float:
 def test_broken_submissions_cost_only_their_own_points(tmp_path):
     subs = [
         variant(tmp_path, "reference", {}),
-        variant(tmp_path, "hanging", {"objective1.py": (
-            '    await conn.execute("CREATE EXTENSION IF NOT EXISTS vector")\n',
-            '    import asyncio\n    await asyncio.sleep(3600)\n')}),
-        variant(tmp_path, "syntax_error", {"objective3.py": ("def top_k_sql(metric: str) -> str:", "def top_k_sql(metric: str) -> str\n")}),
-        variant(tmp_path, "drops_table", {"objective3.py": (
-            "    vector = validate_search(", '    await db.execute("DROP TABLE embeddings")\n    vector = validate_search(')}),
-        variant(tmp_path, "wrong_operator", {"objective3.py": ('OPERATORS = {"cosine": "<=>"', 'OPERATORS = {"cosine": "<->"')}),
-        variant(tmp_path, "crashes", {"objective1.py": (
-            '    rows = await conn.fetch("SELECT vector_dims', '    import os\n    os._exit(3)\n    rows = await conn.fetch("SELECT vector_dims')}),
-        variant(tmp_path, "hogs_connections", {"objective1.py": (  # holds every connection its server allows
-            '    await conn.execute("CREATE EXTENSION IF NOT EXISTS vector")\n',
-            '    import sys, threading, time, psycopg\n    from course import database as _database\n'
-            '    def hog(url=_database.libpq_url(), held=[]):  # takes every connection that frees up, for good\n'
-            '        while True:\n            try:\n                held.append(psycopg.connect(url))\n'
-            '            except psycopg.OperationalError:\n                time.sleep(0.005)\n'
-            '    if not sys.__dict__.get("_hog"):\n        sys._hog = threading.Thread(target=hog, daemon=True)\n        sys._hog.start()\n'
-            '        time.sleep(2)\n    await conn.execute("CREATE EXTENSION IF NOT EXISTS vector")\n')}),
+        variant(
+            tmp_path,
+            "hanging",
+            {
+                "objective1.py": (
+                    '    await conn.execute("CREATE EXTENSION IF NOT EXISTS vector")\n',
+                    "    import asyncio\n    await asyncio.sleep(3600)\n",
+                )
+            },
+        ),
+        variant(
+            tmp_path,
+            "syntax_error",
+            {"objective3.py": ("def top_k_sql(metric: str) -> str:", "def top_k_sql(metric: str) -> str\n")},
+        ),
+        variant(
+            tmp_path,
+            "drops_table",
+            {
+                "objective3.py": (
+                    "    vector = validate_search(",
+                    '    await db.execute("DROP TABLE embeddings")\n    vector = validate_search(',
+                )
+            },
+        ),
+        variant(
+            tmp_path,
+            "wrong_operator",
+            {"objective3.py": ('OPERATORS = {"cosine": "<=>"', 'OPERATORS = {"cosine": "<->"')},
+        ),
+        variant(
+            tmp_path,
+            "crashes",
+            {
+                "objective1.py": (
+                    "    rows = await conn.fetch(\n",
+                    "    import os\n    os._exit(3)\n    rows = await conn.fetch(\n",
+                )
+            },
+        ),
+        variant(
+            tmp_path,
+            "hogs_connections",
+            {
+                "objective1.py": (  # holds every connection its server allows
+                    '    await conn.execute("CREATE EXTENSION IF NOT EXISTS vector")\n',
+                    "    import sys, threading, time, psycopg\n    from course import database as _database\n"
+                    "    def hog(url=_database.libpq_url(), held=[]):  # takes every connection that frees up\n"
+                    "        while True:\n            try:\n                held.append(psycopg.connect(url))\n"
+                    "            except psycopg.OperationalError:\n                time.sleep(0.005)\n"
+                    '    if not sys.__dict__.get("_hog"):\n'
+                    "        sys._hog = threading.Thread(target=hog, daemon=True)\n        sys._hog.start()\n"
+                    '        time.sleep(2)\n    await conn.execute("CREATE EXTENSION IF NOT EXISTS vector")\n',
+                )
+            },
+        ),
     ]
     hidden = tmp_path / "hidden"
     hidden.mkdir()
     (hidden / "test_objective1_hidden.py").write_text(
         "import pytest\nfrom checks.support import objective\nlab = objective(1)\n\n"
         "@pytest.mark.points(5)\n@pytest.mark.hint('dimensions is a parameter')\n"
-        "def test_two_dimensional_vectors(lab):\n    \"\"\"hidden: validate_embedding honours dimensions\"\"\"\n"
-        "    assert lab.validate_embedding([1, 2], dimensions=2) == [1.0, 2.0]\n")
+        'def test_two_dimensional_vectors(lab):\n    """hidden: validate_embedding honours dimensions"""\n'
+        "    assert lab.validate_embedding([1, 2], dimensions=2) == [1.0, 2.0]\n"
+    )
     args = ("--objectives", "1,3", "-j", "2", "--timeout", "5", "--hidden", str(hidden))
     scores = grade(subs, tmp_path / "scores.json", *args)
     full = scores["reference"]["max_points"]
@@ -98,13 +152,24 @@ def test_broken_submissions_cost_only_their_own_points(tmp_path):
 
     hanging = scores["hanging"]
     hung = [c for c in hanging["checks"] if c["outcome"] != "passed"]
-    assert {c["nodeid"].split("::")[1] for c in hung} == {"test_enable_extension_installs_pgvector",
-                                                          "test_enable_extension_reports_what_the_database_says"}
-    assert all("Timeout" in c["message"] for c in hung) and hanging["total"] == full - sum(c["max_points"] for c in hung)
+    assert {c["nodeid"].split("::")[1] for c in hung} == {
+        "test_enable_extension_installs_pgvector",
+        "test_enable_extension_reports_what_the_database_says",
+    }
+    assert all("Timeout" in c["message"] for c in hung) and hanging["total"] == full - sum(
+        c["max_points"] for c in hung
+    )
 
     syntax = scores["syntax_error"]
-    assert syntax["objectives"]["3"]["points"] == 0 and syntax["objectives"]["1"]["points"] == scores["reference"]["objectives"]["1"]["points"]
-    assert all("SyntaxError" in c["message"] or "expected ':'" in c["message"] for c in syntax["checks"] if "objective3" in c["nodeid"])
+    assert (
+        syntax["objectives"]["3"]["points"] == 0
+        and syntax["objectives"]["1"]["points"] == scores["reference"]["objectives"]["1"]["points"]
+    )
+    assert all(
+        "SyntaxError" in c["message"] or "expected ':'" in c["message"]
+        for c in syntax["checks"]
+        if "objective3" in c["nodeid"]
+    )
 
     dropped = scores["drops_table"]
     assert dropped["objectives"]["1"]["points"] == scores["reference"]["objectives"]["1"]["points"]
@@ -127,17 +192,26 @@ def test_broken_submissions_cost_only_their_own_points(tmp_path):
     assert again["wrong_operator"]["total"] == wrong["total"], "a rerun gives the same scores"
 
     import psutil
+
     dirs = [s["server_dir"] for s in scores.values()]
     assert all(dirs) and not any(Path(d).exists() for d in dirs), "each server's data is deleted"
-    servers = [p.info["cmdline"] for p in psutil.process_iter(["cmdline"])
-               if p.info["cmdline"] and any(d in part for d in dirs for part in p.info["cmdline"])]
+    servers = [
+        p.info["cmdline"]
+        for p in psutil.process_iter(["cmdline"])
+        if p.info["cmdline"] and any(d in part for d in dirs for part in p.info["cmdline"])
+    ]
     assert not servers, f"every submission's server is stopped and deleted, even after a crash or a hang: {servers}"
 
 
 def test_a_missing_submission_is_an_error_and_keeps_the_old_scores(tmp_path):
     scores = tmp_path / "scores.json"
     scores.write_text('{"kept": true}')
-    result = subprocess.run([sys.executable, "-m", "checks.grade", str(tmp_path / "no-such-folder"), "--out", str(scores)],
-                            cwd=ROOT, capture_output=True, text=True, timeout=120)
+    result = subprocess.run(
+        [sys.executable, "-m", "checks.grade", str(tmp_path / "no-such-folder"), "--out", str(scores)],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert result.returncode == 2 and "no such submission" in result.stderr
     assert scores.read_text() == '{"kept": true}'

@@ -31,7 +31,14 @@ def lab_hints(objective: int) -> list[str]:
     hints = []
     for file in sorted((ROOT / "labs").glob(f"objective{objective}*")):
         for source in [file] if file.is_file() else sorted(file.rglob("*.py")):
-            hints += re.findall(r'NotImplementedError\("TODO: (.*?)"\)', source.read_text(encoding="utf-8"))
+            hints += [
+                node.args[0].value.removeprefix("TODO: ")
+                for node in ast.walk(ast.parse(source.read_text(encoding="utf-8")))
+                if isinstance(node, ast.Call)
+                and getattr(node.func, "id", "") == "NotImplementedError"
+                and node.args
+                and str(getattr(node.args[0], "value", "")).startswith("TODO: ")
+            ]
     return hints
 
 
@@ -46,8 +53,11 @@ def check_hints(objective: int) -> list[str]:
 
 def leaks(hint: str, code_lines: list[str]) -> list[str]:
     flat = squash(hint)
-    return [line for line in code_lines
-            if any(line[i : i + WINDOW] in flat for i in range(0, max(1, len(line) - WINDOW + 1)))]
+    return [
+        line
+        for line in code_lines
+        if any(line[i : i + WINDOW] in flat for i in range(0, max(1, len(line) - WINDOW + 1)))
+    ]
 
 
 def test_no_hint_contains_a_line_of_the_reference():

@@ -42,10 +42,29 @@ def server(workspace_root, tmp_path_factory):
     port = free_port()
     env = {**os.environ, "PYTHONPATH": str(workspace_root), "JUPYTER_RUNTIME_DIR": str(tmp_path_factory.mktemp("rt"))}
     process = subprocess.Popen(
-        [sys.executable, "-m", "course", "lab", "--objective", "1", "--root", str(workspace_root),
-         "--workspaces-dir", str(tmp_path_factory.mktemp("ws")), "--no-browser", f"--port={port}",
-         "--ServerApp.ip=127.0.0.1", f"--IdentityProvider.token={TOKEN}"],
-        cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True)
+        [
+            sys.executable,
+            "-m",
+            "course",
+            "lab",
+            "--objective",
+            "1",
+            "--root",
+            str(workspace_root),
+            "--workspaces-dir",
+            str(tmp_path_factory.mktemp("ws")),
+            "--no-browser",
+            f"--port={port}",
+            "--ServerApp.ip=127.0.0.1",
+            f"--IdentityProvider.token={TOKEN}",
+        ],
+        cwd=ROOT,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        start_new_session=True,
+    )
     base = f"http://127.0.0.1:{port}"
     deadline = time.monotonic() + 90
     while True:
@@ -95,11 +114,15 @@ def test_lab_file_can_be_read_written_and_read_back(server, workspace_root):
         original = client.get("/api/contents/labs/objective1.py").json()
         assert original["type"] == "file" and "async def enable_extension" in original["content"]
         edited = original["content"] + "\n# saved from JupyterLab\n"
-        saved = client.put("/api/contents/labs/objective1.py", json={"type": "file", "format": "text", "content": edited})
+        saved = client.put(
+            "/api/contents/labs/objective1.py", json={"type": "file", "format": "text", "content": edited}
+        )
         assert saved.status_code == 200, saved.text
         assert client.get("/api/contents/labs/objective1.py").json()["content"] == edited
         assert (workspace_root / "labs/objective1.py").read_text() == edited
-        client.put("/api/contents/labs/objective1.py", json={"type": "file", "format": "text", "content": original["content"]})
+        client.put(
+            "/api/contents/labs/objective1.py", json={"type": "file", "format": "text", "content": original["content"]}
+        )
 
 
 def test_no_first_run_prompts(server):
@@ -115,6 +138,7 @@ def test_saved_lab_code_is_picked_up_by_a_rerun_cell(server, workspace_root):
     env = {**os.environ, "PYTHONPATH": str(workspace_root)}
     manager, client = start_new_kernel(kernel_name="python3", cwd=str(workspace_root / "notebooks"), env=env)
     try:
+
         def run(code: str) -> str:
             out: list[str] = []
 
@@ -127,8 +151,10 @@ def test_saved_lab_code_is_picked_up_by_a_rerun_cell(server, workspace_root):
             client.execute_interactive(code, output_hook=collect, timeout=60)
             return "".join(out)
 
-        first = run("%load_ext autoreload\n%autoreload 2\nfrom course.target import load_objective\n"
-                    "obj = load_objective(1)\nprint(obj.__file__, obj.count_by_dimension.__doc__.split()[0])")
+        first = run(
+            "%load_ext autoreload\n%autoreload 2\nfrom course.target import load_objective\n"
+            "obj = load_objective(1)\nprint(obj.__file__, obj.count_by_dimension.__doc__.split()[0])"
+        )
         assert str(workspace_root / "labs") in first, first
         with api(server) as http:
             source = http.get("/api/contents/labs/objective1.py").json()["content"]
@@ -148,9 +174,20 @@ def test_saved_lab_code_is_picked_up_by_a_rerun_cell(server, workspace_root):
 def test_chromium_shows_the_notebook_beside_the_lab_file(server, tmp_path):
     chromium = shutil.which("chromium") or shutil.which("chromium-browser")
     assert chromium, "Debian's chromium is needed for this test (make test installs it: apt-get install chromium)"
-    flags = [chromium, "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-             "--disable-background-networking", "--disable-component-update", "--disable-sync",
-             f"--user-data-dir={tmp_path / 'profile'}", "--window-size=1400,850", "--virtual-time-budget=30000"]
+    flags = [
+        chromium,
+        "--headless",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--disable-quic",
+        "--no-first-run",
+        "--disable-background-networking",
+        "--disable-component-update",
+        "--disable-sync",
+        f"--user-data-dir={tmp_path / 'profile'}",
+        "--window-size=1400,850",
+        "--virtual-time-budget=30000",
+    ]
     url = f"{server}/lab/workspaces/objective1?token={TOKEN}"
     dom = subprocess.run([*flags, "--dump-dom", url], capture_output=True, text=True, timeout=180).stdout
     tabs = [part.split("<", 1)[0] for part in dom.split('lm-TabBar-tabLabel">')[1:]]

@@ -34,7 +34,7 @@ class Shape:
 def test_regions_are_replaced_keeping_signatures_and_docstrings():
     out = strip_solutions(SOURCE)
     assert "math.pi * r ** 2\n" not in out and 'return "shape"' not in out
-    assert 'raise NotImplementedError("TODO: use math.pi * r ** 2 and say \\"why\\"")' in out
+    assert """raise NotImplementedError('TODO: use math.pi * r ** 2 and say "why"')""" in out, "quoted as ruff would"
     assert '        raise NotImplementedError("TODO: implement this")' in out, "indentation follows the marker"
     tree = ast.parse(out)
     assert ast.get_docstring(tree.body[2]) == "Area of a circle."
@@ -44,20 +44,37 @@ def test_regions_are_replaced_keeping_signatures_and_docstrings():
         namespace["area"](1.0)
 
 
+def test_a_long_hint_continues_on_indented_comment_lines_and_the_lab_stays_formatted():
+    words = " ".join(["word"] * 40)
+    source = f"""def f():
+    # BEGIN SOLUTION hint: first part,
+    #   {words}
+    # a comment of the reference, not of the hint
+    return 1
+    # END SOLUTION
+"""
+    out = strip_solutions(source)
+    message = f"TODO: first part, {words}"
+    wrapped = f'def f():\n    raise NotImplementedError(\n        "{message}"\n    )\n'
+    assert out == wrapped, "laid out as ruff format would"
+    assert "reference" not in out
+
+
 def test_starter_regions_give_importable_code():
-    source = '''class Model:
+    source = """class Model:
     # BEGIN SOLUTION starter
     # starter: name = "TODO"  # add the other fields
     name = "full"
     size = 3
     # END SOLUTION
-'''
+"""
     out = strip_solutions(source)
     assert out == 'class Model:\n    name = "TODO"  # add the other fields\n'
 
 
-@pytest.mark.parametrize("bad", ["# BEGIN SOLUTION\nx = 1\n", "# END SOLUTION\n",
-                                 "# BEGIN SOLUTION\n# BEGIN SOLUTION\n# END SOLUTION\n"])
+@pytest.mark.parametrize(
+    "bad", ["# BEGIN SOLUTION\nx = 1\n", "# END SOLUTION\n", "# BEGIN SOLUTION\n# BEGIN SOLUTION\n# END SOLUTION\n"]
+)
 def test_broken_markers_are_reported(bad):
     with pytest.raises(MarkerError):
         strip_solutions(bad)
@@ -84,7 +101,7 @@ def test_check_fails_when_stale_and_edited_labs_are_kept(tmp_path, capsys):
     main(args)
     assert "Circle area." in lab.read_text()
     # the learner edits the lab: regeneration keeps it, --force overwrites it
-    lab.write_text(lab.read_text().replace('raise NotImplementedError("TODO: use', "return 0  # mine\n    # ("))
+    lab.write_text(lab.read_text().replace("raise NotImplementedError('TODO: use", "return 0  # mine\n    # ("))
     (solutions / "objective9.py").write_text(SOURCE)
     main(args)
     assert "# mine" in lab.read_text(), "an edited lab is never overwritten without --force"

@@ -24,7 +24,9 @@ def graded_parts() -> dict[tuple[str, str], tuple[int, int]]:
         for node in ast.walk(ast.parse(source)):
             if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
                 inner = [r for r in regions if node.lineno <= r <= node.end_lineno]
-                children = [n for n in ast.iter_child_nodes(node) if isinstance(n, (ast.FunctionDef, ast.AsyncFunctionDef))]
+                children = [
+                    n for n in ast.iter_child_nodes(node) if isinstance(n, (ast.FunctionDef, ast.AsyncFunctionDef))
+                ]
                 if inner and not any(c.lineno <= r <= c.end_lineno for c in children for r in inner):
                     start = min([node.lineno] + [d.lineno for d in node.decorator_list])
                     parts[(path.relative_to(SOLUTIONS).as_posix(), node.name)] = (start, node.end_lineno)
@@ -53,8 +55,12 @@ def test_every_graded_part_has_two_mutants():
 def test_each_expected_killer_is_a_check_of_that_objective():
     from pathlib import Path
 
-    checks = {n: (Path(__file__).parent.parent / f"checks/test_objective{n}.py").read_text(encoding="utf-8") for n in available()}
+    checks = {
+        n: (Path(__file__).parent.parent / f"checks/test_objective{n}.py").read_text(encoding="utf-8")
+        for n in available()
+    }
     for mutant in load_mutants():
         assert mutant.expect, f"{mutant.id}: name the check meant to kill it (expect = ...)"
-        assert re.search(rf"^(async )?def {mutant.expect}\(", checks[mutant.objective], re.M), \
+        assert re.search(rf"^(async )?def {mutant.expect}\(", checks[mutant.objective], re.M), (
             f"{mutant.id}: no check {mutant.expect} in checks/test_objective{mutant.objective}.py"
+        )

@@ -10,7 +10,6 @@ import asyncpg
 from course.notebook import explain
 
 
-
 def traceback_of(exc: BaseException):
     try:
         raise exc
@@ -27,5 +26,6 @@ def test_each_kind_of_error_names_the_step():
     assert "enable_extension()" in explain(type(vector), vector, None)
     assert "did not finish" in explain(NameError, NameError("name 'df' is not defined"), None)
     assert explain(ZeroDivisionError, ZeroDivisionError("division by zero"), None) is None, "other errors: traceback"
+
 
 # Every notebook run on the untouched starter: tests/test_starter.py.

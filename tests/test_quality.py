@@ -32,9 +32,11 @@ def test_ndcg_discounts_by_rank_and_is_one_for_an_ideal_ranking():
 
 
 def test_index_entries_keep_the_parent_term_of_a_sub_entry():
-    page = ('<dl><dt id="x">aggregate function, <a class="indexterm" href="xaggr.html">User-Defined Aggregates</a></dt>'
-            '<dd><dl><dt>moving aggregate, <a class="indexterm" href="xaggr.html#XAGGR-MOVING">Moving-Aggregate Mode</a>'
-            '</dt></dl></dd><dt>AIX, <a class="indexterm" href="installation.html#AIX">AIX &amp; more</a></dt></dl>')
+    page = (
+        '<dl><dt id="x">aggregate function, <a class="indexterm" href="xaggr.html">User-Defined Aggregates</a></dt>'
+        '<dd><dl><dt>moving aggregate, <a class="indexterm" href="xaggr.html#XAGGR-MOVING">Moving-Aggregate Mode</a>'
+        '</dt></dl></dd><dt>AIX, <a class="indexterm" href="installation.html#AIX">AIX &amp; more</a></dt></dl>'
+    )
     assert quality.index_entries(page) == [
         ("aggregate function", [("xaggr.html", "User-Defined Aggregates")]),
         ("aggregate function moving aggregate", [("xaggr.html", "Moving-Aggregate Mode")]),

@@ -43,7 +43,9 @@ def test_the_release_is_the_course_without_the_reference(student):
 
 def test_solution_text_anywhere_stops_the_release(tmp_path, monkeypatch):
     fake = tmp_path / "course"
-    shutil.copytree(ROOT, fake, ignore=shutil.ignore_patterns(".venv", ".pgdata", "data", ".git", "__pycache__", ".notebook-runs"))
+    shutil.copytree(
+        ROOT, fake, ignore=shutil.ignore_patterns(".venv", ".pgdata", "data", ".git", "__pycache__", ".notebook-runs")
+    )
     line = next(l for l in (ROOT / "solutions/objective1.py").read_text().splitlines() if "math.isfinite(x)" in l)
     with (fake / "labs" / "objective1.py").open("a") as fh:
         fh.write(f"\n# a learner would not see this, but the release would ship it:\n{line}\n")
@@ -55,11 +57,16 @@ def test_solution_text_anywhere_stops_the_release(tmp_path, monkeypatch):
 
 def test_the_classroom_workflow_is_a_valid_github_workflow(student):
     workflow = student / ".github/workflows/classroom.yml"
-    result = subprocess.run([sys.executable, "-m", "check_jsonschema", "--builtin-schema", "vendor.github-workflows",
-                             str(workflow)], capture_output=True, text=True)
+    result = subprocess.run(
+        [sys.executable, "-m", "check_jsonschema", "--builtin-schema", "vendor.github-workflows", str(workflow)],
+        capture_output=True,
+        text=True,
+    )
     assert result.returncode == 0, result.stdout + result.stderr
     steps = yaml.safe_load(workflow.read_text())["jobs"]["run-autograding-tests"]["steps"]
-    reporter = next(s for s in steps if s.get("uses", "").startswith("classroom-resources/autograding-grading-reporter"))
+    reporter = next(
+        s for s in steps if s.get("uses", "").startswith("classroom-resources/autograding-grading-reporter")
+    )
     runners = reporter["with"]["runners"].split(",")
     assert runners == [f"objective{n}" for n in available()]
     assert set(reporter["env"]) == {f"OBJECTIVE{n}_RESULTS" for n in available()}
@@ -77,8 +84,24 @@ def graded_reference(tmp_path_factory) -> Path:
 
 def test_gradescope_results_follow_the_documented_shape(graded_reference, tmp_path):
     out = tmp_path / "results.json"
-    subprocess.run([sys.executable, "-m", "checks.grade", str(graded_reference), "--objectives", "1",
-                    "--format", "gradescope", "--out", str(out)], cwd=ROOT, check=True, capture_output=True, timeout=600)
+    subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "checks.grade",
+            str(graded_reference),
+            "--objectives",
+            "1",
+            "--format",
+            "gradescope",
+            "--out",
+            str(out),
+        ],
+        cwd=ROOT,
+        check=True,
+        capture_output=True,
+        timeout=600,
+    )
     results = json.loads(out.read_text())
     jsonschema.validate(results, json.loads((ROOT / "tests/schemas/gradescope-results.schema.json").read_text()))
     failed = [t for t in results["tests"] if t["status"] == "failed"]
@@ -90,9 +113,25 @@ def test_gradescope_results_follow_the_documented_shape(graded_reference, tmp_pa
 def test_classroom_outputs_are_what_the_reporter_reads(graded_reference, tmp_path):
     outputs, summary = tmp_path / "outputs", tmp_path / "summary.md"
     env = {**__import__("os").environ, "GITHUB_OUTPUT": str(outputs), "GITHUB_STEP_SUMMARY": str(summary)}
-    subprocess.run([sys.executable, "-m", "checks.grade", str(graded_reference), "--objectives", "1,5",
-                    "--format", "classroom", "--out", str(tmp_path / "grade.json")],
-                   cwd=ROOT, env=env, check=True, capture_output=True, timeout=900)
+    subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "checks.grade",
+            str(graded_reference),
+            "--objectives",
+            "1,5",
+            "--format",
+            "classroom",
+            "--out",
+            str(tmp_path / "grade.json"),
+        ],
+        cwd=ROOT,
+        env=env,
+        check=True,
+        capture_output=True,
+        timeout=900,
+    )
     runners = dict(line.split("=", 1) for line in outputs.read_text().splitlines())
     assert set(runners) == {"objective1", "objective5"}
     scores = json.loads((tmp_path / "grade.json").read_text())["submissions"][0]
@@ -102,7 +141,9 @@ def test_classroom_outputs_are_what_the_reporter_reads(graded_reference, tmp_pat
         part = scores["objectives"][name.removeprefix("objective")]
         assert payload["version"] == 1 and payload["max_score"] == part["max_points"]
         assert sum(t["score"] for t in payload["tests"]) == part["points"]
-        assert all(t["status"] in ("pass", "fail") and set(t) >= {"name", "message", "line_no"} for t in payload["tests"])
+        assert all(
+            t["status"] in ("pass", "fail") and set(t) >= {"name", "message", "line_no"} for t in payload["tests"]
+        )
     assert json.loads(base64.b64decode(runners["objective1"]))["status"] == "fail"
     assert json.loads(base64.b64decode(runners["objective5"]))["status"] == "pass"
     assert "| **total** |" in summary.read_text()

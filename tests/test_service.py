@@ -12,10 +12,22 @@ import pytest
 from solutions.objective6 import create_app, default_min_score
 from tests.servers import uvicorn_in_thread
 
-ON_TOPIC = ["How do I make a backup of my database?", "What does VACUUM do?", "How do I create an index?",
-            "How do I grant privileges on a table?", "What is a foreign key?", "How do I write a trigger function?",
-            "How can I store JSON documents?", "What isolation levels are there?"]
-OFF_TOPIC = ["Recipe for banana bread", "Who won the football world cup?", "Best beaches in Portugal", "How to knit a scarf"]
+ON_TOPIC = [
+    "How do I make a backup of my database?",
+    "What does VACUUM do?",
+    "How do I create an index?",
+    "How do I grant privileges on a table?",
+    "What is a foreign key?",
+    "How do I write a trigger function?",
+    "How can I store JSON documents?",
+    "What isolation levels are there?",
+]
+OFF_TOPIC = [
+    "Recipe for banana bread",
+    "Who won the football world cup?",
+    "Best beaches in Portugal",
+    "How to knit a scarf",
+]
 
 
 @pytest.fixture(scope="module")
@@ -55,17 +67,45 @@ def test_search_page_in_headless_chromium(server, tmp_path):
     chromium = shutil.which("chromium") or shutil.which("chromium-browser")
     assert chromium, "Debian's chromium is needed for this test (make test installs it: apt-get install chromium)"
     result = subprocess.run(
-        [chromium, "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-         "--disable-background-networking", "--disable-component-update", "--disable-sync",
-         f"--user-data-dir={tmp_path}", "--virtual-time-budget=15000", "--dump-dom",
-         f"{server}/?q=How+do+I+create+an+index%3F&top_k=3"],
-        capture_output=True, text=True, timeout=120)
+        [
+            chromium,
+            "--headless",
+            "--no-sandbox",
+            "--disable-gpu",
+            "--disable-quic",
+            "--no-first-run",
+            "--disable-background-networking",
+            "--disable-component-update",
+            "--disable-sync",
+            f"--user-data-dir={tmp_path}",
+            "--virtual-time-budget=15000",
+            "--dump-dom",
+            f"{server}/?q=How+do+I+create+an+index%3F&top_k=3",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     dom = result.stdout
     assert "Search the PostgreSQL manual" in dom, result.stderr[-2000:]
     assert dom.count('class="hit"') == 3, "the page should render the 3 results the API returned"
     assert "3 result(s), model wordllama/l2_supercat_256" in dom
     bad = subprocess.run(
-        [chromium, "--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
-         "--disable-component-update", "--no-first-run", f"--user-data-dir={tmp_path / 'b'}", "--virtual-time-budget=15000",
-         "--dump-dom", f"{server}/?q=vacuum&filter=%7Bbroken"], capture_output=True, text=True, timeout=120)
+        [
+            chromium,
+            "--headless",
+            "--no-sandbox",
+            "--disable-gpu",
+            "--disable-background-networking",
+            "--disable-component-update",
+            "--no-first-run",
+            f"--user-data-dir={tmp_path / 'b'}",
+            "--virtual-time-budget=15000",
+            "--dump-dom",
+            f"{server}/?q=vacuum&filter=%7Bbroken",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert 'class="error"' in bad.stdout and "filter is not valid JSON" in bad.stdout, "errors are shown, not swallowed"

@@ -26,6 +26,7 @@ SCHEMATHESIS = str(Path(sys.executable).parent / "schemathesis")
 def server():
     """The reference service under uvicorn, on a throw-away database holding 300 corpus chunks, with a write key."""
     with database.temporary_database("contract") as url:
+
         async def seed():
             conn = await database.connect(url)
             await clone_corpus(conn, limit=300)
@@ -40,10 +41,25 @@ def server():
 def test_schemathesis_finds_nothing(server):
     """Property-based fuzzing from the service's own /openapi.json, every check, fixed seed."""
     result = subprocess.run(
-        [SCHEMATHESIS, "--config-file", str(Path(__file__).parent / "schemathesis.toml"), "run",
-         f"http://127.0.0.1:{server}/openapi.json", "--checks", "all", "--max-examples", "40",
-         "--seed", "1", "--header", f"Authorization: Bearer {KEY}"],
-        capture_output=True, text=True, timeout=900)
+        [
+            SCHEMATHESIS,
+            "--config-file",
+            str(Path(__file__).parent / "schemathesis.toml"),
+            "run",
+            f"http://127.0.0.1:{server}/openapi.json",
+            "--checks",
+            "all",
+            "--max-examples",
+            "40",
+            "--seed",
+            "1",
+            "--header",
+            f"Authorization: Bearer {KEY}",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=900,
+    )
     assert result.returncode == 0, result.stdout[-6000:] + result.stderr[-2000:]
     assert "No issues found" in result.stdout
 
@@ -53,33 +69,152 @@ AUTH = {"Content-Type": "application/json", "Authorization": f"Bearer {KEY}"}
 HOSTILE = [
     # name, method, path, headers, body, expected status
     ("NUL in the query", "POST", "/search", {"Content-Type": "application/json"}, b'{"query": "a\\u0000b"}', 422),
-    ("lone surrogate in the query", "POST", "/search", {"Content-Type": "application/json"}, b'{"query": "a\\ud800"}', 422),
-    ("whitespace-only query", "POST", "/search", {"Content-Type": "application/json"}, b'{"query": " \\t\\u3000"}', 422),
-    ("100 KB query", "POST", "/search", {"Content-Type": "application/json"}, json.dumps({"query": "x" * 100_000}).encode(), 422),
+    (
+        "lone surrogate in the query",
+        "POST",
+        "/search",
+        {"Content-Type": "application/json"},
+        b'{"query": "a\\ud800"}',
+        422,
+    ),
+    (
+        "whitespace-only query",
+        "POST",
+        "/search",
+        {"Content-Type": "application/json"},
+        b'{"query": " \\t\\u3000"}',
+        422,
+    ),
+    (
+        "100 KB query",
+        "POST",
+        "/search",
+        {"Content-Type": "application/json"},
+        json.dumps({"query": "x" * 100_000}).encode(),
+        422,
+    ),
     ("unknown body field", "POST", "/search", {"Content-Type": "application/json"}, b'{"query": "v", "topk": 3}', 422),
     ("wrong content type", "POST", "/search", {"Content-Type": "text/plain"}, b"query=vacuum", 422),
     ("not JSON", "POST", "/search", {"Content-Type": "application/json"}, b"{oops", 422),
-    ("NUL in a filter value", "POST", "/search?filter=%7B%22a%22%3A%22x%5Cu0000%22%7D", {"Content-Type": "application/json"}, b'{"query": "v"}', 422),
-    ("surrogate in a filter", "POST", "/search?filter=%7B%22a%22%3A%22%5Cud800%22%7D", {"Content-Type": "application/json"}, b'{"query": "v"}', 422),
-    ("infinite filter number", "POST", "/search?filter=%7B%22a%22%3A1e400%7D", {"Content-Type": "application/json"}, b'{"query": "v"}', 422),
-    ("filter nested 1,300 deep", "POST", "/search?filter=" + "%5B" * 1300 + "%5D" * 1300, {"Content-Type": "application/json"}, b'{"query": "v"}', 422),
-    ("filter nested 2,000 deep", "POST", "/search?filter=" + "%5B" * 2000 + "%5D" * 2000, {"Content-Type": "application/json"}, b'{"query": "v"}', 414),
-    ("injection-shaped filter key", "POST", "/search?filter=%7B%22a%27)%20OR%201%3D1--%22%3A%22x%22%7D", {"Content-Type": "application/json"}, b'{"query": "v"}', 200),
-    ("filter with 9 keys", "POST", "/search?filter=" + json.dumps({f"k{i}": i for i in range(9)}).replace(" ", ""), {"Content-Type": "application/json"}, b'{"query": "v"}', 422),
-    ("min_score given twice", "POST", "/search?min_score=abc&min_score=0.3", {"Content-Type": "application/json"}, b'{"query": "v"}', 422),
+    (
+        "NUL in a filter value",
+        "POST",
+        "/search?filter=%7B%22a%22%3A%22x%5Cu0000%22%7D",
+        {"Content-Type": "application/json"},
+        b'{"query": "v"}',
+        422,
+    ),
+    (
+        "surrogate in a filter",
+        "POST",
+        "/search?filter=%7B%22a%22%3A%22%5Cud800%22%7D",
+        {"Content-Type": "application/json"},
+        b'{"query": "v"}',
+        422,
+    ),
+    (
+        "infinite filter number",
+        "POST",
+        "/search?filter=%7B%22a%22%3A1e400%7D",
+        {"Content-Type": "application/json"},
+        b'{"query": "v"}',
+        422,
+    ),
+    (
+        "filter nested 1,300 deep",
+        "POST",
+        "/search?filter=" + "%5B" * 1300 + "%5D" * 1300,
+        {"Content-Type": "application/json"},
+        b'{"query": "v"}',
+        422,
+    ),
+    (
+        "filter nested 2,000 deep",
+        "POST",
+        "/search?filter=" + "%5B" * 2000 + "%5D" * 2000,
+        {"Content-Type": "application/json"},
+        b'{"query": "v"}',
+        414,
+    ),
+    (
+        "injection-shaped filter key",
+        "POST",
+        "/search?filter=%7B%22a%27)%20OR%201%3D1--%22%3A%22x%22%7D",
+        {"Content-Type": "application/json"},
+        b'{"query": "v"}',
+        200,
+    ),
+    (
+        "filter with 9 keys",
+        "POST",
+        "/search?filter=" + json.dumps({f"k{i}": i for i in range(9)}).replace(" ", ""),
+        {"Content-Type": "application/json"},
+        b'{"query": "v"}',
+        422,
+    ),
+    (
+        "min_score given twice",
+        "POST",
+        "/search?min_score=abc&min_score=0.3",
+        {"Content-Type": "application/json"},
+        b'{"query": "v"}',
+        422,
+    ),
     ("unknown mode", "POST", "/search?mode=bm25", {"Content-Type": "application/json"}, b'{"query": "v"}', 422),
-    ("injection-shaped query in rrf mode", "POST", "/search?mode=rrf", {"Content-Type": "application/json"}, b'{"query": "a\') OR 1=1 -- & | ! <->"}', 200),
+    (
+        "injection-shaped query in rrf mode",
+        "POST",
+        "/search?mode=rrf",
+        {"Content-Type": "application/json"},
+        b'{"query": "a\') OR 1=1 -- & | ! <->"}',
+        200,
+    ),
     ("write without a key", "POST", "/documents", {"Content-Type": "application/json"}, b'{"content": "x"}', 401),
-    ("write with a wrong key", "POST", "/documents", {"Content-Type": "application/json", "X-API-Key": "guess"}, b'{"content": "x"}', 401),
+    (
+        "write with a wrong key",
+        "POST",
+        "/documents",
+        {"Content-Type": "application/json", "X-API-Key": "guess"},
+        b'{"content": "x"}',
+        401,
+    ),
     ("NUL in content", "POST", "/documents", AUTH, b'{"content": "a\\u0000b"}', 422),
     ("whitespace-only content", "POST", "/documents", AUTH, b'{"content": "   "}', 422),
     ("NaN in metadata", "POST", "/documents", AUTH, b'{"content": "x", "metadata": {"a": NaN}}', 422),
     ("1e400 in metadata", "POST", "/documents", AUTH, b'{"content": "x", "metadata": {"a": 1e400}}', 422),
     ("surrogate in metadata", "POST", "/documents", AUTH, b'{"content": "x", "metadata": {"a": "\\udc00"}}', 422),
-    ("metadata nested 2,000 deep", "POST", "/documents", AUTH, b'{"content": "x", "metadata": {"a": ' + b"[" * 2000 + b"]" * 2000 + b"}}", 400),
-    ("20 KB metadata", "POST", "/documents", AUTH, json.dumps({"content": "x", "metadata": {"a": "y" * 20_000}}).encode(), 422),
-    ("1 MB body", "POST", "/documents", AUTH, json.dumps({"content": "x", "metadata": {"a": "y" * 1_000_000}}).encode(), 413),
-    ("100 KB URL", "POST", "/search?filter=" + "a" * 100_000, {"Content-Type": "application/json"}, b'{"query": "v"}', 414),
+    (
+        "metadata nested 2,000 deep",
+        "POST",
+        "/documents",
+        AUTH,
+        b'{"content": "x", "metadata": {"a": ' + b"[" * 2000 + b"]" * 2000 + b"}}",
+        400,
+    ),
+    (
+        "20 KB metadata",
+        "POST",
+        "/documents",
+        AUTH,
+        json.dumps({"content": "x", "metadata": {"a": "y" * 20_000}}).encode(),
+        422,
+    ),
+    (
+        "1 MB body",
+        "POST",
+        "/documents",
+        AUTH,
+        json.dumps({"content": "x", "metadata": {"a": "y" * 1_000_000}}).encode(),
+        413,
+    ),
+    (
+        "100 KB URL",
+        "POST",
+        "/search?filter=" + "a" * 100_000,
+        {"Content-Type": "application/json"},
+        b'{"query": "v"}',
+        414,
+    ),
 ]
 
 
@@ -96,7 +231,9 @@ def test_hostile_input_gets_its_status_and_the_connection_survives(server, name,
             assert KEY not in json.dumps(payload)
         assert response.getheader("x-content-type-options") == "nosniff"
         socket_before = conn.sock
-        assert socket_before is not None and response.getheader("connection") != "close", "the server closed the connection"
+        assert socket_before is not None and response.getheader("connection") != "close", (
+            "the server closed the connection"
+        )
         conn.request(*GOOD[:2], body=GOOD[3], headers=GOOD[2])
         again = conn.getresponse()
         assert again.status == 200 and json.loads(again.read())["count"] >= 0
@@ -108,8 +245,12 @@ def test_hostile_input_gets_its_status_and_the_connection_survives(server, name,
 def test_writes_need_the_key_reads_do_not(server):
     conn = http.client.HTTPConnection("127.0.0.1", server, timeout=60)
     for headers in ({"Authorization": f"Bearer {KEY}"}, {"X-API-Key": KEY}):
-        conn.request("POST", "/documents", body=json.dumps({"content": "written with the key", "metadata": {"t": 1}}),
-                     headers={"Content-Type": "application/json", **headers})
+        conn.request(
+            "POST",
+            "/documents",
+            body=json.dumps({"content": "written with the key", "metadata": {"t": 1}}),
+            headers={"Content-Type": "application/json", **headers},
+        )
         response = conn.getresponse()
         assert response.status == 201, response.read()
         assert "id" in json.loads(response.read())
@@ -124,13 +265,19 @@ def test_openapi_documents_every_error(server):
     conn.request("GET", "/openapi.json")
     document = json.loads(conn.getresponse().read())
     conn.close()
-    assert "HTTPValidationError" not in document["components"]["schemas"], "422s have the ErrorBody shape, not FastAPI's"
-    for path, expected in (("/search", {"400", "413", "414", "422", "502", "503"}),
-                           ("/documents", {"400", "401", "413", "414", "422", "502", "503"})):
+    assert "HTTPValidationError" not in document["components"]["schemas"], (
+        "422s have the ErrorBody shape, not FastAPI's"
+    )
+    for path, expected in (
+        ("/search", {"400", "413", "414", "422", "502", "503"}),
+        ("/documents", {"400", "401", "413", "414", "422", "502", "503"}),
+    ):
         responses = document["paths"][path]["post"]["responses"]
         assert expected <= set(responses), (path, sorted(responses))
         for code in expected:
-            assert responses[code]["content"]["application/json"]["schema"] == {"$ref": "#/components/schemas/ErrorBody"}
+            assert responses[code]["content"]["application/json"]["schema"] == {
+                "$ref": "#/components/schemas/ErrorBody"
+            }
         assert "Retry-After" in responses["503"]["headers"]
     assert document["paths"]["/documents"]["post"]["security"], "the write key is declared"
     assert set(document["paths"]["/healthz"]["get"]["responses"]) >= {"200", "503"}
@@ -163,7 +310,10 @@ def test_result_cache_is_bounded_by_bytes_and_entries():
     for i in range(50):
         service.result_cache[f"small{i}"] = small
     assert len(service.result_cache) == 10, "at most SEARCH_CACHE_SIZE entries"
-    big = [SearchHit(id=str(i), content="y" * 20_000, metadata={"k": "z" * 1000}, score=0.5, similarity=0.5) for i in range(20)]
+    big = [
+        SearchHit(id=str(i), content="y" * 20_000, metadata={"k": "z" * 1000}, score=0.5, similarity=0.5)
+        for i in range(20)
+    ]
     for i in range(5):
         service.result_cache[f"big{i}"] = big
     assert service.result_cache.currsize <= 2**20 and len(service.result_cache) <= 2, "at most SEARCH_CACHE_MAX_BYTES"

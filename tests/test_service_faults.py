@@ -45,8 +45,12 @@ def table_url(provider):
             await conn.execute("CREATE EXTENSION IF NOT EXISTS vector")
             await conn.execute(EMBEDDINGS_TABLE_DDL)
             for text, vector in zip(TEXTS, vectors):
-                await conn.execute("INSERT INTO embeddings (content, metadata, embedding) VALUES ($1, $2, $3::vector)",
-                                   text, {"model": f"openai/{MODEL}"}, str(vector.tolist()))
+                await conn.execute(
+                    "INSERT INTO embeddings (content, metadata, embedding) VALUES ($1, $2, $3::vector)",
+                    text,
+                    {"model": f"openai/{MODEL}"},
+                    str(vector.tolist()),
+                )
             await conn.close()
 
         asyncio.run(load())
@@ -64,15 +68,18 @@ class Service:
     def __init__(self, provider, url, embedder=None, **overrides):
         provider.reset()
         self.provider = provider
-        self.embedder = embedder or OpenAIEmbedder(base_url=provider.openai_base_url, model=MODEL, api_key="sk-test",
-                                                   backoff_initial=0.05, backoff_max=0.2)
+        self.embedder = embedder or OpenAIEmbedder(
+            base_url=provider.openai_base_url, model=MODEL, api_key="sk-test", backoff_initial=0.05, backoff_max=0.2
+        )
         self.app = create_app(embedder=self.embedder, database_url=url, settings=settings(**overrides))
         self.queries = 0
 
     async def __aenter__(self):
         self._lifespan = self.app.router.lifespan_context(self.app)
         await self._lifespan.__aenter__()
-        self.client = httpx.AsyncClient(transport=httpx.ASGITransport(app=self.app), base_url="http://faults", timeout=60)
+        self.client = httpx.AsyncClient(
+            transport=httpx.ASGITransport(app=self.app), base_url="http://faults", timeout=60
+        )
         return self
 
     async def __aexit__(self, *exc):
@@ -84,14 +91,18 @@ class Service:
     async def search(self, query: str | None = None) -> tuple[httpx.Response, float]:
         self.queries += 1
         started = time.perf_counter()
-        response = await self.client.post("/search", json={"query": query or f"an uncached question {self.queries}"},
-                                          params={"min_score": -1})
+        response = await self.client.post(
+            "/search", json={"query": query or f"an uncached question {self.queries}"}, params={"min_score": -1}
+        )
         return response, time.perf_counter() - started
 
     async def metrics(self) -> dict[tuple[str, tuple], float]:
         text = (await self.client.get("/metrics")).text
-        return {(s.name, tuple(sorted(s.labels.items()))): s.value
-                for family in text_string_to_metric_families(text) for s in family.samples}
+        return {
+            (s.name, tuple(sorted(s.labels.items()))): s.value
+            for family in text_string_to_metric_families(text)
+            for s in family.samples
+        }
 
 
 def _drop_index(payload):
@@ -118,13 +129,16 @@ async def test_a_healthy_provider_answers_and_health_says_so(provider, table_url
         assert health["database"]["models"] == {f"openai/{MODEL}": 3}
 
 
-@pytest.mark.parametrize("name, step", [
-    ("outage (503, Retry-After: 1)", Step(503, retry_after="1")),
-    ("outage without a hint", Step(503)),
-    ("rate limited for longer than the deadline", Step(429, retry_after="30")),
-    ("hung", Step(delay=30)),
-    ("trickled answer", Step(trickle=0.05)),
-])
+@pytest.mark.parametrize(
+    "name, step",
+    [
+        ("outage (503, Retry-After: 1)", Step(503, retry_after="1")),
+        ("outage without a hint", Step(503)),
+        ("rate limited for longer than the deadline", Step(429, retry_after="30")),
+        ("hung", Step(delay=30)),
+        ("trickled answer", Step(trickle=0.05)),
+    ],
+)
 async def test_an_unavailable_provider_is_503_within_the_deadline(provider, table_url, name, step):
     async with Service(provider, table_url) as service:
         provider.script(*[step] * 50)
@@ -135,14 +149,17 @@ async def test_an_unavailable_provider_is_503_within_the_deadline(provider, tabl
         assert int(response.headers["Retry-After"]) >= 1
 
 
-@pytest.mark.parametrize("name, step, message", [
-    ("HTML instead of JSON", Step(raw=b"<html><body>Bad gateway</body></html>"), "Unexpected response"),
-    ("truncated JSON", Step(raw=b'{"object": "list", "data": [{"index": 0, "embedd'), "Unexpected response"),
-    ("an item without its index", Step(mutate=_drop_index), "Unexpected response"),
-    ("a duplicate item", Step(mutate=_duplicate_item), "expected indexes"),
-    ("NaN in a vector", Step(mutate=_nan), "NaN"),
-    ("a JSON array", Step(raw=b"[1, 2, 3]"), "not an object"),
-])
+@pytest.mark.parametrize(
+    "name, step, message",
+    [
+        ("HTML instead of JSON", Step(raw=b"<html><body>Bad gateway</body></html>"), "Unexpected response"),
+        ("truncated JSON", Step(raw=b'{"object": "list", "data": [{"index": 0, "embedd'), "Unexpected response"),
+        ("an item without its index", Step(mutate=_drop_index), "Unexpected response"),
+        ("a duplicate item", Step(mutate=_duplicate_item), "expected indexes"),
+        ("NaN in a vector", Step(mutate=_nan), "NaN"),
+        ("a JSON array", Step(raw=b"[1, 2, 3]"), "not an object"),
+    ],
+)
 async def test_a_malformed_answer_is_502_at_once(provider, table_url, name, step, message):
     async with Service(provider, table_url) as service:
         provider.script(step)
@@ -154,7 +171,13 @@ async def test_a_malformed_answer_is_502_at_once(provider, table_url, name, step
 
 async def test_an_exhausted_quota_is_502_that_says_quota_and_is_not_retried(provider, table_url):
     async with Service(provider, table_url) as service:
-        provider.script(Step(429, body="You exceeded your current quota", error={"code": "insufficient_quota", "type": "insufficient_quota"}))
+        provider.script(
+            Step(
+                429,
+                body="You exceeded your current quota",
+                error={"code": "insufficient_quota", "type": "insufficient_quota"},
+            )
+        )
         response, _ = await service.search()
         assert response.status_code == 502 and response.json()["error"] == "embedding_quota"
         assert "quota" in response.json()["detail"] and len(provider.requests) == 1
@@ -178,8 +201,14 @@ async def test_identical_concurrent_misses_share_one_provider_call(provider, tab
 
 
 async def test_the_breaker_opens_fails_fast_and_closes_after_a_good_probe(provider, table_url):
-    embedder = OpenAIEmbedder(base_url=provider.openai_base_url, model=MODEL, api_key="sk-test", max_retries=1,
-                              backoff_initial=0.01, backoff_max=0.01)
+    embedder = OpenAIEmbedder(
+        base_url=provider.openai_base_url,
+        model=MODEL,
+        api_key="sk-test",
+        max_retries=1,
+        backoff_initial=0.01,
+        backoff_max=0.01,
+    )
     async with Service(provider, table_url, embedder=embedder) as service:
         provider.script(*[Step(500)] * 6)  # three searches, two attempts each
         for _ in range(3):
@@ -200,7 +229,11 @@ async def test_the_breaker_opens_fails_fast_and_closes_after_a_good_probe(provid
         await asyncio.sleep(1.1)  # the breaker lets one probe through; the provider has recovered
         assert (await service.search())[0].status_code == 200
         health = (await service.client.get("/healthz")).json()
-        assert health["status"] == "ok" and health["embedder"]["breaker"] == "closed" and "last_error" not in health["embedder"]
+        assert (
+            health["status"] == "ok"
+            and health["embedder"]["breaker"] == "closed"
+            and "last_error" not in health["embedder"]
+        )
         assert health["embedder"]["consecutive_failures"] == 0
 
 

@@ -26,9 +26,14 @@ def test_every_check_fails_on_the_starter_with_a_hint(objective, monkeypatch):
     assert not passing, f"checks that pass on an untouched starter prove nothing: {passing}"
     unhinted = [r.title for r in results if not r.hint]
     assert not unhinted, f"failures without a hint: {unhinted}"
-    broken = [f"{r.title}: {r.message[:200]}" for r in results if not r.message.startswith(
-        ("NotImplementedError", "AssertionError", "assert", "Failed: DID NOT RAISE"))]
-    assert not broken, f"failures for another reason than the unfinished step (an import error, a broken check): {broken}"
+    broken = [
+        f"{r.title}: {r.message[:200]}"
+        for r in results
+        if not r.message.startswith(("NotImplementedError", "AssertionError", "assert", "Failed: DID NOT RAISE"))
+    ]
+    assert not broken, (
+        f"failures for another reason than the unfinished step (an import error, a broken check): {broken}"
+    )
 
 
 @pytest.mark.parametrize("notebook", NOTEBOOKS)
@@ -36,10 +41,20 @@ def test_each_notebook_on_the_starter_stops_at_steps_to_write(notebook, monkeypa
     monkeypatch.setenv("COURSE_TARGET", "labs")
     monkeypatch.delenv("COURSE_STRICT_CHECKS", raising=False)
     nb = nbformat.read(ROOT / "notebooks" / notebook, as_version=4)
-    NotebookClient(nb, kernel_name="python3", timeout=300, allow_errors=True,
-                   resources={"metadata": {"path": str(ROOT / "notebooks")}}).execute()
-    errors = [o for cell in nb.cells if cell.cell_type == "code" for o in cell.get("outputs", [])
-              if o.get("output_type") == "error"]
+    NotebookClient(
+        nb,
+        kernel_name="python3",
+        timeout=300,
+        allow_errors=True,
+        resources={"metadata": {"path": str(ROOT / "notebooks")}},
+    ).execute()
+    errors = [
+        o
+        for cell in nb.cells
+        if cell.cell_type == "code"
+        for o in cell.get("outputs", [])
+        if o.get("output_type") == "error"
+    ]
     assert errors, f"{notebook}: the untouched starter should stop at a step to write"
     first = "\n".join(errors[0].get("traceback", []))
     assert "This step is yours to write" in first, f"{notebook}: the first stop should name a step:\n{first[:1500]}"

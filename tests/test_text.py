@@ -9,8 +9,10 @@ import pytest
 from course.text import check_json, check_text
 
 
-@pytest.mark.parametrize("value, words", [("a\x00b", ["NUL", "U+0000", "position 1"]), ("x\ud800", ["U+D800", "position 1"]),
-                                          ("\udfff", ["U+DFFF"])])
+@pytest.mark.parametrize(
+    "value, words",
+    [("a\x00b", ["NUL", "U+0000", "position 1"]), ("x\ud800", ["U+D800", "position 1"]), ("\udfff", ["U+DFFF"])],
+)
 def test_text_postgresql_cannot_store_is_named(value, words):
     with pytest.raises(ValueError) as info:
         check_text(value, "content")
@@ -22,12 +24,19 @@ def test_ordinary_text_passes():
     assert check_text(text, "content") is text
 
 
-@pytest.mark.parametrize("value, fragment", [
-    ({"a": math.nan}, "metadata.a is nan"), ({"a": [1, math.inf]}, "metadata.a[1] is inf"),
-    ({"k\x00": 1}, "a key of metadata"), ({"a": {"b": "\ud800"}}, "metadata.a.b"),
-    ({"a": [[[[[[[[[1]]]]]]]]]}, "deeper than 8"), ({f"k{i}": i for i in range(300)}, "more than 256 keys"),
-    ({"a": "x" * 20_000}, "the limit is 16,384"), ({"a": object()}, "not a JSON value"),
-])
+@pytest.mark.parametrize(
+    "value, fragment",
+    [
+        ({"a": math.nan}, "metadata.a is nan"),
+        ({"a": [1, math.inf]}, "metadata.a[1] is inf"),
+        ({"k\x00": 1}, "a key of metadata"),
+        ({"a": {"b": "\ud800"}}, "metadata.a.b"),
+        ({"a": [[[[[[[[[1]]]]]]]]]}, "deeper than 8"),
+        ({f"k{i}": i for i in range(300)}, "more than 256 keys"),
+        ({"a": "x" * 20_000}, "the limit is 16,384"),
+        ({"a": object()}, "not a JSON value"),
+    ],
+)
 def test_json_jsonb_cannot_store_is_named(value, fragment):
     with pytest.raises(ValueError) as info:
         check_json(value, "metadata")

@@ -29,7 +29,9 @@ ROOT = Path(__file__).resolve().parent.parent
 BEGIN = re.compile(r"^(?P<indent>\s*)# BEGIN SOLUTION(?:\s+hint:\s*(?P<hint>.*?))?\s*$")
 STARTER_BEGIN = re.compile(r"^(?P<indent>\s*)# BEGIN SOLUTION starter\s*$")
 STARTER_LINE = re.compile(r"^(?P<indent>\s*)# starter: ?(?P<code>.*)$")
+HINT_MORE = re.compile(r"^\s*#\s{2,}(?P<more>\S.*?)\s*$")  # a hint's continuation: "#   more words"
 END = re.compile(r"^\s*# END SOLUTION\s*$")
+LINE_LENGTH = 120  # pyproject.toml's [tool.ruff] line-length
 YIELD = re.compile(r"(^|[\s(=])yield\b")
 FINGERPRINT = re.compile(r"^# lab-fingerprint: (?P<digest>[0-9a-f]{16})$", re.MULTILINE)
 
@@ -46,7 +48,11 @@ def strip_solutions(source: str, origin: str = "<source>") -> str:
     region_indent = ""
     region_yields = False
     starter = False
+    hint: list[str] = []  # the open region's hint, until its first line that is not a continuation
     for number, line in enumerate(source.splitlines(keepends=True), start=1):
+        if hint and not (in_region and HINT_MORE.match(line)):
+            out.append(_todo(region_indent, " ".join(hint)))
+            hint = []
         begin = BEGIN.match(line)
         starter_begin = STARTER_BEGIN.match(line)
         if starter_begin:
@@ -54,13 +60,15 @@ def strip_solutions(source: str, origin: str = "<source>") -> str:
             # like a class body); the starter lines are emitted uncommented, the rest is dropped
             if in_region:
                 raise MarkerError(f"{origin}:{number}: BEGIN SOLUTION inside another region (from line {start_line})")
-            in_region, start_line, region_indent, region_yields, starter = True, number, starter_begin["indent"], False, True
+            in_region, start_line, region_indent = True, number, starter_begin["indent"]
+            region_yields, starter = False, True
         elif begin:
             if in_region:
                 raise MarkerError(f"{origin}:{number}: BEGIN SOLUTION inside another region (from line {start_line})")
             in_region, start_line, region_indent, region_yields, starter = True, number, begin["indent"], False, False
-            hint = (begin["hint"] or "implement this").replace("\\", "\\\\").replace('"', '\\"')
-            out.append(f'{begin["indent"]}raise NotImplementedError("TODO: {hint}")\n')
+            hint = [begin["hint"] or "implement this"]
+        elif hint and in_region and HINT_MORE.match(line):
+            hint.append(HINT_MORE.match(line)["more"])
         elif END.match(line):
             if not in_region:
                 raise MarkerError(f"{origin}:{number}: END SOLUTION without BEGIN")
@@ -79,6 +87,17 @@ def strip_solutions(source: str, origin: str = "<source>") -> str:
     if in_region:
         raise MarkerError(f"{origin}:{start_line}: BEGIN SOLUTION is never closed")
     return "".join(out)
+
+
+def _todo(indent: str, hint: str) -> str:
+    """The lab's `raise NotImplementedError("TODO: <hint>")`, laid out as `ruff format` would lay it out."""
+    text = "TODO: " + hint.replace("\\", "\\\\")
+    quote = "'" if text.count('"') > text.count("'") else '"'  # ruff's choice: the quote that needs fewer escapes
+    message = quote + text.replace(quote, "\\" + quote) + quote
+    line = f"{indent}raise NotImplementedError({message})\n"
+    if len(line) - 1 <= LINE_LENGTH:
+        return line
+    return f"{indent}raise NotImplementedError(\n{indent}    {message}\n{indent})\n"
 
 
 def _digest(body: str) -> str:
@@ -134,8 +153,11 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     # editors' own files (__pycache__, JupyterLab's .ipynb_checkpoints) are not part of the labs
-    existing = {p for p in args.labs.rglob("*") if p.is_file() and not {"__pycache__", ".ipynb_checkpoints"} & set(p.parts)} \
-        if args.labs.exists() else set()
+    existing = (
+        {p for p in args.labs.rglob("*") if p.is_file() and not {"__pycache__", ".ipynb_checkpoints"} & set(p.parts)}
+        if args.labs.exists()
+        else set()
+    )
     stale = [p for p, text in wanted.items() if not p.exists() or p.read_text(encoding="utf-8") != text]
     orphans = sorted(existing - set(wanted))
 

@@ -23,14 +23,34 @@ ROOT = Path(__file__).resolve().parent.parent
 
 #: Copied as they are (folders recursively), when present.
 SHIPPED = [
-    "course", "checks", "labs", "notebooks", ".jupyter", ".vscode", ".devcontainer", "deploy", ".ci",
-    "requirements.lock", "pyproject.toml", "docker-compose.yml", ".gitignore", "jupytext.toml",
+    "course",
+    "checks",
+    "labs",
+    "notebooks",
+    ".jupyter",
+    ".vscode",
+    ".devcontainer",
+    "deploy",
+    ".ci",
+    "requirements.lock",
+    "pyproject.toml",
+    "docker-compose.yml",
+    ".gitignore",
+    "jupytext.toml",
 ]
 #: The tests that need no reference solution: the runtime, the learner's workspace, and the starter's own proofs
 #: (every check fails on it with a hint, every notebook stops at a step to write with a short note).
 SHIPPED_TESTS = [
-    "__init__.py", "servers.py", "test_corpus.py", "test_database.py", "test_embeddings.py", "test_lab.py",
-    "test_measure.py", "test_notebook_errors.py", "test_starter.py", "test_text.py",
+    "__init__.py",
+    "servers.py",
+    "test_corpus.py",
+    "test_database.py",
+    "test_embeddings.py",
+    "test_lab.py",
+    "test_measure.py",
+    "test_notebook_errors.py",
+    "test_starter.py",
+    "test_text.py",
 ]
 #: Never in a release, wherever they are.
 IGNORED = shutil.ignore_patterns("__pycache__", "*.pyc", ".ipynb_checkpoints", "workspaces", ".pytest_cache")
@@ -81,7 +101,7 @@ jobs:
 
 def classroom_workflow(objectives: list[int]) -> str:
     runners = [f"objective{n}" for n in objectives]
-    env = "\n".join(f"          {r.upper()}_RESULTS: \"${{{{ steps.grade.outputs.{r} }}}}\"" for r in runners)
+    env = "\n".join(f'          {r.upper()}_RESULTS: "${{{{ steps.grade.outputs.{r} }}}}"' for r in runners)
     return CLASSROOM_WORKFLOW.format(env=env, runners=",".join(runners))
 
 
@@ -94,13 +114,26 @@ def release_makefile(text: str) -> str:
     """The Makefile with the student repository's `test` recipe, without targets that need the reference, and
     `make serve` running the learner's own service."""
     text = re.sub(r"^test: .*?\n(?=\n)", RELEASE_TEST_RECIPE.rstrip("\n") + "\n", text, count=1, flags=re.S | re.M)
-    text = re.sub(r"^(labs|bench|release): .*?\n(?=\n|\Z)", "", text, flags=re.S | re.M)
-    text = re.sub(r'^\t@echo "make (labs|bench|release) .*\n', "", text, flags=re.M)
+    text = re.sub(r"^(# [^\n]*\n)*(labs|bench|release|format): .*?\n(?=\n|\Z)", "", text, flags=re.S | re.M)
+    text = re.sub(r'^\t@echo "make (labs|bench|release|format) .*\n', "", text, flags=re.M)
     text = re.sub(r"^NBVAL .*\n", "", text, flags=re.M)
-    text = re.sub(r'^\t@echo "make test .*$', '\t@echo "make test         install and run the course\'s tests (runtime, workspace, the starter\'s checks and notebooks)"',
-                  text, count=1, flags=re.M)
+    text = re.sub(
+        r'^\t@echo "make test .*$',
+        "\t@echo \"make test         install and run the course's tests "
+        "(runtime, workspace, the starter's checks and notebooks)\"",
+        text,
+        count=1,
+        flags=re.M,
+    )
     text = text.replace("(course, labs, solutions, checks)", "(course, labs, checks)")
-    text = text.replace("ruff check course solutions checks bench tools tests labs", "ruff check course checks tests labs")
+    # the learner's lint: the given code and the learner's labs by the labs' rules; formatting is the learner's choice
+    text = text.replace(
+        "ruff check course solutions checks bench tools tests labs", "ruff check course checks tests labs"
+    )
+    text = text.replace(
+        "ruff format --check course solutions checks bench tools tests labs", "ruff format --check course"
+    )
+    text = text.replace("$(VENV)/bin/mypy\n", "$(VENV)/bin/mypy course\n")
     return text.replace("$(or $(COURSE_TARGET),solutions).objective6:app", "$(or $(COURSE_TARGET),labs).objective6:app")
 
 
@@ -185,8 +218,11 @@ def build(dest: Path, *, force: bool = False) -> Path:
     shutil.copystat(ROOT / "Makefile", dest / "Makefile")
     workflows = dest / ".github" / "workflows"
     workflows.mkdir(parents=True)
-    objectives = sorted(int(m.group(1)) for p in (ROOT / "checks").glob("test_objective*.py")
-                        if (m := re.fullmatch(r"test_objective(\d+)\.py", p.name)))
+    objectives = sorted(
+        int(m.group(1))
+        for p in (ROOT / "checks").glob("test_objective*.py")
+        if (m := re.fullmatch(r"test_objective(\d+)\.py", p.name))
+    )
     (workflows / "classroom.yml").write_text(classroom_workflow(objectives), encoding="utf-8")
     problems = leaks(dest, reference_lines())
     if problems:
@@ -199,8 +235,11 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python tools/release.py", description=__doc__.split("\n\n")[0])
     parser.add_argument("dest", type=Path, nargs="?", help="an empty or new folder")
     parser.add_argument("--force", action="store_true", help="replace DEST if it is not empty")
-    parser.add_argument("--pytest-ignore-shipped", action="store_true",
-                        help="print --ignore options for the shipped tests (make test runs those in the release)")
+    parser.add_argument(
+        "--pytest-ignore-shipped",
+        action="store_true",
+        help="print --ignore options for the shipped tests (make test runs those in the release)",
+    )
     args = parser.parse_args(argv)
     if args.pytest_ignore_shipped:
         print(" ".join(f"--ignore=tests/{name}" for name in SHIPPED_TESTS if name.startswith("test_")))
@@ -210,8 +249,10 @@ def main(argv: list[str] | None = None) -> int:
     dest = build(args.dest, force=args.force)
     files = [p for p in dest.rglob("*") if p.is_file()]
     size = sum(p.stat().st_size for p in files)
-    print(f"student release: {dest} ({len(files)} files, {size / 1e6:.1f} MB), no solution text; "
-          f"`cd {dest} && git init && make test`")
+    print(
+        f"student release: {dest} ({len(files)} files, {size / 1e6:.1f} MB), no solution text; "
+        f"`cd {dest} && git init && make test`"
+    )
     return 0
 
 

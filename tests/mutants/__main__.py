@@ -41,7 +41,11 @@ class Mutant:
 
 
 def solution_file(objective: int) -> str:
-    return f"objective{objective}.py" if (SOLUTIONS / f"objective{objective}.py").exists() else f"objective{objective}/service.py"
+    return (
+        f"objective{objective}.py"
+        if (SOLUTIONS / f"objective{objective}.py").exists()
+        else f"objective{objective}/service.py"
+    )
 
 
 def load_mutants() -> list[Mutant]:
@@ -52,8 +56,9 @@ def load_mutants() -> list[Mutant]:
         file = solution_file(objective)
         source = (SOLUTIONS / file).read_text(encoding="utf-8")
         for entry in tomllib.loads(path.read_text(encoding="utf-8"))["mutant"]:
-            mutant = Mutant(entry["id"], objective, file, entry["reason"], entry["find"], entry["replace"],
-                            entry.get("expect", ""))
+            mutant = Mutant(
+                entry["id"], objective, file, entry["reason"], entry["find"], entry["replace"], entry.get("expect", "")
+            )
             count = source.count(mutant.find)
             if count != 1:
                 raise SystemExit(f"{path.name}: {mutant.id}: its `find` text occurs {count} times in solutions/{file}")
@@ -81,8 +86,14 @@ def grade(mutant: Mutant, workdir: Path) -> tuple[bool, str, float]:
     from checks.grade import grade_submission
 
     started = time.perf_counter()
-    score = grade_submission(apply(mutant, workdir), objectives=[mutant.objective], timeout=120, total_timeout=600,
-                             stop_at_first_failure=True, run_first=(mutant.expect,) if mutant.expect else ())
+    score = grade_submission(
+        apply(mutant, workdir),
+        objectives=[mutant.objective],
+        timeout=120,
+        total_timeout=600,
+        stop_at_first_failure=True,
+        run_first=(mutant.expect,) if mutant.expect else (),
+    )
     seconds = time.perf_counter() - started
     if score.error and not score.checks:
         return True, f"error: {score.error[:120]}", seconds
@@ -118,7 +129,10 @@ def main(argv: list[str] | None = None) -> int:
     database.start()
     started = time.perf_counter()
     survivors: list[Mutant] = []
-    with tempfile.TemporaryDirectory(prefix="mutants-") as tmp, ThreadPoolExecutor(max_workers=max(1, args.jobs)) as pool:
+    with (
+        tempfile.TemporaryDirectory(prefix="mutants-") as tmp,
+        ThreadPoolExecutor(max_workers=max(1, args.jobs)) as pool,
+    ):
         futures = {pool.submit(grade, m, Path(tmp)): m for m in mutants}
         for done, future in enumerate(as_completed(futures), start=1):
             mutant = futures[future]
@@ -126,8 +140,11 @@ def main(argv: list[str] | None = None) -> int:
             if not killed:
                 survivors.append(mutant)
             status = "killed  " if killed else "SURVIVED"
-            print(f"[{done:>3}/{len(mutants)}] {status} {mutant.id:<38} {seconds:5.1f} s  "
-                  f"{('by: ' + by) if killed else mutant.reason}", flush=True)
+            print(
+                f"[{done:>3}/{len(mutants)}] {status} {mutant.id:<38} {seconds:5.1f} s  "
+                f"{('by: ' + by) if killed else mutant.reason}",
+                flush=True,
+            )
     print(f"\nmutants killed: {len(mutants) - len(survivors)}/{len(mutants)} in {time.perf_counter() - started:.0f} s")
     for mutant in survivors:
         print(f"  survived: {mutant.id} (objective {mutant.objective}): {mutant.reason}")

@@ -30,7 +30,8 @@
 # %load_ext autoreload
 # %autoreload 2
 from course.notebook import friendly_errors
-friendly_errors()   # an error from a step still to write says which step, without a long traceback
+
+friendly_errors()  # an error from a step still to write says which step, without a long traceback
 
 import pandas as pd
 from course import database
@@ -39,9 +40,9 @@ from course.corpus import corpus_guide
 from course.target import load_objective
 from checks import check
 
-guide = corpus_guide()                                         # example questions that suit the corpus in use
-obj = load_objective(1)                                        # labs.objective1 (COURSE_TARGET=solutions for the reference)
-url = database.scratch_database("objective1", reset=True)      # an empty practice database, just for this notebook
+guide = corpus_guide()  # example questions that suit the corpus in use
+obj = load_objective(1)  # labs.objective1 (COURSE_TARGET=solutions for the reference)
+url = database.scratch_database("objective1", reset=True)  # an empty practice database, just for this notebook
 conn = await database.connect(url)
 print(f"Grading {obj.__name__}; practising in database {url.split('/')[-1].split('?')[0]}")
 print(await conn.fetchval("SELECT version()"))
@@ -64,12 +65,13 @@ pd.DataFrame(map(dict, await conn.fetch("SELECT extname, extversion FROM pg_exte
 #
 # | column | type | why |
 # |---|---|---|
-# | `id` | `uuid PRIMARY KEY DEFAULT gen_random_uuid()` | ids can be made anywhere (client or server) without coordination |
+# | `id` | `uuid PRIMARY KEY DEFAULT gen_random_uuid()` | made anywhere (client or server) without coordination |
 # | `content` | `text NOT NULL` | the chunk of text the vector represents — search results show it |
-# | `metadata` | `jsonb NOT NULL DEFAULT '{}'` | source, page, language, *which model made the vector*… filterable (Objective 4) |
+# | `metadata` | `jsonb NOT NULL DEFAULT '{}'` | source, page, language, *the vector's model*… filterable (Obj. 4) |
 # | `embedding` | `vector(1536) NOT NULL` | the typmod (1536) makes PostgreSQL reject vectors of any other length |
 #
-# Write `create_embeddings_table(conn)` with `CREATE TABLE IF NOT EXISTS`. The query below is what psql's `\d embeddings` shows.
+# Write `create_embeddings_table(conn)` with `CREATE TABLE IF NOT EXISTS`. The query below is what psql's
+# `\d embeddings` shows.
 
 # %%
 await obj.create_embeddings_table(conn)
@@ -105,7 +107,9 @@ sentences = [
     "The weather was sunny at the beach.",
 ]
 vectors = await embedder.embed(sentences)
-print(f"model: {embedder.model_id}  dimensions: {len(vectors[0])}  first values: {[round(x, 3) for x in vectors[0][:5]]}")
+print(
+    f"model: {embedder.model_id}  dimensions: {len(vectors[0])}  first values: {[round(x, 3) for x in vectors[0][:5]]}"
+)
 
 # %% [markdown]
 # Cosine similarity between every pair: sentences about the same topic score higher than unrelated ones.
@@ -115,15 +119,19 @@ import numpy as np
 import matplotlib.pyplot as plt
 
 m = np.array(vectors)
-similarity = m @ m.T                      # the vectors are unit length, so the dot product is the cosine
+similarity = m @ m.T  # the vectors are unit length, so the dot product is the cosine
 fig, ax = plt.subplots(figsize=(6, 4.5))
 im = ax.imshow(similarity, cmap="viridis", vmin=0, vmax=1)
 labels = [s[:28] + "…" for s in sentences]
-ax.set_xticks(range(5), labels, rotation=40, ha="right"); ax.set_yticks(range(5), labels)
+ax.set_xticks(range(5), labels, rotation=40, ha="right")
+ax.set_yticks(range(5), labels)
 for i in range(5):
     for j in range(5):
-        ax.text(j, i, f"{similarity[i, j]:.2f}", ha="center", va="center", color="w" if similarity[i, j] < .6 else "k")
-ax.set_title(f"Cosine similarity ({embedder.model_id})"); fig.colorbar(im); plt.tight_layout(); plt.show()
+        ax.text(j, i, f"{similarity[i, j]:.2f}", ha="center", va="center", color="w" if similarity[i, j] < 0.6 else "k")
+ax.set_title(f"Cosine similarity ({embedder.model_id})")
+fig.colorbar(im)
+plt.tight_layout()
+plt.show()
 
 # %% [markdown]
 # ## 4. Refuse bad vectors before they reach the database
@@ -134,7 +142,7 @@ ax.set_title(f"Cosine similarity ({embedder.model_id})"); fig.colorbar(im); plt.
 # which has no direction, so every cosine distance to it is NaN. See for yourself (no table needed):
 
 # %%
-await conn.execute("CREATE EXTENSION IF NOT EXISTS vector")   # the demo needs the type (section 1 does this too)
+await conn.execute("CREATE EXTENSION IF NOT EXISTS vector")  # the demo needs the type (section 1 does this too)
 for name, literal in [("NaN", "[NaN,1,2]"), ("infinity", "[Infinity,1,2]"), ("all zeros", "[0,0,0]")]:
     try:
         distance = await conn.fetchval("SELECT $1::vector <=> '[1,2,3]'::vector", literal)
@@ -149,10 +157,15 @@ for name, literal in [("NaN", "[NaN,1,2]"), ("infinity", "[Infinity,1,2]"), ("al
 
 # %%
 import math
+
 good = obj.validate_embedding(vectors[0])
 print("ok:", len(good), "floats")
-for name, bad in [("too short", [0.1] * 1535), ("NaN", [0.1] * 1535 + [math.nan]),
-                  ("infinity", [math.inf] + [0.1] * 1535), ("zeros", [0.0] * 1536)]:
+for name, bad in [
+    ("too short", [0.1] * 1535),
+    ("NaN", [0.1] * 1535 + [math.nan]),
+    ("infinity", [math.inf] + [0.1] * 1535),
+    ("zeros", [0.0] * 1536),
+]:
     try:
         obj.validate_embedding(bad)
         print(f"{name:10} accepted — that is a bug!")
@@ -213,12 +226,16 @@ pd.DataFrame(map(dict, rows))
 
 # %%
 from pgvector.asyncpg import register_vector
+
 await register_vector(conn)
 [question] = await embedder.embed([guide.questions[0]], kind="query")
 print(guide.questions[0])
-rows = await conn.fetch("""
+rows = await conn.fetch(
+    """
     SELECT metadata->>'section' AS section, round((1 - (embedding <=> $1))::numeric, 3) AS similarity
-    FROM embeddings ORDER BY embedding <=> $1 LIMIT 5""", question)
+    FROM embeddings ORDER BY embedding <=> $1 LIMIT 5""",
+    question,
+)
 pd.DataFrame(map(dict, rows))
 
 # %% [markdown]

@@ -29,7 +29,8 @@
 # %load_ext autoreload
 # %autoreload 2
 from course.notebook import friendly_errors
-friendly_errors()   # an error from a step still to write says which step, without a long traceback
+
+friendly_errors()  # an error from a step still to write says which step, without a long traceback
 
 import asyncio
 import time
@@ -60,8 +61,12 @@ print(f"{obj.__name__}: {rows} rows of 1536-d vectors, table {table_mb:.1f} MB")
 
 # %%
 embedder = get_embedder()
-titles = [r[0] for r in await conn.fetch(
-    "SELECT s FROM (SELECT DISTINCT metadata->>'section' AS s FROM embeddings) t ORDER BY md5(s) LIMIT 60")]
+titles = [
+    r[0]
+    for r in await conn.fetch(
+        "SELECT s FROM (SELECT DISTINCT metadata->>'section' AS s FROM embeddings) t ORDER BY md5(s) LIMIT 60"
+    )
+]
 queries = [np.asarray(v, dtype=np.float32) for v in await embedder.embed(titles, kind="query")]
 print(len(queries), "queries, e.g.", titles[:3])
 
@@ -107,10 +112,13 @@ for exact in (False, True):
 # * `actual time=first..last rows=… loops=…` — milliseconds to the first and the last row; `Execution Time` is the
 #   server's total, without the network.
 
+
 # %%
 def show_plan(lines):
     for line in lines:
         print(line if len(line) <= 110 else line[:107] + "…")
+
+
 sql = "EXPLAIN (ANALYZE, BUFFERS) SELECT id FROM embeddings ORDER BY embedding <=> $1 LIMIT 10"
 for exact in (False, True):
     async with obj.query_settings(conn, exact=exact):
@@ -130,7 +138,7 @@ async with obj.query_settings(conn, ef_search=100):
 print("after: ", await conn.fetchval("SHOW hnsw.ef_search"))
 for ef in (1, 10, 40):
     ids = await obj.top_k_ids(conn, queries[0], 10, ef_search=ef)
-    print(f"ef_search={ef:<3} returns {len(ids)} rows")   # ef_search also caps how many rows HNSW can return
+    print(f"ef_search={ef:<3} returns {len(ids)} rows")  # ef_search also caps how many rows HNSW can return
 
 # %% [markdown]
 # ## 4. Memory for building: `maintenance_work_mem`
@@ -141,6 +149,7 @@ for ef in (1, 10, 40):
 
 # %%
 import asyncpg
+
 await obj.drop_vector_indexes(conn)
 try:
     async with conn.transaction():
@@ -163,17 +172,27 @@ print(f"built {ivf.name} in {ivf.build_seconds:.1f} s, {ivf.size_bytes / 1e6:.1f
 watcher = await database.connect()
 await obj.drop_vector_indexes(conn)
 seen = {}
+
+
 async def watch(build):
     started = time.perf_counter()
     while not build.done():
-        row = await watcher.fetchrow("SELECT phase, blocks_done, blocks_total, tuples_done, tuples_total "
-                                     "FROM pg_stat_progress_create_index")
+        row = await watcher.fetchrow(
+            "SELECT phase, blocks_done, blocks_total, tuples_done, tuples_total FROM pg_stat_progress_create_index"
+        )
         if row and row["phase"] not in seen:
-            seen[row["phase"]] = f"{time.perf_counter() - started:5.2f} s  blocks {row['blocks_done']}/{row['blocks_total']}, tuples {row['tuples_done']}/{row['tuples_total']}"
+            blocks = f"{row['blocks_done']}/{row['blocks_total']}"
+            tuples = f"{row['tuples_done']}/{row['tuples_total']}"
+            seen[row["phase"]] = f"{time.perf_counter() - started:5.2f} s  blocks {blocks}, tuples {tuples}"
         await asyncio.sleep(0.02)
-build = asyncio.ensure_future(conn.execute(   # IVFFlat: its build has the most phases to watch (k-means first)
-    "CREATE INDEX CONCURRENTLY embeddings_ivfflat_watch ON embeddings USING ivfflat (embedding vector_cosine_ops) "
-    "WITH (lists = 100)"))
+
+
+build = asyncio.ensure_future(
+    conn.execute(  # IVFFlat: its build has the most phases to watch (k-means first)
+        "CREATE INDEX CONCURRENTLY embeddings_ivfflat_watch ON embeddings USING ivfflat (embedding vector_cosine_ops) "
+        "WITH (lists = 100)"
+    )
+)
 await watch(build)
 await build
 await watcher.close()
@@ -197,11 +216,22 @@ for method, marker in (("hnsw", "o-"), ("ivfflat", "s-")):
     part = df[df.method == method]
     ax.plot(part.p50_ms, part.recall_at_10, marker, label=method)
     for _, r in part.iterrows():
-        ax.annotate(r.parameter.split("=")[1], (r.p50_ms, r.recall_at_10), textcoords="offset points", xytext=(4, -10), fontsize=8)
+        ax.annotate(
+            r.parameter.split("=")[1],
+            (r.p50_ms, r.recall_at_10),
+            textcoords="offset points",
+            xytext=(4, -10),
+            fontsize=8,
+        )
 ax.axvline(seq.p50_ms, color="grey", ls="--", label=f"seq scan ({seq.p50_ms:.1f} ms, recall 1.0)")
-ax.set_xscale("log"); ax.xaxis.set_major_formatter(plt.matplotlib.ticker.ScalarFormatter()); ax.set_xlabel("p50 latency per query (ms, log scale)"); ax.set_ylabel("recall@10")
-ax.set_title(f"{rows} corpus vectors, {len(queries)} queries (labels: ef_search / probes)"); ax.legend(loc="lower right")
-plt.tight_layout(); plt.show()
+ax.set_xscale("log")
+ax.xaxis.set_major_formatter(plt.matplotlib.ticker.ScalarFormatter())
+ax.set_xlabel("p50 latency per query (ms, log scale)")
+ax.set_ylabel("recall@10")
+ax.set_title(f"{rows} corpus vectors, {len(queries)} queries (labels: ef_search / probes)")
+ax.legend(loc="lower right")
+plt.tight_layout()
+plt.show()
 
 # %% [markdown]
 # Look at the IVFFlat points with many probes: they can land at the sequential scan's latency. Scanning 50 of 100
@@ -210,7 +240,7 @@ plt.tight_layout(); plt.show()
 # %%
 await obj.drop_vector_indexes(conn)
 await obj.create_index(conn, "ivfflat", lists=100)
-ivf_access = {}   # what the planner really runs for each IVFFlat row of the benchmark
+ivf_access = {}  # what the planner really runs for each IVFFlat row of the benchmark
 for parameter in df[df.method == "ivfflat"].parameter:
     e = await obj.explain_top_k(conn, queries[0], 10, probes=int(parameter.split("=")[1]))
     ivf_access[parameter] = e["access"]
@@ -228,6 +258,8 @@ plain_url = database.scratch_database("objective2_plain", reset=True)
 plain = await database.connect(plain_url)
 await clone_corpus(plain, storage="plain")
 await register_vector(plain)
+
+
 async def seq_scan_p50(c, n=30):
     times = []
     for q in queries[:n]:
@@ -235,18 +267,29 @@ async def seq_scan_p50(c, n=30):
         await obj.top_k_ids(c, q, 10, exact=True)
         times.append((time.perf_counter() - start) * 1000)
     return float(np.median(times))
+
+
 await obj.drop_vector_indexes(conn)
 copies = {"EXTERNAL (default)": conn, "PLAIN": plain}
 for c in copies.values():
-    await seq_scan_p50(c, n=5)                    # warm-up: both copies in the cache before anything is timed
+    await seq_scan_p50(c, n=5)  # warm-up: both copies in the cache before anything is timed
 rounds = {name: [] for name in copies}
-for _ in range(5):                                # interleaved rounds: a busy moment on the machine hits both alike
+for _ in range(5):  # interleaved rounds: a busy moment on the machine hits both alike
     for name, c in copies.items():
         rounds[name].append(await seq_scan_p50(c, n=12))
-verdict = compare("02 exact scan: PLAIN vs EXTERNAL storage", "the PLAIN copy's exact scan", rounds["PLAIN"],
-                  "the default (EXTERNAL) copy's", rounds["EXTERNAL (default)"])
-storage = pd.DataFrame([{"storage": name, "seq scan p50 ms": np.median(r), "spread ms": f"{min(r):.1f}–{max(r):.1f}"}
-                        for name, r in rounds.items()])
+verdict = compare(
+    "02 exact scan: PLAIN vs EXTERNAL storage",
+    "the PLAIN copy's exact scan",
+    rounds["PLAIN"],
+    "the default (EXTERNAL) copy's",
+    rounds["EXTERNAL (default)"],
+)
+storage = pd.DataFrame(
+    [
+        {"storage": name, "seq scan p50 ms": np.median(r), "spread ms": f"{min(r):.1f}–{max(r):.1f}"}
+        for name, r in rounds.items()
+    ]
+)
 print(verdict)
 storage.round(2)
 
@@ -260,12 +303,15 @@ storage.round(2)
 growth = []
 for n in (1000, 3000, rows):
     c = await database.connect(database.scratch_database("objective2_size", reset=True))
-    await clone_corpus(c, limit=n); await register_vector(c)
+    await clone_corpus(c, limit=n)
+    await register_vector(c)
     truth = [await obj.top_k_ids(c, q, 10, exact=True) for q in queries[:40]]
     await obj.create_index(c, "hnsw")
     for ef in (10, 40):
         found = [await obj.top_k_ids(c, q, 10, ef_search=ef) for q in queries[:40]]
-        growth.append({"rows": n, "ef_search": ef, "recall_at_10": np.mean([obj.recall_at_k(f, t) for f, t in zip(found, truth)])})
+        growth.append(
+            {"rows": n, "ef_search": ef, "recall_at_10": np.mean([obj.recall_at_k(f, t) for f, t in zip(found, truth)])}
+        )
     await c.close()
 pd.DataFrame(growth).pivot(index="rows", columns="ef_search", values="recall_at_10").round(3)
 
@@ -273,27 +319,44 @@ pd.DataFrame(growth).pivot(index="rows", columns="ef_search", values="recall_at_
 # %% [markdown]
 # ## 8. HNSW or IVFFlat? Read it off your own table
 
+
 # %%
 def best(method):
     """The cheapest setting with recall >= 0.99 that the index itself served (not the planner's seq-scan fallback)."""
     part = df[(df.method == method) & (df.recall_at_10 >= 0.99)]
     part = part[[method != "ivfflat" or ivf_access.get(p) != "Seq Scan" for p in part.parameter]]
     return part.sort_values("p50_ms").iloc[0] if len(part) else None
+
+
 h, i = best("hnsw"), best("ivfflat")
 fallback = [p for p, access in ivf_access.items() if access == "Seq Scan"]
 if fallback:
-    print(f"IVFFlat rows {', '.join(fallback)}: the planner ran the sequential scan — they measure the scan, not the index")
+    print(f"IVFFlat rows {', '.join(fallback)}: the planner ran the sequential scan; they measure it, not the index")
 if i is None:
     print("IVFFlat never reached recall ≥ 0.99 through its own index here")
-summary = pd.DataFrame([
-    {"": "seq scan", "setting": "exact", "p50 ms": seq.p50_ms, "recall@10": 1.0, "build s": 0.0, "size MB": 0.0},
-    *[{"": m, "setting": r.parameter, "p50 ms": r.p50_ms, "recall@10": r.recall_at_10, "build s": info.build_seconds,
-       "size MB": info.size_bytes / 1e6} for m, r, info in (("hnsw", h, hnsw), ("ivfflat", i, ivf)) if r is not None],
-])
+summary = pd.DataFrame(
+    [
+        {"": "seq scan", "setting": "exact", "p50 ms": seq.p50_ms, "recall@10": 1.0, "build s": 0.0, "size MB": 0.0},
+        *[
+            {
+                "": m,
+                "setting": r.parameter,
+                "p50 ms": r.p50_ms,
+                "recall@10": r.recall_at_10,
+                "build s": info.build_seconds,
+                "size MB": info.size_bytes / 1e6,
+            }
+            for m, r, info in (("hnsw", h, hnsw), ("ivfflat", i, ivf))
+            if r is not None
+        ],
+    ]
+)
 summary["speed-up"] = seq.p50_ms / summary["p50 ms"]
 print(f"table: {table_mb:.1f} MB")
-print(f"IVFFlat was built with the brief's lists = 100; pgvector's guidance for {rows:,} rows is lists ≈ rows / 1000 = "
-      f"{max(1, round(rows / 1000))} (probes ≈ √lists to start) — `python -m bench indexes` measures both")
+print(
+    f"IVFFlat was built with the brief's lists = 100; pgvector's guidance for {rows:,} rows is lists ≈ rows / 1000 = "
+    f"{max(1, round(rows / 1000))} (probes ≈ √lists to start) — `python -m bench indexes` measures both"
+)
 summary.round(3)
 
 
@@ -346,9 +409,12 @@ async with conn.transaction():
 await obj.drop_vector_indexes(conn)
 sample = queries[:50]
 truth = [await obj.top_k_ids(conn, q, 10, exact=True) for q in sample]
-built = {"float32 (vector)": await obj.create_index(conn, "hnsw", m=16, ef_construction=64),
-         "halfvec": await obj.create_halfvec_index(conn),
-         "bit (binary_quantize)": await obj.create_binary_index(conn)}
+built = {
+    "float32 (vector)": await obj.create_index(conn, "hnsw", m=16, ef_construction=64),
+    "halfvec": await obj.create_halfvec_index(conn),
+    "bit (binary_quantize)": await obj.create_binary_index(conn),
+}
+
 
 async def measure(label, search):
     times, recalls = [], []
@@ -359,10 +425,17 @@ async def measure(label, search):
         recalls.append(obj.recall_at_k(found, t))
     return {"search": label, "p50 ms": np.median(times), "recall@10": np.mean(recalls)}
 
-measured = [await measure("float32, ef_search 100", lambda q: obj.top_k_ids(conn, q, 10, ef_search=100)),
-            await measure("halfvec, ef_search 100", lambda q: obj.halfvec_top_k_ids(conn, q, 10, ef_search=100))]
+
+measured = [
+    await measure("float32, ef_search 100", lambda q: obj.top_k_ids(conn, q, 10, ef_search=100)),
+    await measure("halfvec, ef_search 100", lambda q: obj.halfvec_top_k_ids(conn, q, 10, ef_search=100)),
+]
 for n in (10, 50, 100, 200):
-    measured.append(await measure(f"bit, {n} candidates re-ranked", lambda q, n=n: obj.quantized_top_k_ids(conn, q, 10, candidates=n)))
+    measured.append(
+        await measure(
+            f"bit, {n} candidates re-ranked", lambda q, n=n: obj.quantized_top_k_ids(conn, q, 10, candidates=n)
+        )
+    )
 sizes = pd.DataFrame([{"index": k, "MB": v.size_bytes / 1e6, "build s": v.build_seconds} for k, v in built.items()])
 print(f"table: {table_mb:.1f} MB")
 display(sizes.round(2))
@@ -372,9 +445,14 @@ for label, marker in (("float32", "o"), ("halfvec", "s"), ("bit", "^")):
     part = quant[quant.search.str.startswith(label)]
     ax.plot(part["p50 ms"], part["recall@10"], marker=marker, label=label)
 for _, r in quant[quant.search.str.startswith("bit")].iterrows():
-    ax.annotate(r.search.split(",")[1].split()[0], (r["p50 ms"], r["recall@10"]), textcoords="offset points", xytext=(4, -10))
-ax.set_xlabel("p50 latency (ms)"); ax.set_ylabel("recall@10"); ax.set_title("Smaller indexes: recall vs latency (bit: candidates)")
-ax.legend(); plt.show()
+    ax.annotate(
+        r.search.split(",")[1].split()[0], (r["p50 ms"], r["recall@10"]), textcoords="offset points", xytext=(4, -10)
+    )
+ax.set_xlabel("p50 latency (ms)")
+ax.set_ylabel("recall@10")
+ax.set_title("Smaller indexes: recall vs latency (bit: candidates)")
+ax.legend()
+plt.show()
 quant.round(3)
 
 # %% [markdown]
@@ -392,17 +470,28 @@ quant.round(3)
 
 # %%
 import os
+
 ram_gb = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 1e9
-per_row = {"table (heap + TOAST)": float(table_mb) * 1e6 / rows, **{f"index: {k}": v.size_bytes / rows for k, v in built.items()}}
-display(pd.DataFrame([{"": "bytes per row", **{k: f"{b:,.0f}" for k, b in per_row.items()}}] +
-                     [{"": f"{n:,.0f} rows", **{k: f"{b * n / 1e9:,.1f} GB" for k, b in per_row.items()}}
-                      for n in (1e6, 1e7, 1e8)]).set_index(""))
+per_row = {
+    "table (heap + TOAST)": float(table_mb) * 1e6 / rows,
+    **{f"index: {k}": v.size_bytes / rows for k, v in built.items()},
+}
+display(
+    pd.DataFrame(
+        [{"": "bytes per row", **{k: f"{b:,.0f}" for k, b in per_row.items()}}]
+        + [{"": f"{n:,.0f} rows", **{k: f"{b * n / 1e9:,.1f} GB" for k, b in per_row.items()}} for n in (1e6, 1e7, 1e8)]
+    ).set_index("")
+)
 for label, info in built.items():
-    print(f"{label:>22} index: {info.size_bytes / rows:,.0f} bytes/row → fills half of this machine's "
-          f"{ram_gb:.0f} GB RAM at ~{ram_gb / 2 * 1e9 / (info.size_bytes / rows) / 1e6:,.1f}M rows")
+    print(
+        f"{label:>22} index: {info.size_bytes / rows:,.0f} bytes/row → fills half of this machine's "
+        f"{ram_gb:.0f} GB RAM at ~{ram_gb / 2 * 1e9 / (info.size_bytes / rows) / 1e6:,.1f}M rows"
+    )
 p50 = float(quant.loc[quant.search.str.startswith("float32"), "p50 ms"].iloc[0])
-print(f"one search: {p50:.1f} ms p50 here (HNSW, ef_search 100) → ~{os.cpu_count() * 1000 / p50:,.0f} searches/s at "
-      f"most on {os.cpu_count()} cores, if every core searched")
+print(
+    f"one search: {p50:.1f} ms p50 here (HNSW, ef_search 100) → ~{os.cpu_count() * 1000 / p50:,.0f} searches/s at "
+    f"most on {os.cpu_count()} cores, if every core searched"
+)
 
 # %% [markdown]
 # What the two usual ways out do with those numbers:
@@ -432,17 +521,27 @@ print(f"one search: {p50:.1f} ms p50 here (HNSW, ef_search 100) → ~{os.cpu_cou
 # 128 / 256.)
 
 # %%
-held = await conn.fetch("DELETE FROM embeddings WHERE id IN (SELECT id FROM embeddings ORDER BY md5(id::text) LIMIT 30) "
-                        "RETURNING embedding")
+held = await conn.fetch(
+    "DELETE FROM embeddings WHERE id IN (SELECT id FROM embeddings ORDER BY md5(id::text) LIMIT 30) RETURNING embedding"
+)
 await conn.execute("ANALYZE embeddings")
-sets = {"section titles": queries[:30], "held-out chunks": [np.asarray(r["embedding"].to_numpy(), dtype=np.float32) for r in held]}
+sets = {
+    "section titles": queries[:30],
+    "held-out chunks": [np.asarray(r["embedding"].to_numpy(), dtype=np.float32) for r in held],
+}
 # the float32 HNSW index of section 9 (m 16, ef_construction 64) serves both sets
 curves = []
 for name, qs in sets.items():
     truth = [await obj.top_k_ids(conn, q, 10, exact=True) for q in qs]
     for ef in (10, 20, 40, 100, 400):
         found = [await obj.top_k_ids(conn, q, 10, ef_search=ef) for q in qs]
-        curves.append({"query set": name, "ef_search": ef, "recall@10": np.mean([obj.recall_at_k(f, t) for f, t in zip(found, truth)])})
+        curves.append(
+            {
+                "query set": name,
+                "ef_search": ef,
+                "recall@10": np.mean([obj.recall_at_k(f, t) for f, t in zip(found, truth)]),
+            }
+        )
 curves = pd.DataFrame(curves).pivot(index="ef_search", columns="query set", values="recall@10")
 for name in sets:
     enough = curves.index[curves[name] >= 0.95]
@@ -460,11 +559,15 @@ padded = await conn.fetchval("SELECT bool_and(vector_norm(subvector(embedding, 2
 if not padded:
     print("This corpus was embedded by a model that fills all 1536 dimensions: nothing to compare.")
 else:
-    await conn.execute("DROP TABLE IF EXISTS native; CREATE TABLE native AS "
-                       "SELECT id, subvector(embedding, 1, 256)::vector(256) AS embedding FROM embeddings; ANALYZE native")
+    await conn.execute(
+        "DROP TABLE IF EXISTS native; CREATE TABLE native AS "
+        "SELECT id, subvector(embedding, 1, 256)::vector(256) AS embedding FROM embeddings; ANALYZE native"
+    )
     timings, same = {}, []
-    for label, sql, cut in (("vector(1536), padded", "SELECT id FROM embeddings ORDER BY embedding <=> $1 LIMIT 10", 1536),
-                            ("vector(256), native", "SELECT id FROM native ORDER BY embedding <=> $1 LIMIT 10", 256)):
+    for label, sql, cut in (
+        ("vector(1536), padded", "SELECT id FROM embeddings ORDER BY embedding <=> $1 LIMIT 10", 1536),
+        ("vector(256), native", "SELECT id FROM native ORDER BY embedding <=> $1 LIMIT 10", 256),
+    ):
         started = time.perf_counter()
         answers = []
         async with obj.query_settings(conn, exact=True):
@@ -473,16 +576,19 @@ else:
         timings[label] = (time.perf_counter() - started) * 1000 / 20
         same.append(answers)
     agree = np.mean([a == b for a, b in zip(*same)])
-    print(", ".join(f"{k}: {v:.1f} ms per exact top 10" for k, v in timings.items()) +
-          f" — {timings['vector(1536), padded'] / timings['vector(256), native']:.1f}× faster natively, "
-          f"the same top 10 for {agree:.0%} of the queries")
+    print(
+        ", ".join(f"{k}: {v:.1f} ms per exact top 10" for k, v in timings.items())
+        + f" — {timings['vector(1536), padded'] / timings['vector(256), native']:.1f}× faster natively, "
+        f"the same top 10 for {agree:.0%} of the queries"
+    )
     await conn.execute("DROP TABLE native")
 
 # %%
-await obj.drop_vector_indexes(conn)   # the last cell restores the course's HNSW index on the course database
+await obj.drop_vector_indexes(conn)  # the last cell restores the course's HNSW index on the course database
 
 # %%
-await plain.close(); await conn.close()
+await plain.close()
+await conn.close()
 async with (await database.create_pool(max_size=1)).acquire() as main:
-    await ensure_search_index(main)          # the course database keeps its HNSW index for Objectives 3–6
+    await ensure_search_index(main)  # the course database keeps its HNSW index for Objectives 3–6
 check(2)

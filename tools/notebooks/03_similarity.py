@@ -21,7 +21,7 @@
 # | operator | distance | similarity (higher = closer) | index opclass |
 # |---|---|---|---|
 # | `<=>` | cosine distance, 1 − cos θ, in [0, 2] | `1 − distance` | `vector_cosine_ops` |
-# | `<->` | Euclidean (L2) distance, in [0, ∞) | `1 / (1 + distance)` (our choice: monotone, in (0, 1]) | `vector_l2_ops` |
+# | `<->` | Euclidean (L2) distance, in [0, ∞) | `1 / (1 + distance)` (ours: monotone, in (0, 1]) | `vector_l2_ops` |
 # | `<#>` | **negative** inner product, −(a·b) | `−distance` = a·b | `vector_ip_ops` |
 #
 # You will write, in `labs/objective3.py`: the similarity transform, argument validation, the top-k SQL, a thresholded
@@ -31,7 +31,8 @@
 # %load_ext autoreload
 # %autoreload 2
 from course.notebook import friendly_errors
-friendly_errors()   # an error from a step still to write says which step, without a long traceback
+
+friendly_errors()  # an error from a step still to write says which step, without a long traceback
 
 import numpy as np
 import pandas as pd
@@ -43,13 +44,14 @@ from course.target import load_objective
 from checks import check
 
 obj = load_objective(3)
-guide = corpus_guide()   # example questions that suit the corpus in use
-pool = await database.create_pool()          # every connection gets pgvector's codec (vectors in/out as parameters)
+guide = corpus_guide()  # example questions that suit the corpus in use
+pool = await database.create_pool()  # every connection gets pgvector's codec (vectors in/out as parameters)
 async with pool.acquire() as conn:
-    built = await ensure_search_index(conn)   # HNSW on the corpus (Objective 2 explains it)
+    built = await ensure_search_index(conn)  # HNSW on the corpus (Objective 2 explains it)
     rows = await conn.fetchval("SELECT count(*) FROM embeddings")
 embedder = get_embedder()
-print(f"{obj.__name__}: {rows} corpus rows, HNSW index {'built now' if built else 'already there'}, model {embedder.model_id}")
+index_state = "built now" if built else "already there"
+print(f"{obj.__name__}: {rows} corpus rows, HNSW index {index_state}, model {embedder.model_id}")
 
 
 # %% [markdown]
@@ -80,9 +82,16 @@ print(question)
 frames = []
 for metric in obj.OPERATORS:
     results = await obj.search_similar(pool, q, top_k=5, metric=metric)
-    frames.append(pd.DataFrame({"metric": metric, "section": [r.metadata["section"] for r in results],
-                                "distance": [round(r.distance, 4) for r in results],
-                                "similarity": [round(r.similarity, 4) for r in results]}))
+    frames.append(
+        pd.DataFrame(
+            {
+                "metric": metric,
+                "section": [r.metadata["section"] for r in results],
+                "distance": [round(r.distance, 4) for r in results],
+                "similarity": [round(r.similarity, 4) for r in results],
+            }
+        )
+    )
 pd.concat(frames, ignore_index=True)
 
 
@@ -101,8 +110,11 @@ fig, ax = plt.subplots(figsize=(7, 3))
 ax.hist(sims, bins=80, color="#8da0cb")
 for s in top10:
     ax.axvline(s, color="#e41a1c", lw=0.8)
-ax.set_xlabel(f"cosine similarity to {question!r}"); ax.set_ylabel("chunks")
-ax.set_title(f"{len(sims)} chunks; red: the top 10 ({embedder.model_id})"); plt.tight_layout(); plt.show()
+ax.set_xlabel(f"cosine similarity to {question!r}")
+ax.set_ylabel("chunks")
+ax.set_title(f"{len(sims)} chunks; red: the top 10 ({embedder.model_id})")
+plt.tight_layout()
+plt.show()
 print(f"median {np.median(sims):.3f}, 99th percentile {np.percentile(sims, 99):.3f}, best {max(sims):.3f}")
 
 # %% [markdown]
@@ -119,6 +131,8 @@ print(f"median {np.median(sims):.3f}, 99th percentile {np.percentile(sims, 99):.
 threshold = float(np.percentile(sims, 99.5))
 slow_sql = """SELECT id, content, metadata, embedding <=> $1 AS distance FROM embeddings
               WHERE 1 - (embedding <=> $1) >= $2 ORDER BY 1 - (embedding <=> $1) DESC LIMIT 10"""
+
+
 async def explain(sql, *args):
     async with pool.acquire() as conn:
         plan = await conn.fetchval(f"EXPLAIN (ANALYZE, FORMAT JSON) {sql}", *args)
@@ -128,8 +142,12 @@ async def explain(sql, *args):
         nodes.append(node["Node Type"] + (f" using {node['Index Name']}" if "Index Name" in node else ""))
         node = (node.get("Plans") or [None])[0]
     return " → ".join(nodes), plan["Execution Time"]
-for name, sql, args in [("WHERE on similarity", slow_sql, (np.asarray(q), threshold)),
-                        ("filter outside top-k", obj.search_sql("cosine"), (np.asarray(q), 10, threshold))]:
+
+
+for name, sql, args in [
+    ("WHERE on similarity", slow_sql, (np.asarray(q), threshold)),
+    ("filter outside top-k", obj.search_sql("cosine"), (np.asarray(q), 10, threshold)),
+]:
     nodes, ms = await explain(sql, *args)
     print(f"{name:22} {ms:7.2f} ms   {nodes}")
 
@@ -139,10 +157,17 @@ for name, sql, args in [("WHERE on similarity", slow_sql, (np.asarray(q), thresh
 
 # %%
 strict = float(np.percentile(sims, 99.97))  # about 3 rows of the corpus score higher than this
-print(f"threshold {strict:.3f}: {len(await obj.search_similar(pool, q, top_k=10, min_similarity=strict))} results of 10")
+print(
+    f"threshold {strict:.3f}: {len(await obj.search_similar(pool, q, top_k=10, min_similarity=strict))} results of 10"
+)
 results = await obj.search_similar(pool, q, top_k=10, min_similarity=threshold)
 print(f"threshold {threshold:.3f}: {len(results)} results of 10")
-pd.DataFrame([{"section": r.metadata["section"], "similarity": round(r.similarity, 3), "content": r.content[:80]} for r in results])
+pd.DataFrame(
+    [
+        {"section": r.metadata["section"], "similarity": round(r.similarity, 3), "content": r.content[:80]}
+        for r in results
+    ]
+)
 
 # %% [markdown]
 # ## 4. When do the metrics disagree?
@@ -154,6 +179,7 @@ pd.DataFrame([{"section": r.metadata["section"], "similarity": round(r.similarit
 # %%
 from pgvector.asyncpg import register_vector
 from course.corpus import EMBEDDINGS_TABLE_DDL
+
 url = database.scratch_database("objective3", reset=True)
 async with pool.acquire() as src:
     sample = await src.fetch("SELECT id, content, metadata, embedding FROM embeddings ORDER BY id LIMIT 2000")
@@ -162,8 +188,10 @@ await scratch.execute("CREATE EXTENSION IF NOT EXISTS vector")
 await scratch.execute(EMBEDDINGS_TABLE_DDL)
 await register_vector(scratch)
 lengths = np.random.default_rng(0).uniform(0.2, 3.0, len(sample))
-await scratch.executemany("INSERT INTO embeddings VALUES ($1, $2, $3, $4)",
-                          [(r["id"], r["content"], r["metadata"], r["embedding"].to_numpy() * s) for r, s in zip(sample, lengths)])
+await scratch.executemany(
+    "INSERT INTO embeddings VALUES ($1, $2, $3, $4)",
+    [(r["id"], r["content"], r["metadata"], r["embedding"].to_numpy() * s) for r, s in zip(sample, lengths)],
+)
 unit = await obj.compare_metrics(pool, q, top_k=10)
 scaled = await obj.compare_metrics(scratch, q, top_k=10)
 pd.DataFrame({"unit-length corpus": unit["overlap"], "random lengths": scaled["overlap"]})

@@ -30,7 +30,8 @@
 # %load_ext autoreload
 # %autoreload 2
 from course.notebook import friendly_errors
-friendly_errors()   # an error from a step still to write says which step, without a long traceback
+
+friendly_errors()  # an error from a step still to write says which step, without a long traceback
 
 import json
 import numpy as np
@@ -44,7 +45,7 @@ from course.target import load_objective
 from checks import check
 
 obj = load_objective(4)
-guide = corpus_guide()   # questions, topics and keyword queries that suit the corpus in use
+guide = corpus_guide()  # questions, topics and keyword queries that suit the corpus in use
 pool = await database.create_pool()
 embedder = get_embedder()
 async with pool.acquire() as conn:
@@ -88,27 +89,51 @@ for bad in ['{"topic": {"$ne": 1}}', '["topic"]', "{oops"]:
 questions = list(guide.questions)
 qvecs = [np.asarray(v, dtype=np.float32) for v in await embedder.embed(questions, kind="query")]
 
+
 async def rows_through_hnsw(conn, q, topic, mode):
     # force the HNSW plan (no seq scan, no GIN bitmap) to see what the index alone returns
     async with conn.transaction():
         await conn.execute("SET LOCAL enable_seqscan = off")
         await conn.execute("SET LOCAL enable_bitmapscan = off")
         await conn.execute(f"SET LOCAL hnsw.iterative_scan = {mode}")
-        return len(await conn.fetch("SELECT id FROM embeddings WHERE metadata @> $2::jsonb "
-                                    "ORDER BY embedding <=> $1 LIMIT 10", q, {"topic": topic}))
+        return len(
+            await conn.fetch(
+                "SELECT id FROM embeddings WHERE metadata @> $2::jsonb ORDER BY embedding <=> $1 LIMIT 10",
+                q,
+                {"topic": topic},
+            )
+        )
+
+
 rows = []
 async with pool.acquire() as conn:
     for topic in guide.filter_topics:
         for mode in ("off", "strict_order", "relaxed_order"):
-            rows.append({"filter": topic, "hnsw.iterative_scan": mode,
-                         "rows": np.mean([await rows_through_hnsw(conn, q, topic, mode) for q in qvecs])})
-        rows.append({"filter": topic, "hnsw.iterative_scan": "your filtered_vector_search()",
-                     "rows": np.mean([len(await obj.filtered_vector_search(conn, q, {"topic": topic}, top_k=10)) for q in qvecs])})
+            rows.append(
+                {
+                    "filter": topic,
+                    "hnsw.iterative_scan": mode,
+                    "rows": np.mean([await rows_through_hnsw(conn, q, topic, mode) for q in qvecs]),
+                }
+            )
+        rows.append(
+            {
+                "filter": topic,
+                "hnsw.iterative_scan": "your filtered_vector_search()",
+                "rows": np.mean(
+                    [len(await obj.filtered_vector_search(conn, q, {"topic": topic}, top_k=10)) for q in qvecs]
+                ),
+            }
+        )
 trap = pd.DataFrame(rows).pivot(index="filter", columns="hnsw.iterative_scan", values="rows")
 trap = trap.loc[list(guide.filter_topics)]
-ax = trap.plot.bar(figsize=(9, 3.4), rot=0, title=f"Filtered top-10 through the HNSW index (ef_search 40), {len(questions)} questions")
-ax.set_ylabel("rows returned (of 10)"); ax.legend(title="hnsw.iterative_scan", loc="upper left", bbox_to_anchor=(1, 1))
-plt.tight_layout(); plt.show()
+ax = trap.plot.bar(
+    figsize=(9, 3.4), rot=0, title=f"Filtered top-10 through the HNSW index (ef_search 40), {len(questions)} questions"
+)
+ax.set_ylabel("rows returned (of 10)")
+ax.legend(title="hnsw.iterative_scan", loc="upper left", bbox_to_anchor=(1, 1))
+plt.tight_layout()
+plt.show()
 trap.round(2)
 
 # %% [markdown]
@@ -127,9 +152,22 @@ question = guide.identifier_query
 [q] = await embedder.embed([question], kind="query")
 vector_only = await obj.hybrid_search(pool, q, question, top_k=5, vector_weight=1.0, text_weight=0.0)
 hybrid = await obj.hybrid_search(pool, q, question, top_k=5)
+
+
 def table(results):
-    return pd.DataFrame([{"section": r.metadata["section"][:45], "vector": round(r.vector_similarity, 3),
-                          "text": round(r.text_rank, 3), "score": round(r.score, 3)} for r in results])
+    return pd.DataFrame(
+        [
+            {
+                "section": r.metadata["section"][:45],
+                "vector": round(r.vector_similarity, 3),
+                "text": round(r.text_rank, 3),
+                "score": round(r.score, 3),
+            }
+            for r in results
+        ]
+    )
+
+
 pd.concat({"vector only": table(vector_only), "0.7 vector + 0.3 text": table(hybrid)}, axis=1)
 
 # %% [markdown]
@@ -145,8 +183,7 @@ for text in queries:
     [v] = await embedder.embed([text], kind="query")
     weighted = [r.id for r in await obj.hybrid_search(pool, v, text, top_k=10)]
     rrf = [row_id for row_id, _ in await obj.hybrid_search_rrf(pool, v, text, top_k=10)]
-    overlap.append({"query": text, "shared in top 10": len(set(weighted) & set(rrf)),
-                    "same #1": weighted[0] == rrf[0]})
+    overlap.append({"query": text, "shared in top 10": len(set(weighted) & set(rrf)), "same #1": weighted[0] == rrf[0]})
 pd.DataFrame(overlap)
 
 # %% [markdown]
@@ -168,12 +205,16 @@ pd.DataFrame(overlap)
 
 # %%
 from course.quality import candidates, evaluate, load_judgments, rank
-async with pool.acquire() as conn:   # without section 1's full-text index every query would read every row
-    has_text_index = await conn.fetchval("SELECT count(*) > 0 FROM pg_indexes WHERE tablename = 'embeddings' "
-                                         "AND indexdef ILIKE '%gin%to_tsvector%'")
+
+async with pool.acquire() as conn:  # without section 1's full-text index every query would read every row
+    has_text_index = await conn.fetchval(
+        "SELECT count(*) > 0 FROM pg_indexes WHERE tablename = 'embeddings' AND indexdef ILIKE '%gin%to_tsvector%'"
+    )
 if guide.name != "postgres-docs":
-    print(f"Relevance judgments come from the PostgreSQL manual's index; {guide.what} has none, so this section "
-          "measures nothing here. Build the course on Debian/Ubuntu (or the devcontainer) to see it.")
+    print(
+        f"Relevance judgments come from the PostgreSQL manual's index; {guide.what} has none, so this section "
+        "measures nothing here. Build the course on Debian/Ubuntu (or the devcontainer) to see it."
+    )
     judged = []
 elif not has_text_index:
     print("⏸  This section needs the full-text GIN index: finish create_hybrid_indexes() (section 1) and run its cell.")
@@ -184,11 +225,21 @@ else:
     tune = [j for j in judged if j["split"] == "tune"]
     holdout = [j for j in judged if j["split"] == "holdout"]
     everything = [c for p in pools.values() for c in p]
-    sims, ranks = np.array([c["vector"] for c in everything]), np.array([c["text"] for c in everything if c["text"] > 0])
-    print(f"{len(tune)} tune / {len(holdout)} holdout queries. Candidate scores: cosine similarity "
-          f"{np.percentile(sims, 5):.2f}–{np.percentile(sims, 95):.2f}, ts_rank(…, 32) of matching rows "
-          f"{np.percentile(ranks, 5):.3f}–{np.percentile(ranks, 95):.3f} (5th–95th percentiles): "
-          f"{'very different scales, so a raw weighted sum mostly follows the similarity' if np.percentile(sims, 95) > 3 * np.percentile(ranks, 95) else 'comparable scales'}.")
+    sims, ranks = (
+        np.array([c["vector"] for c in everything]),
+        np.array([c["text"] for c in everything if c["text"] > 0]),
+    )
+    scales = (
+        "very different scales, so a raw weighted sum mostly follows the similarity"
+        if np.percentile(sims, 95) > 3 * np.percentile(ranks, 95)
+        else "comparable scales"
+    )
+    print(
+        f"{len(tune)} tune / {len(holdout)} holdout queries. Candidate scores: cosine similarity "
+        f"{np.percentile(sims, 5):.2f}–{np.percentile(sims, 95):.2f}, ts_rank(…, 32) of matching rows "
+        f"{np.percentile(ranks, 5):.3f}–{np.percentile(ranks, 95):.3f} (5th–95th percentiles): "
+        f"{scales}."
+    )
 
 
 # %%
@@ -199,26 +250,41 @@ def ranking(method, candidates, w):
         return [r.id for r in obj.normalize_scores(scored, w, 1 - w)][:10]
     return rank(candidates, method, w)
 
+
 if judged:
     weights = [round(w, 1) for w in np.linspace(0, 1, 11)]
-    sweep = {m: [evaluate({j["query"]: ranking(m, pools[j["query"]], w) for j in tune}, tune)["nDCG@10"] for w in weights]
-             for m in ("hybrid", "normalized")}
+    sweep = {
+        m: [evaluate({j["query"]: ranking(m, pools[j["query"]], w) for j in tune}, tune)["nDCG@10"] for w in weights]
+        for m in ("hybrid", "normalized")
+    }
     chosen = {m: weights[int(np.argmax(sweep[m]))] for m in sweep}
-    results = pd.DataFrame({m: evaluate({j["query"]: ranking(m, pools[j["query"]], chosen.get(m, 0.7)) for j in holdout}, holdout)
-                            for m in ("vector", "text", "hybrid", "normalized", "rrf")}).T
+    results = pd.DataFrame(
+        {
+            m: evaluate({j["query"]: ranking(m, pools[j["query"]], chosen.get(m, 0.7)) for j in holdout}, holdout)
+            for m in ("vector", "text", "hybrid", "normalized", "rrf")
+        }
+    ).T
     fig, (left, right) = plt.subplots(1, 2, figsize=(12, 3.8))
     results.plot.bar(ax=left, rot=0, title=f"Holdout ({len(holdout)} queries), weights chosen on tune")
-    left.set_ylabel("score (higher is better)"); left.set_ylim(0, 0.85); left.legend(loc="upper left", ncol=3)
+    left.set_ylabel("score (higher is better)")
+    left.set_ylim(0, 0.85)
+    left.legend(loc="upper left", ncol=3)
     for m, marker in (("hybrid", "o-"), ("normalized", "s-")):
         right.plot(weights, sweep[m], marker, label=f"{m} (best {chosen[m]:.1f})")
     right.axvline(0.7, color="grey", ls="--", label="the course default, 0.7")
-    right.set_xlabel("vector weight (text weight = 1 − it)"); right.set_ylabel("nDCG@10 on tune"); right.legend()
+    right.set_xlabel("vector weight (text weight = 1 − it)")
+    right.set_ylabel("nDCG@10 on tune")
+    right.legend()
     right.set_title("Weight sweep")
-    plt.tight_layout(); plt.show()
+    plt.tight_layout()
+    plt.show()
     best = results["nDCG@10"].idxmax()
-    print(f"On held-out queries {best} ranks best: nDCG@10 {results.loc[best, 'nDCG@10']:.3f} against "
-          f"{results.loc['vector', 'nDCG@10']:.3f} for vector search alone ({results.loc[best, 'nDCG@10'] / results.loc['vector', 'nDCG@10']:.2f}×) "
-          f"and {results.loc['text', 'nDCG@10']:.3f} for text alone.")
+    ndcg = results["nDCG@10"]
+    print(
+        f"On held-out queries {best} ranks best: nDCG@10 {ndcg[best]:.3f} against "
+        f"{ndcg['vector']:.3f} for vector search alone ({ndcg[best] / ndcg['vector']:.2f}×) "
+        f"and {ndcg['text']:.3f} for text alone."
+    )
     display(results.round(3))
 
 # %% [markdown]

@@ -26,7 +26,8 @@
 # %load_ext autoreload
 # %autoreload 2
 from course.notebook import friendly_errors
-friendly_errors()   # an error from a step still to write says which step, without a long traceback
+
+friendly_errors()  # an error from a step still to write says which step, without a long traceback
 
 import time
 import numpy as np
@@ -41,13 +42,13 @@ from course.target import load_objective
 from checks import check
 
 obj = load_objective(5)
-guide = corpus_guide()   # a question and a topic that suit the corpus in use
+guide = corpus_guide()  # a question and a topic that suit the corpus in use
 url = database.scratch_database("objective5", reset=True)
 raw = await database.connect(url)
-await raw.execute("CREATE EXTENSION IF NOT EXISTS vector")      # the codec needs the type to exist
+await raw.execute("CREATE EXTENSION IF NOT EXISTS vector")  # the codec needs the type to exist
 engine = obj.create_engine(url)
 async with engine.begin() as conn:
-    await conn.run_sync(obj.Base.metadata.create_all)            # the table *and* the HNSW index from the model
+    await conn.run_sync(obj.Base.metadata.create_all)  # the table *and* the HNSW index from the model
 Session = obj.create_session_factory(engine)
 embedder = get_embedder()
 print(await raw.fetchval("SELECT indexdef FROM pg_indexes WHERE indexname LIKE '%hnsw%'"))
@@ -67,14 +68,23 @@ print(await raw.fetchval("SELECT indexdef FROM pg_indexes WHERE indexname LIKE '
 from pgvector.sqlalchemy import Vector
 from sqlalchemy import Column, MetaData, Table, Text, Uuid, insert
 import uuid
+
 vectors = np.random.default_rng(0).normal(size=(900, 1536)).astype(np.float32)
-text_table = Table("text_vectors", MetaData(), Column("id", Uuid, primary_key=True), Column("content", Text), Column("embedding", Vector(1536)))
-plain_engine = obj.create_async_engine(obj.database.sqlalchemy_url(obj.database.database_name(url)))   # no codec
+text_table = Table(
+    "text_vectors",
+    MetaData(),
+    Column("id", Uuid, primary_key=True),
+    Column("content", Text),
+    Column("embedding", Vector(1536)),
+)
+plain_engine = obj.create_async_engine(obj.database.sqlalchemy_url(obj.database.database_name(url)))  # no codec
 async with plain_engine.begin() as c:
     await c.run_sync(text_table.metadata.create_all)
-await raw.execute("DROP INDEX IF EXISTS embeddings_embedding_hnsw_orm_idx")   # bulk load first, index after (see Objective 2)
+await raw.execute(
+    "DROP INDEX IF EXISTS embeddings_embedding_hnsw_orm_idx"
+)  # bulk load first, index after (see Objective 2)
 seconds = {"text": [], "binary": []}
-for batch in np.array_split(vectors, 3):          # three interleaved rounds of 300 rows: the machine's mood hits both
+for batch in np.array_split(vectors, 3):  # three interleaved rounds of 300 rows: the machine's mood hits both
     started = time.perf_counter()
     async with plain_engine.begin() as c:
         await c.execute(insert(text_table), [{"id": uuid.uuid4(), "content": "x", "embedding": v} for v in batch])
@@ -85,11 +95,19 @@ for batch in np.array_split(vectors, 3):          # three interleaved rounds of 
         await session.commit()
     seconds["binary"].append(time.perf_counter() - started)
 await plain_engine.dispose()
-print(f"text literals: {900 / sum(seconds['text']):,.0f} rows/s   binary (BinaryVector + codec): {900 / sum(seconds['binary']):,.0f} rows/s")
-print(compare("05 ORM insert: binary codec vs text literals", "BinaryVector with the codec", seconds["binary"],
-              "text literals", seconds["text"]))
+text_rate, binary_rate = 900 / sum(seconds["text"]), 900 / sum(seconds["binary"])
+print(f"text literals: {text_rate:,.0f} rows/s   binary (BinaryVector + codec): {binary_rate:,.0f} rows/s")
+print(
+    compare(
+        "05 ORM insert: binary codec vs text literals",
+        "BinaryVector with the codec",
+        seconds["binary"],
+        "text literals",
+        seconds["text"],
+    )
+)
 started = time.perf_counter()
-async with engine.begin() as c:   # … and the index after the load, once, over every row (the model declares it)
+async with engine.begin() as c:  # … and the index after the load, once, over every row (the model declares it)
     await c.run_sync(lambda sync: [index.create(sync) for index in obj.Embedding.__table__.indexes])
 print(f"then the model's HNSW index over {len(vectors):,} rows: {time.perf_counter() - started:.1f} s")
 
@@ -101,12 +119,26 @@ print(f"then the model's HNSW index over {len(vectors):,} rows: {time.perf_count
 
 # %%
 seen = []
+
+
 @event.listens_for(engine.sync_engine, "before_cursor_execute")
 def watch(conn, cursor, statement, parameters, context, executemany):
-    seen.append({"statement": statement.split("(")[0].strip(), "executemany": executemany,
-                 "parameter sets": len(parameters) if executemany else 1})
+    seen.append(
+        {
+            "statement": statement.split("(")[0].strip(),
+            "executemany": executemany,
+            "parameter sets": len(parameters) if executemany else 1,
+        }
+    )
+
+
 async with Session() as session:
-    await obj.EmbeddingRepository(session).add_many([{"content": f"batch {i}", "embedding": v, "metadata": {"source": "batch"}} for i, v in enumerate(vectors[:300])])
+    await obj.EmbeddingRepository(session).add_many(
+        [
+            {"content": f"batch {i}", "embedding": v, "metadata": {"source": "batch"}}
+            for i, v in enumerate(vectors[:300])
+        ]
+    )
     await session.commit()
 event.remove(engine.sync_engine, "before_cursor_execute", watch)
 pd.DataFrame(seen)
@@ -130,20 +162,32 @@ print("rows before:", before, "after:", await raw.fetchval("SELECT count(*) FROM
 
 # %%
 from course.corpus import read_corpus
+
 docs = read_corpus(limit=1500)
 doc_vectors = await embedder.embed([d["content"] for d in docs])
 async with Session() as session:
     repo = obj.EmbeddingRepository(session)
     print("deleted synthetic rows:", await repo.delete_by_source("batch"))
-    await session.execute(delete(obj.Embedding))                 # start clean for the demo
-    await repo.add_many([{"content": d["content"], "embedding": v, "metadata": d["metadata"]} for d, v in zip(docs, doc_vectors)])
+    await session.execute(delete(obj.Embedding))  # start clean for the demo
+    await repo.add_many(
+        [{"content": d["content"], "embedding": v, "metadata": d["metadata"]} for d, v in zip(docs, doc_vectors)]
+    )
     await session.commit()
     topic, question, _ = guide.topic_example
     [q] = await embedder.embed([question], kind="query")
     hits = await repo.search(q, top_k=5)
     filtered = await repo.search(q, top_k=5, filters={"topic": topic})
-pd.concat({"all": pd.DataFrame([{"section": h.embedding.metadata_["section"][:40], "similarity": round(h.similarity, 3)} for h in hits]),
-           f"topic = {topic}": pd.DataFrame([{"section": h.embedding.metadata_["section"][:40], "similarity": round(h.similarity, 3)} for h in filtered])}, axis=1)
+pd.concat(
+    {
+        "all": pd.DataFrame(
+            [{"section": h.embedding.metadata_["section"][:40], "similarity": round(h.similarity, 3)} for h in hits]
+        ),
+        f"topic = {topic}": pd.DataFrame(
+            [{"section": h.embedding.metadata_["section"][:40], "similarity": round(h.similarity, 3)} for h in filtered]
+        ),
+    },
+    axis=1,
+)
 
 # %% [markdown]
 # ## 4. FastAPI: dependencies you can swap
@@ -157,7 +201,13 @@ pd.concat({"all": pd.DataFrame([{"section": h.embedding.metadata_["section"][:40
 app = obj.create_app(engine=engine, embedder=embedder)
 async with app.router.lifespan_context(app):
     async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://course") as client:
-        created = await client.post("/documents", json={"content": "pg_restore restores a database from an archive made by pg_dump.", "metadata": {"source": "notes"}})
+        created = await client.post(
+            "/documents",
+            json={
+                "content": "pg_restore restores a database from an archive made by pg_dump.",
+                "metadata": {"source": "notes"},
+            },
+        )
         print(created.status_code, created.json()["id"])
         print((await client.get(f"/documents/{created.json()['id']}")).json()["content"])
         hits = (await client.post("/documents/search", json={"query": "restore a dump", "top_k": 3})).json()
@@ -166,6 +216,7 @@ async with app.router.lifespan_context(app):
         class EmptyRepository:
             async def get(self, document_id):
                 return None
+
         app.dependency_overrides[obj.get_repository] = EmptyRepository
         print("with the override:", (await client.get(f"/documents/{created.json()['id']}")).status_code)
         app.dependency_overrides.clear()
@@ -175,4 +226,5 @@ async with app.router.lifespan_context(app):
 check(5)
 
 # %%
-await engine.dispose(); await raw.close()
+await engine.dispose()
+await raw.close()

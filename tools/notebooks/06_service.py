@@ -30,7 +30,8 @@
 # %load_ext autoreload
 # %autoreload 2
 from course.notebook import friendly_errors
-friendly_errors()   # an error from a step still to write says which step, without a long traceback
+
+friendly_errors()  # an error from a step still to write says which step, without a long traceback
 
 import json
 import time
@@ -46,12 +47,12 @@ from course.target import load_objective
 from checks import check
 
 obj = load_objective(6)
-guide = corpus_guide()   # questions and a topic that suit the corpus in use
+guide = corpus_guide()  # questions and a topic that suit the corpus in use
 async with (await database.create_pool(max_size=1)).acquire() as conn:
     await ensure_search_index(conn)
-app = obj.create_app()                                   # the course database and the configured embedder
+app = obj.create_app()  # the course database and the configured embedder
 lifespan = app.router.lifespan_context(app)
-await lifespan.__aenter__()                              # what uvicorn does at startup: pool, embedder, caches
+await lifespan.__aenter__()  # what uvicorn does at startup: pool, embedder, caches
 client = httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://course")
 print(obj.__name__, "→", (await client.get("/healthz")).json())
 
@@ -73,9 +74,20 @@ for kind, qs in questions.items():
             params = {"top_k": 10, "mode": "vector"} | ({"min_score": min_score} if min_score is not None else {})
             body = (await client.post("/search", params=params, json={"query": q})).json()
             rows.append({"kind": kind, "question": q, "min_score": body["min_score"], "results": body["count"]})
-        best = (await client.post("/search", params={"top_k": 1, "min_score": -1, "mode": "vector"}, json={"query": q})).json()
-        rows.append({"kind": kind, "question": q, "min_score": "best similarity", "results": round(best["results"][0]["similarity"], 3)})
-table = pd.DataFrame(rows).pivot_table(index=["kind", "question"], columns="min_score", values="results", aggfunc="first")
+        best = (
+            await client.post("/search", params={"top_k": 1, "min_score": -1, "mode": "vector"}, json={"query": q})
+        ).json()
+        rows.append(
+            {
+                "kind": kind,
+                "question": q,
+                "min_score": "best similarity",
+                "results": round(best["results"][0]["similarity"], 3),
+            }
+        )
+table = pd.DataFrame(rows).pivot_table(
+    index=["kind", "question"], columns="min_score", values="results", aggfunc="first"
+)
 for kind in questions:
     scores = table.loc[kind, "best similarity"]
     print(f"{kind}: best similarities {scores.min():.2f}–{scores.max():.2f}")
@@ -95,49 +107,69 @@ table
 question = guide.questions[2]
 side_by_side, latency = {}, []
 texts = [*guide.questions, *guide.keyword_queries]
-for text in texts:   # embed each once, so the timings below are the database part and the fusion
+for text in texts:  # embed each once, so the timings below are the database part and the fusion
     await client.post("/search", params={"top_k": 1}, json={"query": text})
 for mode in ("vector", "hybrid", "rrf"):
     body = (await client.post("/search", params={"top_k": 5, "mode": mode}, json={"query": question})).json()
-    side_by_side[mode] = [f'{h["metadata"].get("section", "")[:38]} ({h["score"]:.3g})' for h in body["results"]]
-    for text in texts:   # result-cache misses: top_k 10 in this mode is a new search
+    side_by_side[mode] = [f"{h['metadata'].get('section', '')[:38]} ({h['score']:.3g})" for h in body["results"]]
+    for text in texts:  # result-cache misses: top_k 10 in this mode is a new search
         started = time.perf_counter()
         await client.post("/search", params={"top_k": 10, "mode": mode}, json={"query": text})
         latency.append({"mode": mode, "ms": (time.perf_counter() - started) * 1000})
 default = (await client.post("/search", json={"query": question})).json()
-print(f"question: {question!r} — model {default['model']}: default mode {default['mode']}, min_score {default['min_score']}")
+print(f"question: {question!r} — model {default['model']}:", end=" ")
+print(f"default mode {default['mode']}, min_score {default['min_score']}")
 display(pd.DataFrame(side_by_side))
-print(f"search latency, result cache missed, embedding cached, median of {len(texts)}: " +
-      ", ".join(f"{m} {v:.1f} ms" for m, v in pd.DataFrame(latency).groupby("mode")["ms"].median().items()))
+print(
+    f"search latency, result cache missed, embedding cached, median of {len(texts)}: "
+    + ", ".join(f"{m} {v:.1f} ms" for m, v in pd.DataFrame(latency).groupby("mode")["ms"].median().items())
+)
 
 # %% [markdown]
 # ## 3. Caching: embeddings and results
 #
 # An embedding API call costs money and tens of milliseconds; a repeated search should cost neither. Two bounded
 # TTL caches (`cachetools.TTLCache`): query text → embedding, and *(embedding, top_k, min_score, canonical filter,
-# mode, text)* → results (hybrid and rrf also match the query's words, so the text belongs in the key). Adding a document clears the result cache (answers may change); the TTL bounds staleness from writes made
-# elsewhere. Timings of the same search, three times:
+# mode, text)* → results (hybrid and rrf also match the query's words, so the text belongs in the key). Adding a
+# document clears the result cache (answers may change); the TTL bounds staleness from writes made elsewhere.
+# Timings of the same search, three times:
 
 # %%
 topic, query, new_document = guide.topic_example
 timings = []
 for attempt in range(3):
     started = time.perf_counter()
-    body = (await client.post("/search", params={"top_k": 5, "filter": json.dumps({"topic": topic})}, json={"query": query})).json()
-    timings.append({"attempt": attempt + 1, "cached": body["cached"], "ms": round((time.perf_counter() - started) * 1000, 2)})
-created = (await client.post("/documents", json={"content": new_document, "metadata": {"topic": topic, "source": "notebook-06"}})).json()
+    body = (
+        await client.post("/search", params={"top_k": 5, "filter": json.dumps({"topic": topic})}, json={"query": query})
+    ).json()
+    timings.append(
+        {"attempt": attempt + 1, "cached": body["cached"], "ms": round((time.perf_counter() - started) * 1000, 2)}
+    )
+created = (
+    await client.post(
+        "/documents", json={"content": new_document, "metadata": {"topic": topic, "source": "notebook-06"}}
+    )
+).json()
 started = time.perf_counter()
-body = (await client.post("/search", params={"top_k": 5, "filter": json.dumps({"topic": topic})}, json={"query": query})).json()
-timings.append({"attempt": "after an insert", "cached": body["cached"], "ms": round((time.perf_counter() - started) * 1000, 2)})
+body = (
+    await client.post("/search", params={"top_k": 5, "filter": json.dumps({"topic": topic})}, json={"query": query})
+).json()
+timings.append(
+    {"attempt": "after an insert", "cached": body["cached"], "ms": round((time.perf_counter() - started) * 1000, 2)}
+)
 display(pd.DataFrame(timings))
+
+
 async def timed_search(query):
     started = time.perf_counter()
     await client.post("/search", params={"top_k": 5}, json={"query": query})
     return time.perf_counter() - started
+
+
 miss, hit = [], []
 for text in guide.keyword_queries[:5]:
-    miss.append(await timed_search(text))             # first time: embed + database
-    hit.append(await timed_search(text))             # same question again: from the cache
+    miss.append(await timed_search(text))  # first time: embed + database
+    hit.append(await timed_search(text))  # same question again: from the cache
 print(compare("06 search: cached vs uncached", "a cached search", hit, "an uncached one", miss))
 
 # %% [markdown]
@@ -145,16 +177,20 @@ print(compare("06 search: cached vs uncached", "a cached search", hit, "an uncac
 #
 # | problem | status | why |
 # |---|---|---|
-# | bad `top_k`, `min_score`, malformed `filter`, empty or over-long query | 422 | the client can fix it; the message says how |
-# | provider down, rate-limited, timing out (retries only within the deadline), breaker open | 503 + `Retry-After` | try again later, and when |
+# | bad `top_k` or `min_score`, bad `filter`, empty or too long query | 422 | the client can fix it as told |
+# | provider down, rate-limited, timing out (retried within the deadline), breaker open | 503 + `Retry-After` | retry |
 # | no answer within `SEARCH_DEADLINE` (slow provider or database) | 503 + `Retry-After` | the request's time is up |
-# | provider refuses the request (bad key), its quota is used up, or it answers nonsense | 502 | the service or its account needs attention |
+# | provider refuses the request (bad key), quota used up, nonsense answered | 502 | the service or account needs care |
 # | the table's vectors come from another model than the configured one | 503 | re-embed, or configure the right model |
 # | database unreachable | 503 + `Retry-After` | transient; `/healthz` reports it |
 
 # %%
-for params, payload in [({"filter": "{oops"}, {"query": "vacuum"}), ({"top_k": 500}, {"query": "vacuum"}),
-                        ({}, {"query": "x" * 5000}), ({"filter": '{"topic": ["a"]}'}, {"query": "vacuum"})]:
+for params, payload in [
+    ({"filter": "{oops"}, {"query": "vacuum"}),
+    ({"top_k": 500}, {"query": "vacuum"}),
+    ({}, {"query": "x" * 5000}),
+    ({"filter": '{"topic": ["a"]}'}, {"query": "vacuum"}),
+]:
     r = await client.post("/search", params=params, json=payload)
     print(r.status_code, r.json()["detail"][:110])
 
@@ -175,25 +211,39 @@ from course.corpus import EMBEDDINGS_TABLE_DDL
 from course.embeddings import OpenAIEmbedder
 from course.fake_providers import FakeProviderServer
 from course.settings import Settings
+
 demo_url = database.scratch_database("objective6_outage", reset=True)
 demo = await database.connect(demo_url)
-await demo.execute("CREATE EXTENSION IF NOT EXISTS vector"); await demo.execute(EMBEDDINGS_TABLE_DDL); await demo.close()
+await demo.execute("CREATE EXTENSION IF NOT EXISTS vector")
+await demo.execute(EMBEDDINGS_TABLE_DDL)
+await demo.close()
 rows = []
 import logging
-logging.disable(logging.WARNING)   # the service logs every failure; the table below says it more briefly
+
+logging.disable(logging.WARNING)  # the service logs every failure; the table below says it more briefly
 with FakeProviderServer() as provider:
     provider.fail_always(503, retry_after="2")
     embedder = OpenAIEmbedder(base_url=provider.openai_base_url, model="text-embedding-ada-002", api_key="sk-demo")
-    down = obj.create_app(embedder=embedder, database_url=demo_url,
-                          settings=Settings(search_deadline=3, embedding_breaker_failures=3, embedding_breaker_reset=30))
+    down = obj.create_app(
+        embedder=embedder,
+        database_url=demo_url,
+        settings=Settings(search_deadline=3, embedding_breaker_failures=3, embedding_breaker_reset=30),
+    )
     async with down.router.lifespan_context(down):
         async with httpx.AsyncClient(transport=httpx.ASGITransport(app=down), base_url="http://down") as c:
             for attempt in range(1, 6):
                 started = time.perf_counter()
                 r = await c.post("/search", json={"query": f"question {attempt}"})
-                rows.append({"search": attempt, "status": r.status_code, "seconds": round(time.perf_counter() - started, 3),
-                             "Retry-After": r.headers.get("retry-after"), "provider calls so far": len(provider.requests),
-                             "detail": r.json()["detail"][:75]})
+                rows.append(
+                    {
+                        "search": attempt,
+                        "status": r.status_code,
+                        "seconds": round(time.perf_counter() - started, 3),
+                        "Retry-After": r.headers.get("retry-after"),
+                        "provider calls so far": len(provider.requests),
+                        "detail": r.json()["detail"][:75],
+                    }
+                )
             health = (await c.get("/healthz")).json()["embedder"]
     await embedder.aclose()
 logging.disable(logging.NOTSET)
@@ -245,8 +295,13 @@ fig, ax = plt.subplots(figsize=(6.5, 3))
 for cache, points in buckets.items():
     points = [(le, v) for le, v in points if le != float("inf")]
     ax.step([p[0] * 1000 for p in points], [p[1] for p in points], where="post", label=f"cache {cache}")
-ax.set_xscale("log"); ax.set_xlabel("latency ≤ (ms)"); ax.set_ylabel("requests (cumulative)")
-ax.set_title("search_request_seconds histogram"); ax.legend(); plt.tight_layout(); plt.show()
+ax.set_xscale("log")
+ax.set_xlabel("latency ≤ (ms)")
+ax.set_ylabel("requests (cumulative)")
+ax.set_title("search_request_seconds histogram")
+ax.legend()
+plt.tight_layout()
+plt.show()
 
 # %% [markdown]
 # ## 6. Run it for real
@@ -264,7 +319,7 @@ check(6)
 
 
 # %%
-async with app.state.service.pool.acquire() as conn:          # remove the demo document from the course data
+async with app.state.service.pool.acquire() as conn:  # remove the demo document from the course data
     await conn.execute("DELETE FROM embeddings WHERE metadata->>'source' = 'notebook-06'")
 await client.aclose()
 _ = await lifespan.__aexit__(None, None, None)

@@ -58,7 +58,10 @@ def main(argv: list[str] | None = None) -> int:
             target.write_text(text, encoding="utf-8")
             print(f"wrote {target}")
     if stale:
-        print(f"notebooks out of date with tools/notebooks/: {', '.join(stale)} (run python tools/notebooks/build.py)", file=sys.stderr)
+        print(
+            f"notebooks out of date with tools/notebooks/: {', '.join(stale)} (run python tools/notebooks/build.py)",
+            file=sys.stderr,
+        )
         return 1
     return 0
 
