@@ -6,7 +6,7 @@ import asyncio
 import importlib
 import sys
 
-BENCHMARKS = ["indexes", "orm", "service", "quality"]
+BENCHMARKS = ["indexes", "orm", "service", "quality", "scale"]
 
 
 def main(argv: list[str]) -> int:

@@ -22,6 +22,7 @@ import pandas as pd
 
 from bench.common import size
 from course.quality import load_judgments
+from course.scale import plan_of, timed_ids
 from solutions import objective2 as obj
 
 EF_SEARCH = (10, 20, 40, 60, 100, 200, 400, 800)
@@ -36,34 +37,6 @@ async def exact_answers(conn, queries, table: str = "embeddings") -> list[list]:
                 [r["id"] for r in await conn.fetch(f"SELECT id FROM {table} ORDER BY embedding <=> $1 LIMIT 10", q)]
             )
     return answers
-
-
-#: Every query planned for its own parameters, as EXPLAIN plans it: a prepared statement run more than five times may
-#: switch to a generic plan, which can differ from the plan EXPLAIN shows (and make "what served it" untrue).
-CUSTOM_PLANS = {"plan_cache_mode": "force_custom_plan"}
-
-
-async def timed_ids(conn, sql: str, queries, *, settings: dict[str, object]) -> tuple[list[list], float]:
-    """Ids per query and the p50 latency in ms, each query in its own transaction with SET LOCAL `settings`."""
-    found, times = [], []
-    for q in queries:
-        started = time.perf_counter()
-        async with conn.transaction():
-            for name, value in {**CUSTOM_PLANS, **settings}.items():
-                await conn.execute(f"SET LOCAL {name} = {value}")
-            found.append([r["id"] for r in await conn.fetch(sql, q)])
-        times.append((time.perf_counter() - started) * 1000)
-    return found, float(np.median(times))
-
-
-async def plan_of(conn, sql: str, query, settings: dict[str, object]) -> str:
-    """The scan node EXPLAIN chooses under `settings` (e.g. 'Index Scan using …' or 'Seq Scan')."""
-    async with conn.transaction():
-        for name, value in {**CUSTOM_PLANS, **settings}.items():
-            await conn.execute(f"SET LOCAL {name} = {value}")
-        lines = [r[0] for r in await conn.fetch("EXPLAIN " + sql, query)]
-    scan = next((line.strip().removeprefix("->").strip() for line in lines if "Scan" in line), lines[0])
-    return scan.split("  (")[0]
 
 
 def recall(found, truth) -> float:

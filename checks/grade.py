@@ -140,28 +140,9 @@ def grade_submission(
         score.error = str(exc)
         return score
     with tempfile.TemporaryDirectory(prefix="grade-") as tmp:
-        if isolated:
-            server_started = time.perf_counter()
-            with own_server() as (url, folder):
-                score.server_seconds, score.server_dir = time.perf_counter() - server_started, str(folder)
-                _grade(
-                    score,
-                    labs,
-                    Path(tmp) / "work",
-                    hidden,
-                    objectives,
-                    timeout,
-                    total_timeout,
-                    stop_at_first_failure,
-                    run_first,
-                    {"DATABASE_URL": url},
-                )
-                server_stopped = time.perf_counter()
-            score.server_seconds = round(score.server_seconds + time.perf_counter() - server_stopped, 2)
-        else:
-            from course import database
 
-            prefix = _db_prefix(path)
+        def grade_with(env: dict[str, str]) -> None:
+            """Run the checks with `env` naming the database: an isolated server's URL, or a name prefix."""
             _grade(
                 score,
                 labs,
@@ -172,8 +153,21 @@ def grade_submission(
                 total_timeout,
                 stop_at_first_failure,
                 run_first,
-                {"COURSE_TMP_PREFIX": prefix},
+                env,
             )
+
+        if isolated:
+            server_started = time.perf_counter()
+            with own_server() as (url, folder):
+                score.server_seconds, score.server_dir = time.perf_counter() - server_started, str(folder)
+                grade_with({"DATABASE_URL": url})
+                server_stopped = time.perf_counter()
+            score.server_seconds = round(score.server_seconds + time.perf_counter() - server_stopped, 2)
+        else:
+            from course import database
+
+            prefix = _db_prefix(path)
+            grade_with({"COURSE_TMP_PREFIX": prefix})
             try:
                 database.drop_databases_with_prefix(prefix)
             except Exception as exc:  # noqa: BLE001 — cleanup must not cost the learner points

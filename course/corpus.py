@@ -212,9 +212,8 @@ def chunks_from_manual_page(path: Path) -> list[Chunk]:
         for part, piece in enumerate(split_text(body)):
             metadata = {
                 "source": "postgres-docs",
-                "topic": path.stem.split("-")[
-                    0
-                ],  # sql, functions, plpgsql, monitoring, ...: filters of every selectivity
+                # sql, functions, plpgsql, monitoring, ...: filters of every selectivity
+                "topic": path.stem.split("-")[0],
                 "page": path.name,
                 "title": title,
                 "section": section or title,
@@ -476,9 +475,16 @@ def _sample(rows: list[dict], limit: int | None) -> list[dict]:
 
 
 async def load_corpus(
-    conn, embedder=None, *, name: str | None = None, limit: int | None = None, progress: bool = True
+    conn,
+    embedder=None,
+    *,
+    name: str | None = None,
+    limit: int | None = None,
+    progress: bool = True,
+    rows: list[dict] | None = None,
 ) -> int:
     """Embed the corpus into the `embeddings` table of `conn`'s database; returns the number of rows added.
+    `rows` ({id, content, metadata} dicts, e.g. `course.scale.rechunked(...)`) are loaded instead of the corpus.
 
     The runtime's own loader (it does not use any learner's or the reference's Objective 1 code): the extension and
     table from `EMBEDDINGS_TABLE_DDL`, vectors checked for length and finiteness, and binary COPY of each batch in its
@@ -490,19 +496,12 @@ async def load_corpus(
     from course.embeddings import get_embedder
 
     embedder = embedder or get_embedder()
-    all_rows = _read_all(name)
+    all_rows = _read_all(name) if rows is None else rows
     rows = _sample(all_rows, limit if limit is not None else get_settings().course_corpus_limit)
     await conn.execute("CREATE EXTENSION IF NOT EXISTS vector")
     await conn.execute(EMBEDDINGS_TABLE_DDL)
     await register_vector(conn)
-    # COPY's binary format needs a binary jsonb codec: a version byte (1) and the JSON text. Still dicts both ways.
-    await conn.set_type_codec(
-        "jsonb",
-        schema="pg_catalog",
-        format="binary",
-        encoder=lambda value: b"\x01" + json.dumps(value).encode(),
-        decoder=lambda data: json.loads(data[1:]),
-    )
+    await binary_jsonb(conn)
     # Rows from another model are not comparable; rows whose chunk left the corpus (a rebuilt corpus) are stale.
     stale = await conn.execute(
         "DELETE FROM embeddings WHERE metadata ? 'corpus_id' "
@@ -550,6 +549,17 @@ async def load_corpus(
     if rebuild_index:
         await ensure_search_index(conn)
     return added
+
+
+async def binary_jsonb(conn) -> None:
+    """COPY's binary format needs a binary jsonb codec: a version byte (1) and the JSON text. Still dicts both ways."""
+    await conn.set_type_codec(
+        "jsonb",
+        schema="pg_catalog",
+        format="binary",
+        encoder=lambda value: b"\x01" + json.dumps(value).encode(),
+        decoder=lambda data: json.loads(data[1:]),
+    )
 
 
 def _checked_vectors(vectors, count: int):
