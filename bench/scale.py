@@ -1,6 +1,6 @@
 """At scale, bounded: what changes when the table grows (course/scale.py explains each part).
 
-    python -m bench scale        # ~6 minutes on 2 cores; BENCH_SMOKE=1 runs it on a few hundred rows
+    python -m bench scale        # ~8 minutes on 2 cores; BENCH_SMOKE=1 runs it on a few hundred rows
 
 Three tables in scratch databases: the corpus as the course loads it, the manual re-chunked at ~300 characters
 (about 3x the rows, embedded now), and the corpus grown to 100K rows with perturbed copies. For each: the HNSW build

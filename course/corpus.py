@@ -584,13 +584,22 @@ SEARCH_INDEX = "embeddings_embedding_hnsw_cosine_idx"
 
 
 async def ensure_search_index(conn) -> bool:
-    """Create the HNSW cosine index on `embeddings` if missing (about 10 s for the corpus). True if it was built."""
+    """Create the HNSW cosine index on `embeddings` if missing (about 10 s for the corpus). True if it was built.
+
+    The build's maintenance_work_mem is sized from the table (`course.scale.build_memory`): the session's setting,
+    raised when the graph would not fit in it, so a bigger table does not silently build on disk."""
+    from course.scale import build_memory
+
     exists = await conn.fetchval("SELECT to_regclass($1) IS NOT NULL", SEARCH_INDEX)
     if not exists:
-        await conn.execute(
-            f"CREATE INDEX IF NOT EXISTS {SEARCH_INDEX} ON embeddings USING hnsw (embedding vector_cosine_ops) "
-            "WITH (m = 16, ef_construction = 64)"
-        )
+        rows = await conn.fetchval("SELECT count(*) FROM embeddings")
+        memory = build_memory(rows, await conn.fetchval("SHOW maintenance_work_mem"))
+        async with conn.transaction():
+            await conn.execute(f"SET LOCAL maintenance_work_mem = '{memory}'")
+            await conn.execute(
+                f"CREATE INDEX IF NOT EXISTS {SEARCH_INDEX} ON embeddings USING hnsw (embedding vector_cosine_ops) "
+                "WITH (m = 16, ef_construction = 64)"
+            )
     return not exists
 
 
