@@ -222,11 +222,11 @@ async def filtered_search(conn, queries, topics: Sequence[str], *, target: str =
     parted = one.replace("FROM embeddings", f"FROM {target}")
     forced = {"hnsw.ef_search": 40, "enable_seqscan": "off"}  # the index, even where the planner would scan
     variants: list[tuple[str, str, dict[str, object]]] = [
-        ("one table, planner's choice", one, {"hnsw.ef_search": 40}),
-        ("one index + filter", one, forced),
-        ("one index + filter, iterative scan", one, {**forced, "hnsw.iterative_scan": "relaxed_order"}),
-        ("partitioned, planner's choice", parted, {"hnsw.ef_search": 40}),
-        ("the partition's own index", parted, forced),
+        ("one table: planner's choice", one, {"hnsw.ef_search": 40}),
+        ("one table: its index + filter", one, forced),
+        ("one table: index + filter + iterative scan", one, {**forced, "hnsw.iterative_scan": "relaxed_order"}),
+        ("partitioned: planner's choice", parted, {"hnsw.ef_search": 40}),
+        ("partitioned: the topic's own index", parted, forced),
     ]
     rows = []
     for topic in topics:
