@@ -6,8 +6,10 @@
 
 Each mutant (tests/mutants/objectiveN.toml) is one textual change of solutions/, with a reason. It is applied to a
 scratch copy of solutions/ laid out as a learner's labs/ folder, and graded with the course's own grader
-(`checks.grade.grade_submission`, that objective's checks only, stopping at the first failure). A mutant is
-killed when it scores less than full marks; a survivor means the checks cannot tell that mistake from the lesson.
+(`checks.grade.grade_submission`, that objective's checks only, stopping at the first failure, in a process forked
+from a server that has the dependencies imported). A grading that runs no check at all is *broken*, not a kill: the
+suite fails on it. A mutant is killed when it scores less than full marks; a survivor means the checks cannot tell
+that mistake from the lesson.
 A mutant's `expect` names the check meant to kill it: that check runs first, so a killed mutant usually costs one
 check (the others still run if it passes, and any failure kills).
 """
@@ -81,8 +83,9 @@ def apply(mutant: Mutant, workdir: Path) -> Path:
     return labs.parent
 
 
-def grade(mutant: Mutant, workdir: Path) -> tuple[bool, str, float]:
-    """(killed, what killed it, seconds)."""
+def grade(mutant: Mutant, workdir: Path) -> tuple[str, str, float]:
+    """(killed | survived | broken, what killed or broke it, seconds). Broken: no check ran at all (the grading
+    itself failed), which says nothing about the checks — never counted as a kill."""
     from checks.grade import grade_submission
 
     started = time.perf_counter()
@@ -92,15 +95,18 @@ def grade(mutant: Mutant, workdir: Path) -> tuple[bool, str, float]:
         timeout=120,
         total_timeout=600,
         stop_at_first_failure=True,
+        forked=True,
         run_first=(mutant.expect,) if mutant.expect else (),
     )
     seconds = time.perf_counter() - started
     if score.error and not score.checks:
-        return True, f"error: {score.error[:120]}", seconds
+        return "broken", score.error[:300], seconds
     failed = [c for c in score.checks if c.outcome in ("failed", "error")]
     if failed:
-        return True, failed[0].title[:100], seconds
-    return score.total < score.max_points, "(unrun checks)" if score.total < score.max_points else "", seconds
+        return "killed", failed[0].title[:100], seconds
+    if score.total < score.max_points:
+        return "killed", "(unrun checks)", seconds
+    return "survived", "", seconds
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -129,6 +135,7 @@ def main(argv: list[str] | None = None) -> int:
     database.start()
     started = time.perf_counter()
     survivors: list[Mutant] = []
+    broken: list[tuple[Mutant, str]] = []
     with (
         tempfile.TemporaryDirectory(prefix="mutants-") as tmp,
         ThreadPoolExecutor(max_workers=max(1, args.jobs)) as pool,
@@ -136,19 +143,24 @@ def main(argv: list[str] | None = None) -> int:
         futures = {pool.submit(grade, m, Path(tmp)): m for m in mutants}
         for done, future in enumerate(as_completed(futures), start=1):
             mutant = futures[future]
-            killed, by, seconds = future.result()
-            if not killed:
+            outcome, by, seconds = future.result()
+            if outcome == "survived":
                 survivors.append(mutant)
-            status = "killed  " if killed else "SURVIVED"
+            elif outcome == "broken":
+                broken.append((mutant, by))
+            detail = {"killed": f"by: {by}", "survived": mutant.reason, "broken": f"no check ran: {by[:100]}"}
             print(
-                f"[{done:>3}/{len(mutants)}] {status} {mutant.id:<38} {seconds:5.1f} s  "
-                f"{('by: ' + by) if killed else mutant.reason}",
+                f"[{done:>3}/{len(mutants)}] {outcome.upper() if outcome != 'killed' else 'killed  '} "
+                f"{mutant.id:<38} {seconds:5.1f} s  {detail[outcome]}",
                 flush=True,
             )
-    print(f"\nmutants killed: {len(mutants) - len(survivors)}/{len(mutants)} in {time.perf_counter() - started:.0f} s")
+    killed = len(mutants) - len(survivors) - len(broken)
+    print(f"\nmutants killed: {killed}/{len(mutants)} in {time.perf_counter() - started:.0f} s")
     for mutant in survivors:
         print(f"  survived: {mutant.id} (objective {mutant.objective}): {mutant.reason}")
-    return 1 if survivors else 0
+    for mutant, error in broken:
+        print(f"  broken: {mutant.id}: the grading itself failed, so it proves nothing: {error}")
+    return 1 if survivors or broken else 0
 
 
 if __name__ == "__main__":
