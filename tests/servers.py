@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import contextlib
+import shutil
 import socket
 import threading
 import time
 from collections.abc import Iterator
+from pathlib import Path
 
 import uvicorn
 
@@ -33,3 +35,20 @@ def uvicorn_in_thread(app, log_level: str = "warning") -> Iterator[int]:
     finally:
         server.should_exit = True
         thread.join(timeout=30)
+
+
+def headless_chromium(profile: Path, *flags: str) -> list[str]:
+    """The command line of Debian's Chromium, headless and quiet, with a profile of its own, then `flags`."""
+    chromium = shutil.which("chromium") or shutil.which("chromium-browser")
+    assert chromium, "Debian's chromium is needed for this test (make test installs it: apt-get install chromium)"
+    quiet = ["--disable-quic", "--no-first-run", "--disable-background-networking", "--disable-component-update"]
+    return [
+        chromium,
+        "--headless",
+        "--no-sandbox",
+        "--disable-gpu",
+        *quiet,
+        "--disable-sync",
+        f"--user-data-dir={profile}",
+        *flags,
+    ]

@@ -18,7 +18,7 @@ import pytest
 from jupyter_client.manager import start_new_kernel
 
 from course import lab
-from tests.servers import free_port
+from tests.servers import free_port, headless_chromium
 from checks.__main__ import available
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -172,22 +172,7 @@ def test_saved_lab_code_is_picked_up_by_a_rerun_cell(server, workspace_root):
 
 
 def test_chromium_shows_the_notebook_beside_the_lab_file(server, tmp_path):
-    chromium = shutil.which("chromium") or shutil.which("chromium-browser")
-    assert chromium, "Debian's chromium is needed for this test (make test installs it: apt-get install chromium)"
-    flags = [
-        chromium,
-        "--headless",
-        "--no-sandbox",
-        "--disable-gpu",
-        "--disable-quic",
-        "--no-first-run",
-        "--disable-background-networking",
-        "--disable-component-update",
-        "--disable-sync",
-        f"--user-data-dir={tmp_path / 'profile'}",
-        "--window-size=1400,850",
-        "--virtual-time-budget=30000",
-    ]
+    flags = headless_chromium(tmp_path / "profile", "--window-size=1400,850", "--virtual-time-budget=30000")
     url = f"{server}/lab/workspaces/objective1?token={TOKEN}"
     dom = subprocess.run([*flags, "--dump-dom", url], capture_output=True, text=True, timeout=180).stdout
     tabs = [part.split("<", 1)[0] for part in dom.split('lm-TabBar-tabLabel">')[1:]]

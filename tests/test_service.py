@@ -3,14 +3,13 @@ and the search page in headless Chromium."""
 
 from __future__ import annotations
 
-import shutil
 import subprocess
 
 import httpx
 import pytest
 
 from solutions.objective6 import create_app, default_min_score
-from tests.servers import uvicorn_in_thread
+from tests.servers import headless_chromium, uvicorn_in_thread
 
 ON_TOPIC = [
     "How do I make a backup of my database?",
@@ -64,24 +63,10 @@ def test_filter_and_cache_over_http(server):
 
 
 def test_search_page_in_headless_chromium(server, tmp_path):
-    chromium = shutil.which("chromium") or shutil.which("chromium-browser")
-    assert chromium, "Debian's chromium is needed for this test (make test installs it: apt-get install chromium)"
     result = subprocess.run(
-        [
-            chromium,
-            "--headless",
-            "--no-sandbox",
-            "--disable-gpu",
-            "--disable-quic",
-            "--no-first-run",
-            "--disable-background-networking",
-            "--disable-component-update",
-            "--disable-sync",
-            f"--user-data-dir={tmp_path}",
-            "--virtual-time-budget=15000",
-            "--dump-dom",
-            f"{server}/?q=How+do+I+create+an+index%3F&top_k=3",
-        ],
+        headless_chromium(
+            tmp_path, "--virtual-time-budget=15000", "--dump-dom", f"{server}/?q=How+do+I+create+an+index%3F&top_k=3"
+        ),
         capture_output=True,
         text=True,
         timeout=120,
@@ -91,19 +76,9 @@ def test_search_page_in_headless_chromium(server, tmp_path):
     assert dom.count('class="hit"') == 3, "the page should render the 3 results the API returned"
     assert "3 result(s), model wordllama/l2_supercat_256" in dom
     bad = subprocess.run(
-        [
-            chromium,
-            "--headless",
-            "--no-sandbox",
-            "--disable-gpu",
-            "--disable-background-networking",
-            "--disable-component-update",
-            "--no-first-run",
-            f"--user-data-dir={tmp_path / 'b'}",
-            "--virtual-time-budget=15000",
-            "--dump-dom",
-            f"{server}/?q=vacuum&filter=%7Bbroken",
-        ],
+        headless_chromium(
+            tmp_path / "b", "--virtual-time-budget=15000", "--dump-dom", f"{server}/?q=vacuum&filter=%7Bbroken"
+        ),
         capture_output=True,
         text=True,
         timeout=120,
