@@ -210,34 +210,11 @@ def _grade(
     }
     # the submission's rootdir has no pyproject.toml, so its addopts do not apply: the same plugins are turned off
     # here (schemathesis' and hypothesis' pytest plugins alone cost ~2 s per process, i.e. per graded submission)
-    command = [
-        sys.executable,
-        "-m",
-        "pytest",
-        *map(str, files),
-        "-p",
-        "checks.reporting",
-        "-p",
-        "checks.ordering",
-        "-p",
-        "no:cacheprovider",
-        "-p",
-        "no:schemathesis",
-        "-p",
-        "no:hypothesispytest",
-        "-p",
-        "no:xdist",
-        "-p",
-        "no:nbval",
-        "-q",
-        "--tb=no",
-        "--target",
-        "labs",
-        "-o",
-        f"timeout={timeout}",
-        "--rootdir",
-        str(workdir),
-    ] + (["-x"] if stop_at_first_failure else [])
+    plugins = ["checks.reporting", "checks.ordering", "no:cacheprovider", "no:schemathesis", "no:hypothesispytest"]
+    plugins += ["no:xdist", "no:nbval"]
+    command = [sys.executable, "-m", "pytest", *map(str, files), *(arg for p in plugins for arg in ("-p", p))]
+    command += ["-q", "--tb=no", "--target", "labs", "-o", f"timeout={timeout}", "--rootdir", str(workdir)]
+    command += ["-x"] if stop_at_first_failure else []
     run = _run_forked if forked else _run_process
     returncode, output, finished = run(command, workdir, env, total_timeout)
     if not finished:

@@ -89,19 +89,24 @@ def test_an_objective_is_added_by_creating_files_only(tmp_path):
     def run(*args: str) -> subprocess.CompletedProcess:
         return subprocess.run([sys.executable, *args], cwd=repo, env=env, capture_output=True, text=True, timeout=600)
 
-    assert run("tools/make_labs.py").returncode == 0
-    lab = (repo / "labs/objective7.py").read_text(encoding="utf-8")
-    assert "NotImplementedError" in lab and "text.split()" not in lab, "the lab is the reference with its region cut"
-    assert run("tools/notebooks/build.py").returncode == 0 and (repo / "notebooks/07_words.ipynb").exists()
+    try:
+        assert run("tools/make_labs.py").returncode == 0
+        lab = (repo / "labs/objective7.py").read_text(encoding="utf-8")
+        assert "NotImplementedError" in lab and "text.split()" not in lab, (
+            "the lab is the reference with its region cut"
+        )
+        assert run("tools/notebooks/build.py").returncode == 0 and (repo / "notebooks/07_words.ipynb").exists()
 
-    reference = run("-m", "checks", "7", "--target", "solutions")
-    assert reference.returncode == 0, reference.stdout + reference.stderr
-    assert "Objective 7 — word statistics" in reference.stdout, "the title comes from the checks' TITLE line"
-    starter = run("-m", "checks", "7")
-    assert starter.returncode == 1 and "Tabs, newlines and runs of spaces" in starter.stdout, starter.stdout
+        reference = run("-m", "checks", "7", "--target", "solutions")
+        assert reference.returncode == 0, reference.stdout + reference.stderr
+        assert "Objective 7 — word statistics" in reference.stdout, "the title comes from the checks' TITLE line"
+        starter = run("-m", "checks", "7")
+        assert starter.returncode == 1 and "Tabs, newlines and runs of spaces" in starter.stdout, starter.stdout
 
-    mutants = run("-m", "tests.mutants", "--objective", "7", "-j", "1")
-    assert mutants.returncode == 0 and "mutants killed: 1/1" in mutants.stdout, mutants.stdout + mutants.stderr
+        mutants = run("-m", "tests.mutants", "--objective", "7", "-j", "1")
+        assert mutants.returncode == 0 and "mutants killed: 1/1" in mutants.stdout, mutants.stdout + mutants.stderr
+    finally:
+        run("-m", "course", "db", "stop")  # the copy started a server of its own (its .pgdata): leave none behind
 
     generated = {Path("labs/objective7.py"), Path("notebooks/07_words.ipynb")}
     changed = [p for p, data in before.items() if (repo / p).read_bytes() != data]
