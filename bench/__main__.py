@@ -6,7 +6,7 @@ import asyncio
 import importlib
 import sys
 
-BENCHMARKS = ["indexes", "orm", "service", "quality", "scale"]
+BENCHMARKS = ["indexes", "orm", "service", "quality", "scale", "coldstart"]
 
 
 def main(argv: list[str]) -> int:

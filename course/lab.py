@@ -92,7 +92,9 @@ def lab_command(objective: int, root: Path = ROOT, extra: list[str] | None = Non
         "jupyter",
         "lab",
         f"--ServerApp.root_dir={root}",
-        f"--ServerApp.default_url=/lab/workspaces/objective{objective}",
+        # LabApp's own default_url (/lab) overrides ServerApp's under `jupyter lab`: this one decides what `/`, the
+        # URL the server prints and the browser-open file land on
+        f"--LabApp.default_url=/lab/workspaces/objective{objective}",
     ]
     if hasattr(os, "getuid") and os.getuid() == 0:
         args.append("--allow-root")  # containers and Codespaces run as root

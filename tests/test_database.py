@@ -87,3 +87,33 @@ def test_database_urls_have_one_form_and_a_name():
         configured("mysql://u@h/app")
     assert database.database_name("postgresql://u@h:5432/app?sslmode=require") == "app"
     assert database.database_name("postgresql://u@h") == "postgres"
+
+
+def test_psql_in_a_fresh_shell_sees_the_index_plan_the_notebooks_teach():
+    """A learner who types a query into `python -m course db psql` (no course session settings, a fresh shell with
+    only the venv on PATH) gets the HNSW index, because the server's own configuration says so; `db status` reports
+    that configuration."""
+    import json
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    from course.corpus import SEARCH_INDEX
+
+    root = Path(__file__).resolve().parent.parent
+    env = {"PATH": f"{Path(sys.executable).parent}:/usr/bin:/bin", "HOME": os.environ.get("HOME", "/root")}
+    env.update({k: v for k, v in os.environ.items() if k.startswith("COURSE_") or k == "DATABASE_URL"})
+    query = (
+        "EXPLAIN SELECT id FROM embeddings ORDER BY embedding <=> (SELECT embedding FROM embeddings LIMIT 1) LIMIT 10"
+    )
+    shell = f"python -m course db psql -X -c {query!r}"
+    result = subprocess.run(["bash", "-c", shell], cwd=root, env=env, capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0, result.stderr
+    assert f"Index Scan using {SEARCH_INDEX}" in result.stdout, result.stdout
+    if database.is_embedded():
+        status = subprocess.run(
+            ["bash", "-c", "python -m course db status"], cwd=root, env=env, capture_output=True, text=True, timeout=60
+        )
+        configuration = json.loads(status.stdout)["configuration"]
+        assert configuration == database.server_configuration(), configuration

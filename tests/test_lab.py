@@ -8,8 +8,10 @@ from __future__ import annotations
 
 import os
 import shutil
+import re
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -22,7 +24,6 @@ from tests.servers import free_port, headless_chromium
 from checks.__main__ import available
 
 ROOT = Path(__file__).resolve().parent.parent
-TOKEN = "course-test-token"
 
 
 @pytest.fixture(scope="module")
@@ -36,11 +37,28 @@ def workspace_root(tmp_path_factory) -> Path:
     return root
 
 
+class Lab:
+    """The running `make lab` server: its base URL, what it printed, and its runtime folder."""
+
+    def __init__(self, base: str, output: list[str], runtime_dir: Path) -> None:
+        self.base, self.output, self.runtime_dir = base, output, runtime_dir
+
+    def printed_url(self) -> str:
+        """The URL the server tells the learner to open (the last `http://127.0.0.1…?token=…` line it printed)."""
+        urls = [m.group(0) for line in self.output for m in re.finditer(r"http://127\.0\.0\.1:\d+/\S*token=\S+", line)]
+        assert urls, "the server printed no URL to open:\n" + "".join(self.output)[-3000:]
+        return urls[-1]
+
+    def token(self) -> str:
+        return self.printed_url().rsplit("token=", 1)[1]
+
+
 @pytest.fixture(scope="module")
 def server(workspace_root, tmp_path_factory):
-    """`python -m course lab --objective 1` on its own port and token; stopped (with its kernels) afterwards."""
+    """`python -m course lab --objective 1` on its own port, with the token it makes itself (as `make lab`); stopped (with its kernels) afterwards."""
     port = free_port()
-    env = {**os.environ, "PYTHONPATH": str(workspace_root), "JUPYTER_RUNTIME_DIR": str(tmp_path_factory.mktemp("rt"))}
+    runtime_dir = tmp_path_factory.mktemp("rt")
+    env = {**os.environ, "PYTHONPATH": str(workspace_root), "JUPYTER_RUNTIME_DIR": str(runtime_dir)}
     process = subprocess.Popen(
         [
             sys.executable,
@@ -56,7 +74,6 @@ def server(workspace_root, tmp_path_factory):
             "--no-browser",
             f"--port={port}",
             "--ServerApp.ip=127.0.0.1",
-            f"--IdentityProvider.token={TOKEN}",
         ],
         cwd=ROOT,
         env=env,
@@ -65,18 +82,24 @@ def server(workspace_root, tmp_path_factory):
         text=True,
         start_new_session=True,
     )
+    output: list[str] = []  # drained by a thread, so the server never blocks on a full pipe
+    threading.Thread(target=lambda: output.extend(iter(process.stdout.readline, "")), daemon=True).start()
     base = f"http://127.0.0.1:{port}"
     deadline = time.monotonic() + 90
+    lab = Lab(base, output, runtime_dir)
+    while not any(f"{base}/" in line and "token=" in line for line in output):  # its own token, as make lab prints
+        assert process.poll() is None, "JupyterLab exited: " + "".join(output)[-3000:]
+        assert time.monotonic() < deadline, "JupyterLab did not print its URL in 90 s"
+        time.sleep(0.2)
     while True:
-        assert process.poll() is None, f"JupyterLab exited: {process.stdout.read()[-3000:]}"
         try:
-            if httpx.get(f"{base}/api/status", params={"token": TOKEN}, timeout=2).status_code == 200:
+            if httpx.get(f"{base}/api/status", params={"token": lab.token()}, timeout=2).status_code == 200:
                 break
         except httpx.HTTPError:
             pass
-        assert time.monotonic() < deadline, "JupyterLab did not start in 90 s"
+        assert time.monotonic() < deadline, "JupyterLab did not answer in 90 s"
         time.sleep(0.3)
-    yield base
+    yield lab
     os.killpg(process.pid, 15)
     try:
         process.wait(timeout=20)
@@ -84,8 +107,8 @@ def server(workspace_root, tmp_path_factory):
         os.killpg(process.pid, 9)
 
 
-def api(base: str) -> httpx.Client:
-    return httpx.Client(base_url=base, headers={"Authorization": f"token {TOKEN}"}, timeout=30)
+def api(server: Lab) -> httpx.Client:
+    return httpx.Client(base_url=server.base, headers={"Authorization": f"token {server.token()}"}, timeout=30)
 
 
 def test_workspace_layout_for_every_objective():
@@ -171,12 +194,24 @@ def test_saved_lab_code_is_picked_up_by_a_rerun_cell(server, workspace_root):
         manager.shutdown_kernel(now=True)
 
 
+def test_every_door_lands_on_the_objectives_workspace(server):
+    """What a learner's browser opens: the URL the server prints, the browser-open file it writes (what `make lab`
+    hands the browser), and `/` all land on objective 1's workspace, not an empty Launcher."""
+    printed = server.printed_url()
+    assert "/lab/workspaces/objective1?" in printed, f"the server tells the learner to open {printed}"
+    (open_file,) = server.runtime_dir.glob("jpserver-*-open.html")
+    assert "/lab/workspaces/objective1?token=" in open_file.read_text(), open_file.read_text()
+    root = httpx.get(f"{server.base}/", params={"token": server.token()}, follow_redirects=False, timeout=10)
+    assert root.status_code in (301, 302) and "/lab/workspaces/objective1" in root.headers["location"], root.headers
+
+
 def test_chromium_shows_the_notebook_beside_the_lab_file(server, tmp_path):
+    """Headless Chromium opens exactly the URL the server printed, as the learner would."""
     flags = headless_chromium(tmp_path / "profile", "--window-size=1400,850", "--virtual-time-budget=30000")
-    url = f"{server}/lab/workspaces/objective1?token={TOKEN}"
+    url = server.printed_url()
     dom = subprocess.run([*flags, "--dump-dom", url], capture_output=True, text=True, timeout=180).stdout
     tabs = [part.split("<", 1)[0] for part in dom.split('lm-TabBar-tabLabel">')[1:]]
-    assert "01_setup.ipynb" in tabs and "objective1.py" in tabs, f"open tabs: {tabs}"
+    assert "01_setup.ipynb" in tabs and "objective1.py" in tabs, f"open tabs at {url}: {tabs}"
     assert "Objective 1 — pgvector setup" in dom, "the notebook's content is rendered"
     assert "enable_extension" in dom and "lab-fingerprint" in dom, "the lab file's content is rendered in the editor"
     assert "official Jupyter news" not in dom
