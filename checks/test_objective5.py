@@ -8,6 +8,7 @@ import uuid
 import httpx
 import numpy as np
 import pytest
+import sqlalchemy
 from sqlalchemy import event
 
 from checks.support import RecordingEmbedder, objective, random_vectors, seed
@@ -115,6 +116,46 @@ async def test_search_order_similarity_and_filters(lab, engine, session, conn):
     assert [h.similarity for h in hits] == pytest.approx([sims[i] for i in np.argsort(-sims)[:7]], abs=1e-5)
     only_b = await lab.EmbeddingRepository(session).search(query, top_k=50, filters={"source": "b"})
     assert len(only_b) == 40 and all(h.embedding.metadata_["source"] == "b" for h in only_b)
+
+
+@pytest.mark.hint(
+    "Objective 4's trap, now in the ORM: an HNSW scan filters the ef_search candidates it collected, so a selective "
+    "filter returns fewer than top_k rows. Turn on hnsw.iterative_scan for this query only, then re-sort.",
+    more="previous = current_setting('hnsw.iterative_scan'); select(func.set_config('hnsw.iterative_scan', "
+    "'relaxed_order', True)); run the query; set it back the same way; sort the rows by distance.",
+)
+@pytest.mark.points(3)
+async def test_search_with_a_selective_filter_on_an_hnsw_plan(lab, engine, session, conn):
+    """search() with a 1% filter returns min(top_k, matching rows), nearest first, when HNSW serves it, and leaves
+    hnsw.iterative_scan as it found it"""
+    require_model(lab)
+    vectors = random_vectors(1500, seed=53, normalised=True)
+    rare = set(range(0, 1500, 100))  # 15 rows, 1%
+    ids = await seed(conn, vectors, metadata=[{"source": "rare" if i in rare else "common"} for i in range(1500)])
+    await conn.execute("ANALYZE embeddings")
+    # a large table's plan: the planner must take the model's HNSW index (no sequential or bitmap scans)
+    await session.execute(sqlalchemy.text("SET LOCAL enable_seqscan = off"))
+    await session.execute(sqlalchemy.text("SET LOCAL enable_bitmapscan = off"))
+    query = random_vectors(1, seed=54, normalised=True)[0]
+    exact = sorted(rare, key=lambda i: -float(vectors[i] @ query))
+    for top_k in (10, 20):
+        hits = await lab.EmbeddingRepository(session).search(query, top_k=top_k, filters={"source": "rare"})
+        expected = min(top_k, len(rare))
+        assert len(hits) == expected, (
+            f"top_k={top_k} with a filter 15 of 1,500 rows match: {len(hits)} rows, expected {expected} — the HNSW "
+            "scan stopped at its ef_search candidates before enough rows matched"
+        )
+        got = [h.embedding.id for h in hits]
+        assert set(got) == {ids[i] for i in exact[:expected]}, "not the nearest matching rows"
+        assert got == [ids[i] for i in exact[:expected]], "the rows are right but not best first (re-sort them)"
+    leftover = (await session.execute(sqlalchemy.text("SHOW hnsw.iterative_scan"))).scalar()
+    assert leftover == "off", (
+        f"hnsw.iterative_scan is {leftover!r} after search(): the setting leaked into the rest of the session's "
+        "transaction; set it for the query only and restore it"
+    )
+    await session.rollback()
+    leftover = (await session.execute(sqlalchemy.text("SHOW hnsw.iterative_scan"))).scalar()
+    assert leftover == "off", f"hnsw.iterative_scan is {leftover!r} after the transaction: use a local setting"
 
 
 @pytest.mark.hint(

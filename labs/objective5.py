@@ -1,4 +1,4 @@
-# lab-fingerprint: 91b62eee375ffa86
+# lab-fingerprint: 530fe7a23caf41c2
 # Starter code generated from solutions/objective5.py by tools/make_labs.py. This file is yours: fill in every TODO.
 # `python -m checks N` (or check(N) in the notebook) grades it and gives hints.
 """Objective 5 — an async SQLAlchemy 2 ORM layer for pgvector, and FastAPI dependency injection.
@@ -26,7 +26,7 @@ import numpy as np
 from fastapi import APIRouter, Depends, FastAPI, HTTPException, Request, status
 from pgvector.sqlalchemy.vector import VECTOR
 from pydantic import BaseModel, Field
-from sqlalchemy import Index, Text, Uuid, delete, event, insert, select, text
+from sqlalchemy import Index, Text, Uuid, delete, event, func, insert, select, text
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker, create_async_engine
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
@@ -164,11 +164,12 @@ class EmbeddingRepository:
         self, query_vector: Sequence[float], top_k: int = 10, filters: Mapping[str, Any] | None = None
     ) -> list[ScoredEmbedding]:
         """The top_k rows nearest to `query_vector` by cosine distance, among rows whose metadata contains `filters`,
-        best first, each with its cosine similarity."""
+        best first, each with its cosine similarity: min(top_k, matching rows) of them, even when an HNSW scan
+        serves the query (Objective 4's trap: the scan filters the ef_search candidates it collected)."""
         if isinstance(top_k, bool) or not isinstance(top_k, int) or not 1 <= top_k <= 1000:
             raise ValueError("top_k must be an integer from 1 to 1000.")
         raise NotImplementedError(
-            "TODO: pgvector's SQLAlchemy comparators (cosine_distance) for the ORDER BY, JSONB containment for the filters; similarity = 1 - distance"
+            "TODO: pgvector's SQLAlchemy comparators (cosine_distance) for the ORDER BY, JSONB containment for the filters; similarity = 1 - distance. With filters, Objective 4's iterative scan for this query only (set_config(..., true), restored afterwards), and its relaxed order re-sorted"
         )
 
     async def delete_by_source(self, source: str) -> int:

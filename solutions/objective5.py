@@ -23,7 +23,7 @@ import numpy as np
 from fastapi import APIRouter, Depends, FastAPI, HTTPException, Request, status
 from pgvector.sqlalchemy.vector import VECTOR
 from pydantic import BaseModel, Field
-from sqlalchemy import Index, Text, Uuid, delete, event, insert, select, text
+from sqlalchemy import Index, Text, Uuid, delete, event, func, insert, select, text
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker, create_async_engine
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
@@ -207,18 +207,29 @@ class EmbeddingRepository:
         self, query_vector: Sequence[float], top_k: int = 10, filters: Mapping[str, Any] | None = None
     ) -> list[ScoredEmbedding]:
         """The top_k rows nearest to `query_vector` by cosine distance, among rows whose metadata contains `filters`,
-        best first, each with its cosine similarity."""
+        best first, each with its cosine similarity: min(top_k, matching rows) of them, even when an HNSW scan
+        serves the query (Objective 4's trap: the scan filters the ef_search candidates it collected)."""
         if isinstance(top_k, bool) or not isinstance(top_k, int) or not 1 <= top_k <= 1000:
             raise ValueError("top_k must be an integer from 1 to 1000.")
         # BEGIN SOLUTION hint: pgvector's SQLAlchemy comparators (cosine_distance) for the ORDER BY, JSONB containment
-        #   for the filters; similarity = 1 - distance
+        #   for the filters; similarity = 1 - distance. With filters, Objective 4's iterative scan for this query
+        #   only (set_config(..., true), restored afterwards), and its relaxed order re-sorted
         _, values, filters = check_row("query", query_vector, filters)
         distance = Embedding.embedding.cosine_distance(values)
         stmt = select(Embedding, distance.label("distance")).order_by(distance).limit(top_k)
-        if filters:
+        if not filters:
+            rows = (await self.session.execute(stmt)).all()
+        else:
             stmt = stmt.where(Embedding.metadata_.contains(filters))
-        result = await self.session.execute(stmt)
-        return [ScoredEmbedding(row, 1.0 - float(d)) for row, d in result.all()]
+            setting = "hnsw.iterative_scan"
+            previous = await self.session.scalar(select(func.current_setting(setting)))
+            await self.session.execute(select(func.set_config(setting, "relaxed_order", True)))
+            try:
+                rows = (await self.session.execute(stmt)).all()
+            finally:
+                await self.session.execute(select(func.set_config(setting, previous, True)))
+            rows = sorted(rows, key=lambda r: r[1])  # relaxed order: nearly, not exactly, by distance
+        return [ScoredEmbedding(row, 1.0 - float(d)) for row, d in rows]
         # END SOLUTION
 
     async def delete_by_source(self, source: str) -> int:

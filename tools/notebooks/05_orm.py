@@ -33,7 +33,7 @@ import time
 import numpy as np
 import pandas as pd
 import httpx
-from sqlalchemy import delete, event
+from sqlalchemy import delete, event, func, select
 from course import database
 from course.embeddings import get_embedder
 from course.measure import compare
@@ -177,6 +177,13 @@ async with Session() as session:
     [q] = await embedder.embed([question], kind="query")
     hits = await repo.search(q, top_k=5)
     filtered = await repo.search(q, top_k=5, filters={"topic": topic})
+    matching = await session.scalar(
+        select(func.count()).select_from(obj.Embedding).where(obj.Embedding.metadata_.contains({"topic": topic}))
+    )
+print(
+    f"topic = {topic}: {len(filtered)} rows of the 5 asked for ({matching} rows match). search() turns on the "
+    "iterative scan for a filtered query, so an HNSW plan cannot stop short (Objective 4's trap)"
+)
 pd.concat(
     {
         "all": pd.DataFrame(
