@@ -13,7 +13,7 @@ import argparse
 import re
 import sys
 
-from checks.results import CheckResult, totals
+from checks.results import CheckResult, shown_message, totals
 from checks.runner import CHECKS_DIR, run_checks
 
 
@@ -72,11 +72,11 @@ def print_objective(
             names = [r.title.split(" [", 1)[1][:-1] for r in failed if " [" in r.title]
             print("       failing: " + ", ".join(names[:6]) + (f" and {len(names) - 6} more" if len(names) > 6 else ""))
         first = failed[0]
-        message = first.message.splitlines()[0] if first.message else first.outcome
+        message = shown_message(first.message) if first.message else first.outcome
         if message == last_message:
             print("       (the same error as above: fix that first)")
         else:
-            print(f"       {message}")
+            print("       " + message.replace("\n", "\n       "))
         if first.hint:
             print(f"       hint: {first.hint}")
         if more_hints and first.more:

@@ -41,6 +41,22 @@ class CheckResult:
         self.points = self.max_points if self.passed else 0.0
 
 
+def shown_message(message: str, max_lines: int = 30) -> str:
+    """A failure message as a learner should read it: the whole message the check wrote (a plan, the SQL, the rows
+    after the colon), without the exception's class name and without pytest's `assert …` re-evaluation lines that
+    follow it; a message that is only such lines is kept as it is."""
+    lines = message.strip().splitlines()
+    if lines and lines[0].startswith("AssertionError: "):
+        lines[0] = lines[0][len("AssertionError: ") :]
+        for i, line in enumerate(lines[1:], start=1):
+            if line.startswith("assert ") or line.startswith("+  where") or line.startswith(" +  where"):
+                lines = lines[:i]
+                break
+    if len(lines) > max_lines:
+        lines = lines[:max_lines] + [f"… ({len(lines) - max_lines} more lines)"]
+    return "\n".join(lines)
+
+
 @dataclass(frozen=True)
 class Totals:
     points: float

@@ -87,14 +87,24 @@ async def test_table_has_the_right_columns(lab, conn):
     assert pk == ["id"], f"the primary key should be (id), found {pk}"
 
 
-@pytest.mark.hint("Check the length first, then math.isfinite() on every value, then that not every value is 0.")
+@pytest.mark.hint(
+    "Check the length against the `dimensions` argument first, then math.isfinite() on every value, then that "
+    "not every value is 0."
+)
 async def test_validate_embedding_accepts_a_good_vector(lab):
-    """validate_embedding() returns a correct 1536-d vector as a list of floats"""
+    """validate_embedding() returns a correct vector (1536-d by default, `dimensions` otherwise) as a list of floats"""
     good = np.random.default_rng(1).normal(size=1536)
     out = lab.validate_embedding(good)
     assert isinstance(out, list) and len(out) == 1536, "return the vector as a list of 1536 floats"
     assert np.allclose(out, good), "the returned values must equal the input"
-    assert lab.validate_embedding([0.5] * 3, dimensions=3) == [0.5, 0.5, 0.5], "honour the dimensions argument"
+    try:
+        small = lab.validate_embedding([0.5] * 3, dimensions=3)
+    except ValueError as exc:
+        raise AssertionError(
+            f"validate_embedding([0.5, 0.5, 0.5], dimensions=3) raised ValueError({exc}): compare the length with the "
+            "`dimensions` argument, not with a fixed 1536"
+        ) from None
+    assert small == [0.5, 0.5, 0.5], f"validate_embedding([0.5] * 3, dimensions=3) returned {small!r}"
 
 
 @pytest.mark.hint("Raise ValueError (not another exception) with a message that says what is wrong.")
@@ -136,6 +146,10 @@ async def test_insert_documents_stores_content_metadata_and_vectors(lab, conn):
         content = doc if isinstance(doc, str) else doc["content"]
         assert row["content"] == content
         meta = doc.get("metadata", {}) if isinstance(doc, dict) else {}
+        assert isinstance(row["metadata"], dict), (
+            f"metadata was stored as a JSON {type(row['metadata']).__name__}, not an object: {row['metadata']!r:.120}. "
+            "Pass the dict itself: the connection's jsonb codec encodes it (json.dumps first stores a string)"
+        )
         assert row["metadata"].get("model") == embedder.model_id, "record the embedder's model_id as metadata['model']"
         assert {k: v for k, v in row["metadata"].items() if k != "model"} == meta, "keep the document's own metadata"
         assert np.allclose(row["embedding"].to_numpy(), vector, atol=1e-6), "the stored vector must be the embedder's"

@@ -28,6 +28,10 @@ def exact(matrix: np.ndarray, query: np.ndarray, metric: str) -> tuple[np.ndarra
     return np.argsort(-sim, kind="stable"), sim
 
 
+#: Each metric's pgvector operator, to name it in a failure.
+OPERATOR_OF = {"cosine": "<=>", "l2": "<->", "inner_product": "<#>"}
+
+
 class Forbidden:
     """Stands in for the database: any use means SQL would have run before validation."""
 
@@ -48,8 +52,8 @@ async def pool(db_url):
 
 
 @pytest.mark.hint(
-    "Order by the raw operator ascending (`ORDER BY embedding <=> $1 LIMIT $2`), "
-    "not by a computed similarity, so the index can serve the query."
+    "Order by the metric's own operator ascending (`ORDER BY embedding <op> $1 LIMIT $2`: <=> cosine, <-> l2, "
+    "<#> inner product), not by a computed similarity, so the index of that operator class can serve the query."
 )
 @pytest.mark.parametrize(
     "metric, opclass", [("cosine", "vector_cosine_ops"), ("l2", "vector_l2_ops"), ("inner_product", "vector_ip_ops")]
@@ -63,7 +67,10 @@ async def test_top_k_query_can_use_the_hnsw_index(lab, conn, metric, opclass):
         async with conn.transaction():
             await conn.execute("SET LOCAL enable_seqscan = off")  # only a query the index *can* serve avoids Seq Scan
             plan = "\n".join(r[0] for r in await conn.fetch(f"EXPLAIN {sql}", *args))
-        assert "Index Scan using check_hnsw" in plan, f"the {metric} query does not use the HNSW index:\n{plan}"
+        assert "Index Scan using check_hnsw" in plan, (
+            f"the {metric} query does not use the HNSW index built with {opclass} (its operator is "
+            f"{OPERATOR_OF[metric]}):\n{sql.strip()}\nplan:\n{plan}"
+        )
 
 
 @pytest.mark.hint("cosine: 1 - distance; inner product: -(<#>); l2: 1 / (1 + distance). Order nearest first.")
@@ -75,9 +82,16 @@ async def test_ranking_and_similarity_match_numpy(lab, pool, metric):
     results = await lab.search_similar(pool.pool, query, top_k=10, metric=metric)
     order, sim = exact(pool.matrix, query, metric)
     assert len(results) == 10, f"expected 10 results, got {len(results)}"
-    assert [r.id for r in results] == [pool.ids[i] for i in order[:10]], f"{metric} ranking differs from numpy's"
+    assert [r.id for r in results] == [pool.ids[i] for i in order[:10]], (
+        f"the {metric} ranking differs from numpy's: does the {metric} query order by its own operator "
+        f"({OPERATOR_OF[metric]}), ascending?"
+    )
     for r, i in zip(results, order[:10]):
-        assert r.similarity == pytest.approx(sim[i], rel=1e-4, abs=1e-4), f"{metric} similarity is wrong"
+        flipped = r.similarity == pytest.approx(-sim[i], rel=1e-4, abs=1e-4) and abs(sim[i]) > 1e-3
+        assert r.similarity == pytest.approx(sim[i], rel=1e-4, abs=1e-4), (
+            f"{metric} similarity is {r.similarity:.6g}, numpy's is {sim[i]:.6g}"
+            + (": the sign is flipped (pgvector's <#> is the *negative* inner product)" if flipped else "")
+        )
         assert lab.similarity_from_distance(r.distance, metric) == pytest.approx(r.similarity)
         assert isinstance(r.content, str) and isinstance(r.metadata, dict)
 
@@ -166,7 +180,10 @@ async def test_compare_metrics_agrees_on_unit_vectors_and_not_otherwise(lab, con
     query = random_vectors(1, seed=23)[0]
     result = await lab.compare_metrics(conn, query, top_k=10)
     for metric in ("cosine", "l2", "inner_product"):
-        assert result["rankings"][metric] == [ids[i] for i in exact(raw, query, metric)[0][:10]], metric
+        assert result["rankings"][metric] == [ids[i] for i in exact(raw, query, metric)[0][:10]], (
+            f"compare_metrics(): the {metric} ranking is not the exact {metric} ranking on vectors of different "
+            f"lengths — each metric needs its own operator ({OPERATOR_OF[metric]} for {metric})"
+        )
     expected = len(set(result["rankings"]["cosine"]) & set(result["rankings"]["inner_product"])) / 10
     assert result["overlap"]["cosine/inner_product"] == pytest.approx(expected)
     assert min(result["overlap"].values()) < 1.0, "on vectors of different lengths the metrics disagree"
@@ -202,12 +219,21 @@ async def test_search_similar_is_served_by_the_index(lab, conn, metric, opclass,
         )
 
 
-@pytest.mark.hint('"At or above the minimum": a row whose similarity equals min_similarity is kept (>=).')
+@pytest.mark.hint(
+    "Similarities fall from the best result to the worst (inner product: -(<#>)); a row whose similarity equals "
+    "min_similarity is kept, at or above the minimum."
+)
 @pytest.mark.parametrize("metric", ["cosine", "l2", "inner_product"])
 async def test_a_row_exactly_at_the_minimum_is_kept(lab, pool, metric):
     """min_similarity equal to a row's similarity keeps that row"""
     query = random_vectors(1, seed=8)[0]
     ranked = await lab.search_similar(pool.pool, query, top_k=10, metric=metric)
+    sims = [r.similarity for r in ranked]
+    assert sims == sorted(sims, reverse=True), (
+        f"{metric}: the similarities of the ranked results should fall from the best to the worst, got "
+        f"{[round(x, 4) for x in sims]}"
+        + (": pgvector's <#> is the negative inner product" if metric == "inner_product" else "")
+    )
     boundary = ranked[4].similarity
     kept = await lab.search_similar(pool.pool, query, top_k=10, metric=metric, min_similarity=boundary)
     assert [r.id for r in kept] == [r.id for r in ranked[:5]], (

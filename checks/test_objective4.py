@@ -165,9 +165,17 @@ async def test_hybrid_scores_equal_the_formula(lab, conn, docs):
     expected = expected_hybrid(docs, ranks, query, None, 8, 0.7, 0.3)
     assert [r.id for r in results] == [e[1] for e in expected], "not the top 8 by the combined score"
     for r, (score, _, sim) in zip(results, expected):
-        assert r.vector_similarity == pytest.approx(sim, abs=1e-5)
-        assert r.text_rank == pytest.approx(ranks.get(r.id, 0.0), abs=1e-6)
-        assert r.score == pytest.approx(score, abs=1e-5)
+        assert r.vector_similarity == pytest.approx(sim, abs=1e-5), (
+            f"vector_similarity {r.vector_similarity:.6f}, expected 1 - cosine distance = {sim:.6f}"
+        )
+        rank = ranks.get(r.id, 0.0)
+        assert r.text_rank == pytest.approx(rank, abs=1e-6), (
+            f"text_rank {r.text_rank:.6g}, expected ts_rank(…, 32) = {rank:.6g}"
+            + (" (this row does not match the query: its text_rank is 0)" if not rank else "")
+        )
+        assert r.score == pytest.approx(score, abs=1e-5), (
+            f"score {r.score:.6f}, expected 0.7 · {sim:.4f} + 0.3 · {rank:.4f} = {score:.6f}"
+        )
     assert any(r.text_rank > 0 for r in results) and any(r.text_rank == 0 for r in results), (
         "rows with and without a text match both appear"
     )
@@ -191,8 +199,13 @@ async def test_no_text_match_still_ranks_by_vector_within_the_filter(lab, conn, 
     query = random_vectors(1, seed=44, normalised=True)[0]
     results = await lab.hybrid_search(conn, query, "zebra unicorn", {"language": "de"}, top_k=6)
     expected = expected_hybrid(docs, {}, query, {"language": "de"}, 6, 0.7, 0.3)
-    assert [r.id for r in results] == [e[1] for e in expected]
-    assert all(r.text_rank == 0 and r.metadata["language"] == "de" for r in results)
+    assert [r.id for r in results] == [e[1] for e in expected], "not the filter's nearest rows by vector similarity"
+    for r in results:
+        assert r.text_rank == 0, (
+            f"text_rank is {r.text_rank!r} for a row that does not match 'zebra unicorn': a row without a text "
+            "match gets text_rank 0 (only rows where the tsvector @@ the tsquery have a rank)"
+        )
+        assert r.metadata["language"] == "de", f"a row outside the filter {{'language': 'de'}}: {r.metadata}"
     few = await lab.hybrid_search(conn, query, "vacuum", {"topic": "rare"}, top_k=10)
     assert len(few) == sum(m["topic"] == "rare" for m in docs["metadata"]), "min(top_k, matching rows)"
 

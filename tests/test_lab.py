@@ -55,7 +55,8 @@ class Lab:
 
 @pytest.fixture(scope="module")
 def server(workspace_root, tmp_path_factory):
-    """`python -m course lab --objective 1` on its own port, with the token it makes itself (as `make lab`); stopped (with its kernels) afterwards."""
+    """`python -m course lab --objective 1` on its own port, with the token it makes itself (as `make lab`);
+    stopped (with its kernels) afterwards."""
     port = free_port()
     runtime_dir = tmp_path_factory.mktemp("rt")
     env = {**os.environ, "PYTHONPATH": str(workspace_root), "JUPYTER_RUNTIME_DIR": str(runtime_dir)}
