@@ -39,13 +39,14 @@ $(VENV)/.installed: requirements.lock pyproject.toml
 
 install: $(VENV)/.installed
 
-# Regenerate requirements.lock from pyproject.toml (after changing a dependency there); commit both.
+# Regenerate requirements.lock (and requirements.txt, its pins) from pyproject.toml after changing a dependency there.
 lock: install
 	$(VENV)/bin/uv pip compile pyproject.toml --extra test --extra dev --python-version 3.11 --no-header \
 		--annotation-style line -q -o requirements.lock.new
 	@{ head -2 requirements.lock; cat requirements.lock.new; } > requirements.lock.tmp && mv requirements.lock.tmp requirements.lock
 	@rm -f requirements.lock.new
-	@echo "requirements.lock regenerated; make install applies it"
+	@{ head -3 requirements.txt; grep -E '^[A-Za-z0-9_.-]+==' requirements.lock; } > requirements.txt.tmp && mv requirements.txt.tmp requirements.txt
+	@echo "requirements.lock and requirements.txt regenerated; make install applies them"
 
 lab: install
 	$(PY) -m course setup

@@ -135,3 +135,15 @@ def test_the_lock_pins_what_pyproject_declares():
         if locked.get(key(name)) != version:
             stale.append(f"{spec} (lock: {locked.get(key(name), 'missing')})")
     assert not stale, f"run `make lock`: {stale}"
+
+
+def test_requirements_txt_pins_exactly_what_the_lock_pins():
+    """requirements.txt (what Binder, Colab, Codespaces and setup-python read) holds the lock's pins, all of them and
+    nothing else, so `pip install -r requirements.txt` reproduces the environment the tests ran in."""
+    import re
+
+    def pins(name: str) -> list[str]:
+        text = (ROOT / name).read_text(encoding="utf-8")
+        return [m.group(0) for m in re.finditer(r"^[A-Za-z0-9_.-]+==\S+", text, flags=re.M)]
+
+    assert pins("requirements.txt") == pins("requirements.lock"), "run `make lock` (it writes both files)"

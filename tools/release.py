@@ -33,6 +33,7 @@ SHIPPED = [
     "deploy",
     ".ci",
     "requirements.lock",
+    "requirements.txt",
     "pyproject.toml",
     "docker-compose.yml",
     ".gitignore",
