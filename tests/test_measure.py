@@ -57,3 +57,24 @@ def test_a_comparison_missing_from_a_run_or_no_comparisons_at_all_fails(tmp_path
     assert measure.main([str(one), str(two)]) == 1
     one.write_text("")
     assert measure.main([str(one), str(two)]) == 1
+
+
+def test_paired_difference_calls_a_tie_a_tie():
+    from course.measure import paired_difference
+
+    clear = paired_difference("a", [0.9, 0.8, 0.85, 0.95, 0.9, 0.88], "b", [0.5, 0.4, 0.6, 0.5, 0.45, 0.55], "MRR")
+    assert clear.direction == "higher" and clear.low > 0 and "higher MRR" in clear.sentence
+    noisy = paired_difference("a", [1, 0, 1, 0, 1, 0], "b", [0, 1, 0, 1, 0, 0.9], "MRR")
+    assert noisy.direction == "tie" and "tie on MRR" in noisy.sentence and noisy.low < 0 < noisy.high
+    assert paired_difference("a", [0.1, 0.2, 0.1], "b", [0.5, 0.6, 0.7], "recall").direction == "lower"
+    with pytest.raises(ValueError):
+        paired_difference("a", [1.0], "b", [1.0, 2.0], "MRR")
+
+
+def test_every_round_on_one_side_is_a_verdict():
+    """Rounds of 1.05–2.51× all favour the subject: that is "faster", not "no reliable difference"."""
+    from course.measure import compare
+
+    result = compare("t", "PLAIN", [1.0, 1.0, 1.0, 1.0, 1.0], "TOAST", [1.05, 1.7, 2.51, 1.9, 1.6])
+    assert result.direction == "faster", result.sentence
+    assert compare("t", "x", [1.0, 1.0, 1.0], "y", [1.2, 0.98, 1.3]).direction == "same"

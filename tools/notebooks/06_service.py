@@ -200,9 +200,11 @@ for params, payload in [
 #
 # * **a deadline per request** (`SEARCH_DEADLINE`, here 3 s): retries happen only inside it, and a retry whose wait
 #   would not fit is not attempted — the answer is a 503 *now*, not after minutes of hopeless retries;
-# * **a circuit breaker** (`EMBEDDING_BREAKER_FAILURES`, here 3): after three failed calls in a row the service stops
+# * **a circuit breaker** (`EMBEDDING_BREAKER_FAILURES`, here 3): after three failed embedding requests in a row (a
+#   request is one search's call *with its retries*, so it can be more than one provider call) the service stops
 #   calling the provider and answers at once, until a probe after `EMBEDDING_BREAKER_RESET` seconds succeeds;
-# * **coalescing**: identical searches in flight at the same time share one provider call.
+# * **coalescing**: identical searches in flight at the same time share one provider call (not shown here: the
+#   searches below are different; `tests/test_service_faults.py` proves it).
 #
 # Five different searches in a row (an empty practice table, so only the provider matters):
 
@@ -248,6 +250,14 @@ with FakeProviderServer() as provider:
     await embedder.aclose()
 logging.disable(logging.NOTSET)
 display(pd.DataFrame(rows))
+fast = [r for r in rows if r["status"] == 503 and r["seconds"] < 0.1]
+if fast:
+    before = rows[fast[0]["search"] - 2] if fast[0]["search"] > 1 else None
+    calls = before["provider calls so far"] if before else 0
+    print(
+        f"the breaker was open from search {fast[0]['search']}: {fast[0]['search'] - 1} failed requests had made "
+        f"{calls} provider calls; after it opened the provider saw {rows[-1]['provider calls so far'] - calls} more"
+    )
 print("/healthz embedder:", health)
 
 # %% [markdown]
