@@ -32,11 +32,14 @@ class RecordingEmbedder(HashingEmbedder):
 
     model_id = "check/recording"
 
-    def __init__(self, *, fail_on_call: int | None = None, nan_on_call: int | None = None):
+    def __init__(
+        self, *, fail_on_call: int | None = None, nan_on_call: int | None = None, short_on_call: int | None = None
+    ):
         self.calls: list[list[str]] = []
         self.kinds: list[str] = []
         self.fail_on_call = fail_on_call
         self.nan_on_call = nan_on_call
+        self.short_on_call = short_on_call  # that call answers one vector fewer than it was sent texts
 
     async def embed(self, texts: Sequence[str], kind: str = "document") -> list[list[float]]:
         check_kind(kind)
@@ -47,6 +50,8 @@ class RecordingEmbedder(HashingEmbedder):
         vectors = self.embed_sync(texts)
         if self.nan_on_call == len(self.calls):
             vectors[-1][0] = math.nan
+        if self.short_on_call == len(self.calls):
+            vectors = vectors[:-1]
         return vectors
 
 

@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 from pgvector.asyncpg import register_vector
 
+from course import database
 from checks.support import RecordingEmbedder, create_table, objective
 from course.embeddings import EmbeddingUnavailable
 
@@ -274,3 +275,42 @@ async def test_database_refusal_in_a_later_batch_writes_nothing(lab, conn):
     with pytest.raises(Exception):  # noqa: B017 — whatever the learner's code raises; the check is what was written
         await lab.insert_documents(conn, RecordingEmbedder(), docs, batch_size=3)
     assert await _count(conn) == 1, "the first batch was written although the second failed"
+
+
+@pytest.mark.hint(
+    "insert_documents() gets a plain asyncpg connection: register pgvector's codec on it yourself "
+    "(register_vector), after the extension exists, before the first vector is sent."
+)
+async def test_insert_documents_works_on_a_plain_connection(lab, conn, db_url):
+    """insert_documents() registers pgvector's codec on the plain connection it is given"""
+    await _setup(lab, conn)  # the table, made (and the codec registered) on the check's own connection
+    plain = await database.connect(db_url)  # a new connection: jsonb codec only, as course.database.connect() makes
+    try:
+        ids = await lab.insert_documents(plain, RecordingEmbedder(), DOCS[:2])
+    except NotImplementedError:
+        raise
+    except Exception as exc:  # noqa: BLE001 — shown to the learner
+        raise AssertionError(
+            f"insert_documents() on a new connection raised {type(exc).__name__}: {exc}. Its vectors need "
+            "pgvector's codec on that connection (register_vector)"
+        ) from None
+    finally:
+        await plain.close()
+    assert len(ids) == 2 and await _count(conn) == 2
+
+
+@pytest.mark.hint(
+    "An embedder's answer is checked before it is trusted: as many vectors as texts, or a ValueError and "
+    "nothing written (zip() would silently drop the documents that got no vector)."
+)
+async def test_a_provider_that_returns_too_few_vectors_writes_nothing(lab, conn):
+    """insert_documents() refuses an answer with fewer vectors than texts and writes nothing"""
+    await _setup(lab, conn)
+    with pytest.raises(ValueError) as info:
+        await lab.insert_documents(conn, RecordingEmbedder(short_on_call=2), DOCS, batch_size=2)
+    assert str(info.value), "the ValueError needs a message saying the counts differ"
+    count = await _count(conn)
+    assert count == 0, (
+        f"{count} rows were written though the embedder answered 1 vector for 2 texts in batch 2: check the count "
+        "before inserting, inside the transaction"
+    )

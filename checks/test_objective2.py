@@ -84,7 +84,13 @@ async def test_drop_vector_indexes_drops_only_vector_indexes(lab, conn, data):
     await conn.execute("CREATE INDEX a_hnsw ON embeddings USING hnsw (embedding vector_cosine_ops)")
     await conn.execute("CREATE INDEX b_ivf ON embeddings USING ivfflat (embedding vector_l2_ops) WITH (lists = 5)")
     await conn.execute("CREATE INDEX c_btree ON embeddings (content)")
+    await conn.execute("CREATE TABLE other_vectors (embedding vector(3))")
+    await conn.execute("CREATE INDEX other_hnsw ON other_vectors USING hnsw (embedding vector_l2_ops)")
     dropped = await lab.drop_vector_indexes(conn)
+    assert "other_hnsw" not in dropped and await conn.fetchval("SELECT to_regclass('other_hnsw') IS NOT NULL"), (
+        "another table's HNSW index was dropped: filter the catalog query by the table (i.indrelid = "
+        "'embeddings'::regclass)"
+    )
     assert sorted(dropped) == ["a_hnsw", "b_ivf"], f"dropped {dropped}"
     assert await vector_indexes(conn) == []
     assert await conn.fetchval("SELECT to_regclass('c_btree') IS NOT NULL"), "the btree index must survive"
@@ -324,6 +330,38 @@ async def test_halfvec_search_is_served_by_its_index_and_finds_the_neighbours(la
         assert scans >= 1, "the halfvec index was not used: the plan read every row (same rows, much slower)"
         recalls.append(lab.recall_at_k(ids, truth))
     assert sum(recalls) / len(recalls) >= 0.7, f"recall@10 {sum(recalls) / len(recalls):.2f} at ef_search 60"
+    few = await lab.halfvec_top_k_ids(conn, queries[0], 10, ef_search=4)
+    assert len(few) <= 4, (
+        f"{len(few)} rows with ef_search=4: an HNSW scan returns at most ef_search rows, so the setting never reached "
+        "the halfvec query. Run it inside query_settings(conn, **settings)"
+    )
+
+
+@pytest.mark.hint(
+    "The re-rank orders the candidates by exact cosine distance (<=>): on vectors that are not unit length, inner "
+    "product (<#>) or L2 (<->) order them differently."
+)
+async def test_quantized_re_rank_is_cosine_on_vectors_of_any_length(lab, conn):
+    """quantized_top_k_ids() re-ranks by cosine distance, also on vectors that are not unit length"""
+    matrix = random_vectors(400, seed=12)  # lengths 0.2-3.0: the metrics disagree
+    await seed(conn, matrix)
+    await conn.execute(
+        "CREATE INDEX bits_idx ON embeddings USING hnsw ((binary_quantize(embedding)::bit(1536)) bit_hamming_ops)"
+    )
+    for q in random_vectors(4, seed=13):
+        ids = await lab.quantized_top_k_ids(conn, q, 10, candidates=100)
+        distances = [
+            r["d"]
+            for r in await conn.fetch(
+                "SELECT embedding <=> $1 AS d FROM embeddings WHERE id = ANY($2::uuid[]) "
+                "ORDER BY array_position($2::uuid[], id)",
+                q,
+                ids,
+            )
+        ]
+        assert distances == sorted(distances), (
+            "on vectors of different lengths the re-ranked results are not in cosine order: re-rank with <=>"
+        )
 
 
 @pytest.mark.hint(

@@ -110,6 +110,20 @@ async def test_threshold_excludes_exactly_the_weaker_results(lab, pool):
     assert len(await lab.search_similar(pool.pool, query, top_k=10, min_similarity=-1.0)) == 10
 
 
+@pytest.mark.hint("0 is a threshold, not 'no threshold': test `min_similarity is None`, never its truth value.")
+async def test_a_threshold_of_zero_is_a_threshold(lab, pool):
+    """min_similarity=0 keeps exactly the rows with a similarity of 0 or more"""
+    query = -pool.matrix[0]  # the opposite direction of a row: similarities of both signs
+    order, sim = exact(pool.matrix, query, "cosine")
+    expected = [pool.ids[i] for i in order if sim[i] >= 0]
+    assert 0 < len(expected) < 300, "the check's own data must have similarities of both signs"
+    results = await lab.search_similar(pool.pool, query, top_k=300, min_similarity=0.0)
+    assert [r.id for r in results] == expected, (
+        f"min_similarity=0.0 returned {len(results)} rows; {len(expected)} have a similarity >= 0 "
+        f"({sum(r.similarity < 0 for r in results)} negative ones got through: was 0 treated as no threshold?)"
+    )
+
+
 @pytest.mark.hint("Return however many rows exist when there are fewer than top_k; keep tied rows in the result.")
 async def test_fewer_rows_than_k_and_ties(lab, conn):
     """fewer rows than top_k returns them all; identical vectors tie with equal similarity"""

@@ -27,6 +27,8 @@ def corpus(n: int):
                 "topic": "rare" if i % 100 == 7 else ("sql" if i % 3 == 0 else "other"),
                 "language": "en" if i % 2 == 0 else "de",
                 "n": i,
+                "even": i % 2 == 0,
+                "note": "it's" if i % 5 == 0 else "plain",
             }
         )
     return contents, metadata, random_vectors(n, seed=4, normalised=True)
@@ -294,6 +296,31 @@ async def test_hostile_filters_return_nothing_extra(lab, conn, docs):
     assert only_sql and all(r.metadata["topic"] == "sql" for r in only_sql)
 
 
+@pytest.mark.hint(
+    "A filter's values keep their JSON types: the number 7 is not the string '7', true is not 'true'. "
+    "metadata @> $n::jsonb compares them as JSON."
+)
+@pytest.mark.points(2)
+async def test_filters_with_numbers_booleans_and_quotes_match_exactly(lab, conn, docs):
+    """filters with numbers, booleans and quotes match exactly the rows that have those values"""
+    query = random_vectors(1, seed=46, normalised=True)[0]
+    cases = [
+        ({"n": 7}, lambda m: m["n"] == 7),
+        ({"n": "7"}, lambda m: False),
+        ({"even": True, "topic": "sql"}, lambda m: m["even"] and m["topic"] == "sql"),
+        ({"even": False}, lambda m: not m["even"]),
+        ({"note": "it's"}, lambda m: m["note"] == "it's"),
+        ('{"n": 12.0}', lambda m: m["n"] == 12),
+    ]
+    for filters, wanted in cases:
+        expected = sorted(str(docs["ids"][i]) for i, m in enumerate(docs["metadata"]) if wanted(m))
+        got = sorted(str(row_id) for row_id, _ in await lab.filtered_vector_search(conn, query, filters, top_k=150))
+        assert got == expected, (
+            f"filter {filters!r}: {len(got)} rows, expected {len(expected)} — JSON values keep their types "
+            "(a number is not a string)"
+        )
+
+
 @pytest.mark.hint("Validate filters, weights and text before any SQL; raise ValueError with a message.")
 @pytest.mark.parametrize(
     "kwargs",
@@ -409,3 +436,9 @@ async def test_hybrid_search_rrf_fuses_vector_and_text_rankings(lab, conn, docs)
     assert [row_id for row_id, _ in results] == [row_id for row_id, _ in best], "not the top 5 by fused score"
     assert [score for _, score in results] == pytest.approx([score for _, score in best], abs=1e-9)
     assert results[0][0] == docs["ids"][target], "the only text match gets 1/(k+1) from the text ranking"
+    many = await lab.hybrid_search_rrf(conn, query, "vacuum", {"language": "de"}, top_k=30)
+    outside = [row_id for row_id, _ in many if docs["metadata"][docs["by_id"][row_id]]["language"] != "de"]
+    assert not outside, (
+        f"{len(outside)} of the results are outside the filter {{'language': 'de'}}: 'vacuum' matches rows in both "
+        "languages, and the text ranking must be filtered too"
+    )
