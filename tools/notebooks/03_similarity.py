@@ -202,7 +202,7 @@ pd.DataFrame({"unit-length corpus": unit["overlap"], "random lengths": scaled["o
 # * **Cosine** (`<=>`): the default for text embeddings — only direction matters. OpenAI's models return unit
 #   vectors; Gemini's are unit length only at their full 3,072 dimensions, so the course normalises them at 1,536, as
 #   it does the local model's. On unit vectors cosine and inner product give the same ranking.
-# * **Inner product** (`<#>`): the fastest on normalised vectors (no norms to compute); the right choice when a
+# * **Inner product** (`<#>`): on normalised vectors it ranks as cosine does and needs no norms; the right choice when a
 #   model's vector *length* carries meaning (some recommendation models). Remember pgvector returns its negative.
 # * **L2** (`<->`): for embeddings trained with Euclidean loss (image and some audio models) and for
 #   clustering-style data where absolute position matters.
