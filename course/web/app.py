@@ -1,0 +1,207 @@
+"""The search service's app factory: the objective's search router assembled with the course's plumbing (the
+request guard, error handlers, POST /documents, /healthz, /metrics, the search page, the API document and /docs)."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import secrets
+from collections.abc import Callable
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import Any
+
+from fastapi import APIRouter, Depends, FastAPI, Request, status
+from fastapi.responses import FileResponse, JSONResponse, Response
+from fastapi.security import APIKeyHeader, HTTPAuthorizationCredentials, HTTPBearer
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from pydantic import BaseModel, ConfigDict, Field
+
+from course import database
+from course.embeddings import Embedder, get_embedder
+from course.embeddings import deadline as embedding_deadline
+from course.resilience import GuardedEmbedder
+from course.settings import Settings, get_settings
+from course.text import check_json, check_text
+from course.web.base import DocumentCreated, DocumentIn, SearchServiceBase
+from course.web.errors import (
+    DEADLINE_GRACE,
+    WriteKeyRequired,
+    error_factory,
+    error_responses,
+    install_handlers,
+)
+from course.web.guard import Guard
+from course.web.metrics import Metrics
+from course.web.openapi import METADATA_LIMITS, document_input_rules, offline_docs
+
+log = logging.getLogger("course.web")
+STATIC = Path(__file__).parent / "static"
+
+
+class HealthPart(BaseModel):
+    model_config = ConfigDict(extra="allow")
+
+    ready: bool
+
+
+class Health(BaseModel):
+    status: str = Field(description="ok, or unavailable when a part is not ready.")
+    embedder: HealthPart = Field(
+        description="The model, and the provider's state from recent calls: `breaker` "
+        "closed, open or half-opened, `last_error`, `retry_after`."
+    )
+    database: HealthPart = Field(
+        description="Reachable, the table's estimated rows, `models`: which embedding "
+        "models its rows were made with (all must be the configured one), and whether the "
+        "vector index and the full-text index (hybrid and rrf modes) exist."
+    )
+
+
+def create_service_app(
+    *,
+    router: APIRouter,
+    service_class: Callable[..., SearchServiceBase],
+    embedder: Embedder | None = None,
+    database_url: str | None = None,
+    settings: Settings | None = None,
+) -> FastAPI:
+    """The search service: `router` (the objective's POST /search) with the course's plumbing around it.
+    `service_class(pool, embedder, settings, metrics)` makes the one service the routes share (app.state.service).
+    Defaults: the configured embedder (EMBEDDING_PROVIDER) and the course database."""
+    settings = settings or get_settings()
+    metrics = Metrics()
+    write_key = settings.search_api_key.get_secret_value() if settings.search_api_key else None
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI):
+        own_embedder = embedder is None
+        if write_key is None:
+            log.warning(
+                "SEARCH_API_KEY is not set: POST /documents accepts writes from anyone who can reach the service"
+            )
+        # one retry budget for the process: identical concurrent calls coalesced, a breaker after repeated failures
+        app.state.embedder = GuardedEmbedder(
+            embedder or get_embedder(settings=settings),
+            failure_threshold=settings.embedding_breaker_failures,
+            reset_seconds=settings.embedding_breaker_reset,
+        )
+        metrics.watch(app.state.embedder)
+        pool = await database.create_pool(
+            database_url,
+            min_size=0,
+            max_size=10,
+            command_timeout=settings.search_db_timeout,
+            server_settings={"hnsw.iterative_scan": "relaxed_order"},
+        )
+        app.state.service = service_class(pool, app.state.embedder, settings, metrics)
+        try:
+            yield
+        finally:
+            await pool.close()
+            if own_embedder:
+                await app.state.embedder.aclose()
+
+    app = FastAPI(
+        title="Semantic search on PostgreSQL + pgvector",
+        version="1.0",
+        lifespan=lifespan,
+        description="Objective 6 of the course: natural-language search over the PostgreSQL manual. "
+        "Every error has the ErrorBody shape.",
+        docs_url=None,
+        redoc_url=None,
+    )
+    app.state.metrics = metrics
+    error = error_factory(metrics.errors)
+    app.add_middleware(Guard, max_body_bytes=settings.search_max_body_bytes, on_error=error)
+    install_handlers(app, error)
+    app.include_router(router)
+
+    bearer = HTTPBearer(auto_error=False, description="SEARCH_API_KEY, as `Authorization: Bearer <key>`.")
+    header_key = APIKeyHeader(name="X-API-Key", auto_error=False, description="SEARCH_API_KEY, as `X-API-Key`.")
+
+    async def require_write_key(
+        credentials: HTTPAuthorizationCredentials | None = Depends(bearer), api_key: str | None = Depends(header_key)
+    ) -> None:
+        given = (credentials.credentials if credentials else None) or api_key or ""
+        if not secrets.compare_digest(
+            given.encode("utf-8", "surrogatepass"), (write_key or "").encode()
+        ):  # constant time
+            raise WriteKeyRequired()
+
+    @app.post(
+        "/documents",
+        status_code=status.HTTP_201_CREATED,
+        tags=["documents"],
+        response_model=DocumentCreated,
+        responses=error_responses(400, *([401] if write_key else []), 413, 414, 422, 502, 503),
+        dependencies=[Depends(require_write_key)] if write_key else [],
+    )
+    async def add_document(request: Request, doc: DocumentIn) -> DocumentCreated | JSONResponse:
+        try:
+            check_text(doc.content, "content")
+            if not doc.content.strip():
+                raise ValueError("content is empty (only whitespace).")
+            check_json(doc.metadata, "metadata", **METADATA_LIMITS)
+        except ValueError as exc:
+            return error(422, "validation", str(exc))
+        service: SearchServiceBase = request.app.state.service
+        async with asyncio.timeout(settings.document_deadline + DEADLINE_GRACE):
+            with embedding_deadline(settings.document_deadline):
+                return DocumentCreated(id=await service.add_document(doc))
+
+    @app.get(
+        "/healthz",
+        tags=["operations"],
+        response_model=Health,
+        responses={503: {"model": Health, "description": "A part is not ready (see which)."}},
+    )
+    async def healthz(request: Request) -> JSONResponse:
+        """Readiness, cheap enough to poll: the row count is the planner's estimate, not a count(*)."""
+        service: SearchServiceBase = request.app.state.service
+        embedder = service.embedder
+        report: dict[str, Any] = {
+            "embedder": embedder.health()
+            if hasattr(embedder, "health")
+            else {"model": embedder.model_id, "ready": True}
+        }
+        try:
+            async with service.pool.acquire(timeout=2) as conn:
+                rows = await conn.fetchval(
+                    "SELECT reltuples::bigint FROM pg_class WHERE oid = to_regclass('embeddings')", timeout=2
+                )
+                indexes = [
+                    r[0]
+                    for r in await conn.fetch(
+                        "SELECT indexdef FROM pg_indexes WHERE tablename = 'embeddings'", timeout=2
+                    )
+                ]
+            if rows is None:
+                raise LookupError("the embeddings table does not exist")
+            report["database"] = {
+                "ready": True,
+                "rows_estimate": max(int(rows), 0),
+                "models": await service.table_models(),
+                # without them a search reads every row: ~1 s per full-text search on the manual
+                "vector_index": any("USING hnsw" in d or "USING ivfflat" in d for d in indexes),
+                "text_index": any("USING gin (to_tsvector(" in d for d in indexes),
+            }
+            if problem := await service.model_problem():
+                report["database"].update(ready=False, error="model_mismatch", detail=problem)
+        except Exception as exc:  # noqa: BLE001 — any failure means "not ready", reported, not raised
+            log.warning("healthz: database not ready: %s", exc)
+            report["database"] = {"ready": False, "error": type(exc).__name__}
+        ready = all(part["ready"] for part in report.values())
+        return JSONResponse({"status": "ok" if ready else "unavailable", **report}, status_code=200 if ready else 503)
+
+    @app.get("/metrics", include_in_schema=False)
+    async def prometheus() -> Response:
+        return Response(generate_latest(metrics.registry), media_type=CONTENT_TYPE_LATEST)
+
+    @app.get("/", include_in_schema=False)
+    async def page() -> FileResponse:
+        return FileResponse(STATIC / "index.html")
+
+    document_input_rules(app, settings)
+    offline_docs(app)
+    return app
