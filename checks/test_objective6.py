@@ -406,3 +406,175 @@ async def test_filtered_results_are_sorted_on_an_hnsw_plan(lab, conn, db_url):
                 body = (await search(client, query, top_k=100, min_score=-1.0, filter='{"topic": "sql"}')).json()
                 scores = [h["score"] for h in body["results"]]
                 assert len(scores) == 100 and scores == sorted(scores, reverse=True), f"{query!r}: results out of order"
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# The embedding client (embedding_client.py), against the course's loopback server speaking OpenAI's wire format
+# ---------------------------------------------------------------------------------------------------------------------
+SECRET = "sk-check-0123456789-secret"
+
+
+@pytest.fixture
+def provider():
+    with FakeProviderServer() as server:  # answers `data` in shuffled order, as OpenAI does not promise any
+        yield server
+
+
+@pytest.fixture
+async def embedding_client(lab, provider):
+    client = lab.EmbeddingClient(provider.openai_base_url, "text-embedding-ada-002", SECRET, backoff=0.01)
+    yield client
+    await client.aclose()
+
+
+@pytest.mark.hint(
+    "One POST {base_url}/embeddings per call: JSON {model, input: [texts]}, header Authorization: Bearer <key>. "
+    "The answer's `data` items come in any order: sort them by their `index`.",
+    more="items = sorted(response.json()['data'], key=lambda item: item['index']); then "
+    "answer_vectors([item['embedding'] for item in items], len(texts)).",
+)
+@pytest.mark.points(2)
+async def test_embedding_client_sends_the_batch_and_orders_by_index(lab, provider, embedding_client):
+    """EmbeddingClient.embed() posts the batch with the model and the Bearer key, and returns vectors in input order"""
+    texts = [f"text number {i} about {w}" for i, w in enumerate(["vacuum", "index", "backup", "json", "trigger"])]
+    vectors = await embedding_client.embed(texts)
+    assert len(provider.requests) == 1, f"{len(provider.requests)} requests for one batch: send the texts together"
+    request = provider.requests[0]
+    assert request["path"] == "/v1/embeddings", f"posted to {request['path']}"
+    assert request["json"].get("model") == "text-embedding-ada-002" and request["json"].get("input") == texts, (
+        f"the body must carry the model and the inputs: {str(request['json'])[:200]}"
+    )
+    auth = {k.lower(): v for k, v in request["headers"].items()}.get("authorization")
+    assert auth == f"Bearer {SECRET}", "send the key as `Authorization: Bearer <key>`"
+    expected = np.asarray(provider.vectors(texts), dtype=np.float32)
+    got = np.asarray(vectors, dtype=np.float32)
+    assert got.shape == (5, 1536), f"expected 5 vectors of 1536, got {got.shape}"
+    cosine = (got * expected).sum(axis=1) / np.linalg.norm(got, axis=1) / np.linalg.norm(expected, axis=1)
+    assert (cosine > 0.999).all(), (
+        "the vectors are not in the order of the texts: the server answers `data` in any order, sort by `index`"
+    )
+
+
+@pytest.mark.hint(
+    "429 and 5xx mean 'not now': wait what the server's Retry-After says (course.embeddings has a reader for it), "
+    "falling back to the backoff only when it says nothing, then try again."
+)
+@pytest.mark.points(2)
+async def test_embedding_client_waits_as_long_as_retry_after_says(lab, provider, embedding_client):
+    """a 429 or 503 with Retry-After: 1 is retried after about one second, and the call then succeeds"""
+    import time
+
+    for status in (429, 503):
+        provider.reset()
+        provider.script(Step(status, retry_after="1"))
+        started = time.perf_counter()
+        vectors = await embedding_client.embed(["retry me"])
+        waited = time.perf_counter() - started
+        assert len(vectors) == 1 and len(provider.requests) == 2, (
+            f"HTTP {status} then success: expected 2 requests and a vector, got {len(provider.requests)} requests"
+        )
+        assert waited >= 0.9, (
+            f"HTTP {status} with Retry-After: 1 was retried after {waited:.2f} s: honour the server's Retry-After"
+        )
+
+
+@pytest.mark.hint("A 4xx other than 429 means 'never like this': an EmbeddingRequestError straight away, no retry.")
+async def test_embedding_client_does_not_retry_a_refused_request(lab, provider, embedding_client):
+    """a 400 or 401 is not retried: one request, then EmbeddingRequestError with the status"""
+    from course.embeddings import EmbeddingRequestError
+
+    for status in (400, 401):
+        provider.reset()
+        provider.script(status, status, status)
+        with pytest.raises(EmbeddingRequestError) as info:
+            await embedding_client.embed(["refused"])
+        assert len(provider.requests) == 1, f"HTTP {status} was sent {len(provider.requests)} times: do not retry it"
+        assert info.value.status_code == status, f"the error's status_code is {info.value.status_code}, not {status}"
+
+
+@pytest.mark.hint(
+    "Retries live inside the request's deadline (course.embeddings.time_left()): an attempt's timeout is cut to "
+    "what is left, and a wait that would not fit is not taken: give up with an EmbeddingUnavailable that says when to "
+    "retry.",
+    more="left = time_left(); before sleeping: if left is not None and wait >= left: raise EmbeddingUnavailable(..., "
+    "wait). Also stop after max_retries retries.",
+)
+@pytest.mark.points(2)
+async def test_embedding_client_gives_up_within_the_deadline(lab, provider, embedding_client):
+    """a provider that keeps failing costs at most the deadline, and max_retries bounds the attempts"""
+    import time
+
+    from course.embeddings import EmbeddingUnavailable, deadline
+
+    provider.fail_always(503, retry_after="5")
+    started = time.perf_counter()
+    with deadline(1.0), pytest.raises(EmbeddingUnavailable) as info:
+        await embedding_client.embed(["hopeless"])
+    took = time.perf_counter() - started
+    assert took < 1.0, f"gave up after {took:.2f} s, past the 1 s deadline: a 5 s wait cannot fit, do not take it"
+    assert info.value.retry_after, "say when to retry: EmbeddingUnavailable(message, retry_after)"
+    provider.reset()
+    provider.script(Step(delay=3), Step(delay=3))  # a provider that hangs
+    started = time.perf_counter()
+    with deadline(1.0), pytest.raises(EmbeddingUnavailable):
+        await embedding_client.embed(["no answer"])
+    took = time.perf_counter() - started
+    assert took < 1.5, f"a hung provider held the call {took:.2f} s past a 1 s deadline: cut the timeout to time_left()"
+    provider.reset()
+    provider.fail_always(503, retry_after="0")
+    client = lab.EmbeddingClient(provider.openai_base_url, "text-embedding-ada-002", SECRET, max_retries=2, backoff=0)
+    try:
+        with pytest.raises(EmbeddingUnavailable):
+            await client.embed(["still down"])
+    finally:
+        await client.aclose()
+    assert len(provider.requests) == 3, f"max_retries=2 means 3 attempts in all, got {len(provider.requests)}"
+
+
+@pytest.mark.hint("The key goes in the Authorization header and nowhere else: not in a message, a repr or a log line.")
+async def test_embedding_client_keeps_the_key_out_of_errors_and_logs(lab, provider, embedding_client, caplog):
+    """no error message, repr or log line of the client contains the API key"""
+    import logging
+
+    from course.embeddings import EmbeddingError
+
+    caplog.set_level(logging.DEBUG)
+    seen = [repr(embedding_client)]
+    for step in (Step(401, body=f"Incorrect API key provided: {SECRET}"), Step(500)):
+        provider.reset()
+        provider.script(step, step, step, step, step, step)
+        with pytest.raises(EmbeddingError) as info:
+            from course.embeddings import deadline
+
+            with deadline(0.5):
+                await embedding_client.embed(["secret"])
+        seen += [str(info.value), repr(info.value)]
+    unreachable = lab.EmbeddingClient("http://127.0.0.1:9/v1", "m", SECRET, max_retries=0)
+    with pytest.raises(EmbeddingError) as info:
+        await unreachable.embed(["nobody there"])
+    await unreachable.aclose()
+    seen += [str(info.value), caplog.text]
+    leaked = [text[:120] for text in seen if SECRET in text or SECRET[-12:] in text]
+    assert not leaked, f"the API key appears in: {leaked}"
+
+
+@pytest.mark.hint(
+    "An answer that is not OpenAI's shape (HTML from a proxy, items missing) is an EmbeddingError "
+    "(EmbeddingBadResponse), not a KeyError or a crash; answer_vectors() checks the vectors themselves."
+)
+async def test_embedding_client_refuses_an_answer_it_cannot_use(lab, provider, embedding_client):
+    """HTML, a missing item or a NaN in the answer raise EmbeddingError, never another exception"""
+    from course.embeddings import EmbeddingError
+
+    def drop_one(payload):
+        return {**payload, "data": payload["data"][1:]}
+
+    def nan(payload):
+        payload["data"][0]["embedding"][0] = float("nan")
+        return payload
+
+    for step in (Step(raw=b"<html>proxy error</html>"), Step(mutate=drop_one), Step(mutate=nan)):
+        provider.reset()
+        provider.script(step)
+        with pytest.raises(EmbeddingError):
+            await embedding_client.embed(["one", "two"])

@@ -183,12 +183,16 @@ class LocalEmbedder:
     native_dimensions = 256
     dimensions = EMBEDDING_DIMENSIONS
 
+    def embed_native(self, texts: Sequence[str]) -> np.ndarray:
+        """The model's own unit vectors (256 numbers each): what an OpenAI-compatible server of it answers."""
+        texts = validate_texts(texts)
+        return _normalise_rows(np.asarray(_wordllama().embed(texts, norm=True), dtype=np.float32))
+
     def embed_sync(self, texts: Sequence[str]) -> list[list[float]]:
         texts = validate_texts(texts)
         if not texts:
             return []
-        matrix = np.asarray(_wordllama().embed(texts, norm=True), dtype=np.float32)
-        return pad_to(_normalise_rows(matrix)).tolist()
+        return pad_to(self.embed_native(texts)).tolist()
 
     async def embed(self, texts: Sequence[str], kind: EmbedKind = "document") -> list[list[float]]:
         check_kind(kind)  # one model for both: nothing else to do with it
@@ -268,6 +272,29 @@ def _retry_after_seconds(response: httpx.Response) -> float | None:
         return max(0.0, (parsedate_to_datetime(value) - datetime.now(UTC)).total_seconds())
     except (TypeError, ValueError):
         return None
+
+
+#: The public name of the wait hint reader, for HTTP clients written elsewhere (Objective 6's).
+retry_after_seconds = _retry_after_seconds
+
+
+def answer_vectors(vectors: Any, count: int, dimensions: int = EMBEDDING_DIMENSIONS) -> list[list[float]]:
+    """A provider's vectors checked and made storable: exactly `count` rows of one width of at most `dimensions`,
+    finite and not all zero, scaled to unit length and zero-padded to `dimensions` (which leaves every distance
+    between them unchanged). Anything else is EmbeddingBadResponse (the service answers 502)."""
+    try:
+        matrix = np.asarray(vectors, dtype=np.float32)
+    except (ValueError, TypeError) as exc:
+        raise EmbeddingBadResponse(f"The embedding answer is not a list of equally long vectors: {exc}") from exc
+    if matrix.ndim != 2 or matrix.shape[0] != count or not 0 < matrix.shape[1] <= dimensions:
+        raise EmbeddingBadResponse(
+            f"The embedding answer has shape {matrix.shape}; expected {count} vectors of at most {dimensions} numbers."
+        )
+    if not np.isfinite(matrix).all():
+        raise EmbeddingBadResponse("The embedding answer has a vector with NaN or infinite values.")
+    if not np.abs(matrix).sum(axis=1).all():
+        raise EmbeddingBadResponse("The embedding answer has an all-zero vector (no direction).")
+    return pad_to(_normalise_rows(matrix), dimensions).tolist()
 
 
 class _HTTPEmbedder:

@@ -58,31 +58,55 @@ class Health(BaseModel):
     )
 
 
+def query_embedder(settings: Settings, embedding_client: Callable[..., Embedder] | None) -> tuple[Embedder, Any]:
+    """What the service embeds queries with, and a local server to stop afterwards (or None).
+
+    With an `embedding_client` (an httpx client class for OpenAI-compatible servers: base_url, model, api_key, then
+    model_id, timeout, max_retries) the local and openai providers both go through it: `local` serves the course's
+    model on 127.0.0.1 in OpenAI's wire format (course.local_openai, no key), `openai` is OPENAI_BASE_URL with its
+    key. Other providers (gemini, hashing), or no client, use the course's own embedder (course.embeddings)."""
+    if embedding_client is None or settings.embedding_provider not in ("local", "openai"):
+        return get_embedder(settings=settings), None
+    retry = {"timeout": settings.embedding_timeout, "max_retries": settings.embedding_max_retries}
+    if settings.embedding_provider == "local":
+        from course.local_openai import MODEL, LocalOpenAIServer
+
+        server = LocalOpenAIServer().start()
+        return embedding_client(server.base_url, MODEL, None, model_id=MODEL, **retry), server
+    key = settings.openai_api_key.get_secret_value() if settings.openai_api_key else None
+    return embedding_client(settings.openai_base_url, settings.openai_embedding_model, key, **retry), None
+
+
 def create_service_app(
     *,
     router: APIRouter,
     service_class: Callable[..., SearchServiceBase],
+    embedding_client: Callable[..., Embedder] | None = None,
     embedder: Embedder | None = None,
     database_url: str | None = None,
     settings: Settings | None = None,
 ) -> FastAPI:
     """The search service: `router` (the objective's POST /search) with the course's plumbing around it.
     `service_class(pool, embedder, settings, metrics)` makes the one service the routes share (app.state.service).
-    Defaults: the configured embedder (EMBEDDING_PROVIDER) and the course database."""
+    Queries are embedded by `embedder` if given, else as `query_embedder()` says (through `embedding_client`, the
+    objective's httpx client); the database is the course's unless `database_url` names another."""
     settings = settings or get_settings()
     metrics = Metrics()
     write_key = settings.search_api_key.get_secret_value() if settings.search_api_key else None
 
     @asynccontextmanager
     async def lifespan(app: FastAPI):
-        own_embedder = embedder is None
+        own_embedder, local_server = embedder is None, None
         if write_key is None:
             log.warning(
                 "SEARCH_API_KEY is not set: POST /documents accepts writes from anyone who can reach the service"
             )
         # one retry budget for the process: identical concurrent calls coalesced, a breaker after repeated failures
+        inner = embedder
+        if inner is None:
+            inner, local_server = query_embedder(settings, embedding_client)
         app.state.embedder = GuardedEmbedder(
-            embedder or get_embedder(settings=settings),
+            inner,
             failure_threshold=settings.embedding_breaker_failures,
             reset_seconds=settings.embedding_breaker_reset,
         )
@@ -101,6 +125,8 @@ def create_service_app(
             await pool.close()
             if own_embedder:
                 await app.state.embedder.aclose()
+            if local_server is not None:
+                local_server.stop()
 
     app = FastAPI(
         title="Semantic search on PostgreSQL + pgvector",

@@ -1,4 +1,4 @@
-# lab-fingerprint: cfa864d5486bb707
+# lab-fingerprint: 80114366e8220713
 # Starter code generated from solutions/objective6/service.py by tools/make_labs.py. This file is yours: fill in every TODO.
 # `python -m checks N` (or check(N) in the notebook) grades it and gives hints.
 """Objective 6 — the semantic search service: POST /search with caching, metrics and errors that help.
@@ -42,6 +42,8 @@ from course.web.base import SearchServiceBase, search_service
 from course.web.errors import DATABASE_ERRORS, DatabaseUnavailable, InvalidRequest, ModelMismatch, error_responses
 from course.web.metrics import Metrics
 from course.web.openapi import FILTER_MAX_CHARS, FILTER_MAX_KEYS
+
+from .embedding_client import EmbeddingClient
 
 #: Similarity scales are model-specific. Measured on the course corpus with the local model: on-topic questions
 #: score 0.44-0.82 for their best match, off-topic ones 0.16-0.25, so 0.35 keeps the first and drops the second.
@@ -337,5 +339,10 @@ def create_app(
     """The search service: this file's router and SearchService in the course's app. Defaults: the configured
     embedder (EMBEDDING_PROVIDER) and the course database."""
     return create_service_app(
-        router=router, service_class=SearchService, embedder=embedder, database_url=database_url, settings=settings
+        router=router,
+        service_class=SearchService,
+        embedding_client=EmbeddingClient,
+        embedder=embedder,
+        database_url=database_url,
+        settings=settings,
     )

@@ -40,6 +40,8 @@ from course.web.errors import DATABASE_ERRORS, DatabaseUnavailable, InvalidReque
 from course.web.metrics import Metrics
 from course.web.openapi import FILTER_MAX_CHARS, FILTER_MAX_KEYS
 
+from .embedding_client import EmbeddingClient
+
 #: Similarity scales are model-specific. Measured on the course corpus with the local model: on-topic questions
 #: score 0.44-0.82 for their best match, off-topic ones 0.16-0.25, so 0.35 keeps the first and drops the second.
 #: ada-002 and Gemini could not be measured offline: their values follow the providers' published similarity
@@ -392,5 +394,10 @@ def create_app(
     """The search service: this file's router and SearchService in the course's app. Defaults: the configured
     embedder (EMBEDDING_PROVIDER) and the course database."""
     return create_service_app(
-        router=router, service_class=SearchService, embedder=embedder, database_url=database_url, settings=settings
+        router=router,
+        service_class=SearchService,
+        embedding_client=EmbeddingClient,
+        embedder=embedder,
+        database_url=database_url,
+        settings=settings,
     )

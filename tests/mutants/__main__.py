@@ -55,9 +55,10 @@ def load_mutants() -> list[Mutant]:
     mutants: list[Mutant] = []
     for path in sorted(HERE.glob("objective*.toml")):
         objective = int(path.stem.removeprefix("objective"))
-        file = solution_file(objective)
-        source = (SOLUTIONS / file).read_text(encoding="utf-8")
         for entry in tomllib.loads(path.read_text(encoding="utf-8"))["mutant"]:
+            # `file`: another module of a package objective (relative to solutions/); default its main one
+            file = entry.get("file", solution_file(objective))
+            source = (SOLUTIONS / file).read_text(encoding="utf-8")
             mutant = Mutant(
                 entry["id"], objective, file, entry["reason"], entry["find"], entry["replace"], entry.get("expect", "")
             )

@@ -1,0 +1,121 @@
+"""Objective 6, part 1 — the embedding call: any OpenAI-compatible server over httpx.
+
+`POST {base_url}/embeddings` with a Bearer key, the model and a batch of inputs; OpenAI's answer lists one item per
+input with its `index`, in no promised order. The service embeds every query this way: by default through the
+course's local model served on 127.0.0.1 in OpenAI's wire format (no key needed), with OPENAI_BASE_URL at OpenAI or
+any compatible server (Ollama, vLLM, LM Studio).
+
+A provider fails in two ways that need different answers. 429 and 5xx mean "not now": wait (the server's
+`Retry-After` if it sends one, else an exponential backoff) and try again — but only while the request's deadline
+leaves time for it. Any other 4xx means "never like this": retrying cannot help. The API key is a secret: it goes in
+the Authorization header and nowhere else, never in a message or a log line.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Sequence
+
+import httpx
+
+from course.embeddings import (
+    EmbedKind,
+    EmbeddingBadResponse,
+    EmbeddingRequestError,
+    EmbeddingUnavailable,
+    answer_vectors,
+    check_kind,
+    retry_after_seconds,
+    time_left,
+    validate_texts,
+)
+from course.settings import EMBEDDING_DIMENSIONS
+
+#: The statuses that mean "try again later"; every other error status is final.
+RETRYABLE = {429, 500, 502, 503, 504}
+
+
+class EmbeddingClient:
+    """Embeddings from an OpenAI-compatible server (course.embeddings.Embedder: `model_id`, `dimensions`, `embed`).
+
+    `model_id` is what rows record as their model (default `openai/<model>`): queries and rows must come from the
+    same model. `timeout` bounds each attempt; `max_retries` bounds the retries after the first attempt; `backoff`
+    is the first wait when the server gives no Retry-After (doubling after each retry)."""
+
+    dimensions = EMBEDDING_DIMENSIONS
+
+    def __init__(
+        self,
+        base_url: str,
+        model: str,
+        api_key: str | None = None,
+        *,
+        model_id: str | None = None,
+        timeout: float = 30.0,
+        max_retries: int = 4,
+        backoff: float = 0.5,
+        client: httpx.AsyncClient | None = None,
+    ) -> None:
+        self.base_url, self.model, self.timeout = base_url.rstrip("/"), model, timeout
+        self.model_id = model_id or f"openai/{model}"
+        self.max_retries, self.backoff = max_retries, backoff
+        self._api_key = api_key
+        self._client = client or httpx.AsyncClient()
+
+    def __repr__(self) -> str:  # never the key
+        return f"EmbeddingClient({self.base_url!r}, {self.model!r})"
+
+    async def aclose(self) -> None:
+        await self._client.aclose()
+
+    async def embed(self, texts: Sequence[str], kind: EmbedKind = "document") -> list[list[float]]:
+        """One vector per text, in the order of `texts` (unit length, zero-padded to `dimensions`).
+
+        Raises EmbeddingUnavailable (with `retry_after`) when the server keeps answering 429/5xx, cannot be reached
+        or times out, and no retry fits in what is left of the deadline (`course.embeddings.time_left()`); raises
+        EmbeddingRequestError (with `status_code`) at once for any other error status."""
+        check_kind(kind)  # OpenAI's models embed questions and passages alike
+        texts = validate_texts(texts)
+        if not texts:
+            return []
+        # BEGIN SOLUTION hint: POST {base_url}/embeddings with the model and the inputs (Bearer key when there is one),
+        #   an attempt's timeout cut to the deadline's time left; 200: the items sorted by their "index", checked with
+        #   answer_vectors(); 429/5xx, a timeout or no connection: wait what retry_after_seconds() reads, else the backoff,
+        #   and try again while attempts and the deadline allow; any other status: EmbeddingRequestError at once
+        headers = {"Authorization": f"Bearer {self._api_key}"} if self._api_key else {}
+        body = {"model": self.model, "input": texts}
+        reason, wait = "", self.backoff
+        for attempt in range(self.max_retries + 1):
+            left = time_left()
+            budget = self.timeout if left is None else min(self.timeout, left)
+            if budget <= 0:
+                break
+            try:
+                response = await self._client.post(
+                    f"{self.base_url}/embeddings", json=body, headers=headers, timeout=budget
+                )
+            except httpx.TimeoutException:
+                reason, hint = f"no answer within {budget:.3g} s", None
+            except httpx.TransportError as exc:
+                reason, hint = f"cannot reach it ({type(exc).__name__})", None
+            else:
+                if response.status_code == 200:
+                    try:
+                        items = sorted(response.json()["data"], key=lambda item: item["index"])
+                        vectors = [item["embedding"] for item in items]
+                    except (ValueError, KeyError, TypeError) as exc:
+                        raise EmbeddingBadResponse(f"The answer is not OpenAI's shape ({exc!r:.100}).") from None
+                    return answer_vectors(vectors, len(texts), self.dimensions)
+                if response.status_code not in RETRYABLE:
+                    raise EmbeddingRequestError(
+                        f"The embedding server refused the request (HTTP {response.status_code}).",
+                        response.status_code,
+                    )
+                reason, hint = f"HTTP {response.status_code}", retry_after_seconds(response)
+            wait = hint if hint is not None else self.backoff * 2**attempt
+            left = time_left()
+            if attempt == self.max_retries or (left is not None and wait >= left):
+                break
+            await asyncio.sleep(wait)
+        raise EmbeddingUnavailable(f"The embedding server is unavailable ({reason or 'no time left'}).", wait)
+        # END SOLUTION
