@@ -116,6 +116,30 @@ class RecordingDB:
         return getattr(self._db, name)
 
 
+class RecordingPool:
+    """Stands in for an asyncpg pool: every connection it lends records its statements (RecordingDB) into one
+    list, so a check can EXPLAIN the SQL a service ran through its pool."""
+
+    def __init__(self, pool):
+        self._pool = pool
+        self.statements: list[tuple[str, tuple]] = []
+
+    def acquire(self, **kwargs):
+        import contextlib
+
+        @contextlib.asynccontextmanager
+        async def lend():
+            async with self._pool.acquire(**kwargs) as conn:
+                recorder = RecordingDB(conn)
+                recorder.statements = self.statements
+                yield recorder
+
+        return lend()
+
+    def __getattr__(self, name):
+        return getattr(self._pool, name)
+
+
 def plan_nodes(plan: dict) -> list[dict]:
     """Every node of an EXPLAIN (FORMAT JSON) plan, depth first (CTEs and subplans included)."""
     nodes, stack = [], [plan.get("Plan", plan)]

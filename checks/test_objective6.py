@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from checks.support import RecordingEmbedder, objective, random_vectors, seed
+from checks.support import RecordingEmbedder, RecordingPool, explain, objective, plan_nodes, random_vectors, seed
 from course import database
 from course.embeddings import OpenAIEmbedder
 from course.fake_providers import FakeProviderServer, Step
@@ -406,6 +406,135 @@ async def test_filtered_results_are_sorted_on_an_hnsw_plan(lab, conn, db_url):
                 body = (await search(client, query, top_k=100, min_score=-1.0, filter='{"topic": "sql"}')).json()
                 scores = [h["score"] for h in body["results"]]
                 assert len(scores) == 100 and scores == sorted(scores, reverse=True), f"{query!r}: results out of order"
+
+
+@pytest.mark.hint(
+    "An index can only serve a top-k ordered by the raw cosine operator, ascending, with a LIMIT (Objective 3): "
+    "keep that query intact in a materialized CTE and apply the minimum similarity outside it, never in its WHERE "
+    "or ORDER BY.",
+)
+@pytest.mark.points(2)
+async def test_vector_search_is_served_by_the_hnsw_index(lab, conn, db_url):
+    """mode=vector runs SQL the planner answers from the HNSW index, with and without a threshold"""
+    vectors = random_vectors(2000, seed=64, normalised=True)
+    await seed(conn, vectors, [f"row {i}" for i in range(2000)], [{"n": i} for i in range(2000)])
+    await conn.execute("CREATE INDEX check_hnsw ON embeddings USING hnsw (embedding vector_cosine_ops)")
+    await conn.execute("ANALYZE embeddings")
+    app = lab.create_app(embedder=RecordingEmbedder(), database_url=db_url, settings=settings())
+    async with app.router.lifespan_context(app):
+        service = app.state.service
+        service.pool = RecordingPool(service.pool)
+        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://test") as client:
+            for min_score in (0.1, -1.0):
+                response = await search(client, "vacuum", mode="vector", top_k=10, min_score=min_score)
+                assert response.status_code == 200, response.text
+    searches = [(sql, args) for sql, args in service.pool.statements if "<=>" in sql]
+    assert searches, "mode=vector ran no query with the cosine operator <=> on the service's pool"
+    for sql, args in searches:
+        plan = await explain(conn, sql, args)
+        used = [node.get("Index Name") for node in plan_nodes(plan) if node.get("Index Name")]
+        assert "check_hnsw" in used, (
+            "the planner answers this search with a full scan, not the HNSW index "
+            f"(nodes: {[n['Node Type'] for n in plan_nodes(plan)]}):\n{sql.strip()}"
+        )
+
+
+@pytest.mark.hint(
+    "Ask FastAPI for the service (a parameter annotated ServiceDep = Annotated[SearchService, "
+    "Depends(search_service)]), never request.app.state: then a test can swap it with app.dependency_overrides.",
+)
+@pytest.mark.points(2)
+async def test_the_route_gets_its_service_by_dependency_injection(lab, data, db_url):
+    """POST /search takes its service from Depends(search_service), so app.dependency_overrides can replace it"""
+    import contextlib
+
+    from course.web.base import search_service
+
+    class StubService:
+        """What the route needs of a service: settings, embedder, deadline(), model_problem(), search()."""
+
+        def __init__(self):
+            self.settings, self.embedder, self.calls = settings(), data["embedder"], []
+
+        @contextlib.asynccontextmanager
+        async def deadline(self, seconds):
+            yield
+
+        async def model_problem(self):
+            return None
+
+        async def search(self, text, top_k, min_score, filters, mode="vector"):
+            self.calls.append((text, top_k, min_score, filters, mode))
+            return lab.SearchResponse(
+                query=text,
+                model="stub",
+                mode=mode,
+                top_k=top_k,
+                min_score=min_score or 0.0,
+                filter=filters,
+                count=0,
+                cached=False,
+                results=[],
+            )
+
+    stub = StubService()
+    app = lab.create_app(embedder=data["embedder"], database_url=db_url, settings=settings())
+    app.dependency_overrides[search_service] = lambda: stub
+    async with app.router.lifespan_context(app):
+        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://test") as client:
+            response = await search(
+                client, "  how do I vacuum?  ", top_k=7, min_score=0.2, filter='{"topic": "sql"}', mode="hybrid"
+            )
+    assert response.status_code == 200, response.text
+    assert response.json()["model"] == "stub", "the route did not use the service FastAPI injected"
+    assert stub.calls == [("how do I vacuum?", 7, 0.2, {"topic": "sql"}, "hybrid")], (
+        f"the route passed {stub.calls}: the stripped query, top_k, min_score, the parsed filter and the mode"
+    )
+
+
+class SlowEmbedder(RecordingEmbedder):
+    """A provider that does not answer for 5 s."""
+
+    async def embed(self, texts, kind="document"):
+        import asyncio
+
+        await asyncio.sleep(5)
+        return await super().embed(texts, kind)
+
+
+@pytest.mark.hint(
+    "The whole search runs inside the service's deadline() for SEARCH_DEADLINE: past it the request is cut and "
+    "answered 503 with Retry-After, not left hanging; a table of another model's vectors is refused (ModelMismatch), "
+    "and without a `mode` the default is default_mode(model, SEARCH_MODE)."
+)
+@pytest.mark.points(2)
+async def test_the_route_keeps_its_deadline_checks_the_model_and_defaults_the_mode(lab, data, db_url, conn):
+    """a search past SEARCH_DEADLINE is a 503, another model's rows are a 503 model_mismatch, SEARCH_MODE applies"""
+    import time
+
+    app = lab.create_app(embedder=SlowEmbedder(), database_url=db_url, settings=settings(search_deadline=1.0))
+    async with app.router.lifespan_context(app):
+        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://test") as client:
+            started = time.perf_counter()
+            response = await search(client, "a slow provider")
+            took = time.perf_counter() - started
+    assert response.status_code == 503 and "Retry-After" in response.headers, response.text
+    assert took < 2.5, f"answered after {took:.1f} s with a 1 s SEARCH_DEADLINE: run the search inside the deadline"
+    app = lab.create_app(embedder=data["embedder"], database_url=db_url, settings=settings(search_mode="hybrid"))
+    async with app.router.lifespan_context(app):
+        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://test") as client:
+            body = (await search(client, "vacuum", min_score=0.0)).json()
+            assert body.get("mode") == "hybrid", f"SEARCH_MODE=hybrid, yet the search ran as {body.get('mode')!r}"
+    await conn.execute(
+        """UPDATE embeddings SET metadata = metadata || '{"model": "other/model"}' WHERE id = $1""", data["ids"][0]
+    )
+    app = lab.create_app(embedder=data["embedder"], database_url=db_url, settings=settings())
+    async with app.router.lifespan_context(app):
+        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://test") as client:
+            response = await search(client, "vacuum", min_score=0.0)
+    assert response.status_code == 503 and response.json().get("error") == "model_mismatch", (
+        f"a row made by another model must stop the search (503 model_mismatch), got {response.status_code}"
+    )
 
 
 # ---------------------------------------------------------------------------------------------------------------------

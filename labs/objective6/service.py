@@ -1,4 +1,4 @@
-# lab-fingerprint: 80114366e8220713
+# lab-fingerprint: 5c1f731aa217e648
 # Starter code generated from solutions/objective6/service.py by tools/make_labs.py. This file is yours: fill in every TODO.
 # `python -m checks N` (or check(N) in the notebook) grades it and gives hints.
 """Objective 6 — the semantic search service: POST /search with caching, metrics and errors that help.
@@ -147,12 +147,8 @@ def result_cache_key(
 # ---------------------------------------------------------------------------------------------------------------------
 # The service
 # ---------------------------------------------------------------------------------------------------------------------
-SEARCH_SQL = """
-    WITH nearest AS MATERIALIZED (
-        SELECT id, content, metadata, embedding <=> $1 AS distance FROM embeddings
-        {where} ORDER BY embedding <=> $1 LIMIT $2)
-    SELECT id, content, metadata, 1 - distance AS score FROM nearest
-    WHERE 1 - distance >= $3 ORDER BY distance + 0"""
+#: The vector search: $1 the query embedding, $2 top_k, $3 the minimum similarity, $4 the metadata filter ({where}).
+SEARCH_SQL = ""  # TODO: write it for SearchService.vector_search()
 
 
 def _estimated_bytes(results: list[SearchHit]) -> int:
@@ -189,12 +185,8 @@ class SearchService(SearchServiceBase):
         mode: str = "vector",
         text: str = "",
     ) -> list[SearchHit]:
-        """The pgvector query (given).
-
-        vector: nearest top_k by cosine distance, filtered by metadata containment, then thresholded outside the
-        limited subquery so the HNSW index serves it. The pool's connections run with hnsw.iterative_scan =
-        relaxed_order, so a selective filter still yields top_k rows, re-sorted here by `distance + 0`: PostgreSQL
-        17+ would drop a plain `ORDER BY distance` over the materialized CTE.
+        """The database part of a search (given, but for vector_search()): a pooled connection within the deadline,
+        the database's failures as DatabaseUnavailable, and its time in search_query_seconds{mode}.
 
         hybrid, rrf: the candidate pool of course.quality (the 100 nearest and the 100 best full-text matches of
         `text`, filtered alike), rows below min_score similarity dropped, then ranked by fusion — the computation
@@ -204,19 +196,7 @@ class SearchService(SearchServiceBase):
         try:
             async with self.pool.acquire(timeout=timeout) as conn:
                 if mode == "vector":
-                    sql = SEARCH_SQL.format(where="WHERE metadata @> $4::jsonb" if filters else "")
-                    args = [embedding, top_k, min_score] + ([filters] if filters else [])
-                    rows = await conn.fetch(sql, *args, timeout=self.db_timeout())
-                    hits = [
-                        SearchHit(
-                            id=str(r["id"]),
-                            content=r["content"],
-                            metadata=r["metadata"],
-                            score=float(r["score"]),
-                            similarity=float(r["score"]),
-                        )
-                        for r in rows
-                    ]
+                    hits = await self.vector_search(conn, embedding, top_k, min_score, filters)
                 else:
                     args = [embedding, text, POOL_SIZE] + ([filters] if filters else [])
                     async with conn.transaction():
@@ -237,6 +217,22 @@ class SearchService(SearchServiceBase):
             raise DatabaseUnavailable(f"{type(exc).__name__}: {exc}") from exc
         self.metrics.query_seconds.labels(mode).observe(time.perf_counter() - started)
         return hits
+
+    async def vector_search(
+        self,
+        conn: asyncpg.Connection,
+        embedding: np.ndarray,
+        top_k: int,
+        min_score: float,
+        filters: dict[str, Any] | None,
+    ) -> list[SearchHit]:
+        """mode=vector: min(top_k, matching rows) hits whose metadata contains `filters` and whose cosine similarity
+        is at least `min_score`, best first (score = similarity), in a query the HNSW index serves. The pool's
+        connections run with hnsw.iterative_scan = relaxed_order, so a selective filter still yields top_k rows —
+        in a nearly sorted order."""
+        raise NotImplementedError(
+            "TODO: Objectives 3 and 4 in one statement: the indexable top-k (ORDER BY the raw cosine operator, LIMIT) with the containment filter in a materialized CTE, the threshold applied outside it, and the relaxed order re-sorted so PostgreSQL 17+ keeps that sort (pgvector's README); every value a parameter, with the query's timeout (self.db_timeout())"
+        )
 
     async def embed_query(self, text: str) -> tuple[np.ndarray, bool]:
         """The query's embedding and whether it came from the embedding cache (keyed by model and exact text)."""
@@ -295,42 +291,11 @@ async def search(
         f"most {FILTER_MAX_KEYS} keys, keys and strings at most {FILTER_MAX_CHARS} characters",
     ),
 ) -> Response:
-    settings = service.settings
-    repeated = sorted({k for k in request.query_params if len(request.query_params.getlist(k)) > 1})
-    if repeated:  # FastAPI would silently take the last value of a repeated parameter
-        raise InvalidRequest(f"{', '.join(repeated)} given more than once; give each parameter once.")
-    if len(body.query) > settings.search_max_query_chars:
-        raise InvalidRequest(f"query is {len(body.query)} characters; the limit is {settings.search_max_query_chars}.")
-    if not body.query.strip():
-        raise InvalidRequest("query is empty.")
-    try:
-        check_text(body.query, "query")
-        filters = parse_filter(filter)
-        if filters:
-            check_json(filters, "filter", max_depth=2)
-            if len(filters) > FILTER_MAX_KEYS:
-                raise ValueError(f"filter has {len(filters)} keys; the limit is {FILTER_MAX_KEYS}.")
-            long = [k for k, v in filters.items() if len(k) > FILTER_MAX_CHARS or len(str(v)) > FILTER_MAX_CHARS]
-            if long:
-                raise ValueError(
-                    f"filter key or value for {long[0][:40]!r} is longer than {FILTER_MAX_CHARS} characters."
-                )
-    except RecursionError:
-        raise InvalidRequest("filter is nested too deeply.") from None
-    except ValueError as exc:
-        raise InvalidRequest(str(exc)) from None
-    async with service.deadline(settings.search_deadline):
-        if problem := await service.model_problem():
-            raise ModelMismatch(problem)
-        result = await service.search(
-            body.query.strip(),
-            top_k,
-            min_score,
-            filters,
-            mode or default_mode(service.embedder.model_id, settings.search_mode),
-        )
-    # Serialise once with pydantic-core; returning the model would make FastAPI validate it again (~0.5 ms).
-    return Response(result.model_dump_json(), media_type="application/json")
+    """Search the embeddings: validate the input (422 with a message), then within the request's deadline embed the
+    query, search and answer. The service comes from FastAPI's dependency injection (ServiceDep), as in Objective 5."""
+    raise NotImplementedError(
+        "TODO: validate before any work, raising InvalidRequest (a 422): parameters given twice, the query's length and emptiness, check_text(), parse_filter() and the filter's limits (FILTER_MAX_KEYS, FILTER_MAX_CHARS); then inside service.deadline(SEARCH_DEADLINE) refuse another model's table (ModelMismatch) and call service.search() with the stripped query and the mode (default_mode() when none is asked for); answer the response's JSON"
+    )
 
 
 def create_app(

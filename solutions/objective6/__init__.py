@@ -6,6 +6,9 @@ from .embedding_client import EmbeddingClient  # noqa: F401
 from .service import (  # noqa: F401
     CALIBRATED_MIN_SCORE,
     Metrics,
+    SearchHit,
+    SearchRequest,
+    SearchResponse,
     SearchService,
     create_app,
     default_min_score,

@@ -80,8 +80,9 @@ class EmbeddingClient:
             return []
         # BEGIN SOLUTION hint: POST {base_url}/embeddings with the model and the inputs (Bearer key when there is one),
         #   an attempt's timeout cut to the deadline's time left; 200: the items sorted by their "index", checked with
-        #   answer_vectors(); 429/5xx, a timeout or no connection: wait what retry_after_seconds() reads, else the backoff,
-        #   and try again while attempts and the deadline allow; any other status: EmbeddingRequestError at once
+        #   answer_vectors(); 429/5xx, a timeout or no connection: wait what retry_after_seconds() reads, else the
+        #   backoff, and try again while attempts and the deadline allow; any other status: EmbeddingRequestError at
+        #   once
         headers = {"Authorization": f"Bearer {self._api_key}"} if self._api_key else {}
         body = {"model": self.model, "input": texts}
         reason, wait = "", self.backoff
