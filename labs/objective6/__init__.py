@@ -1,4 +1,4 @@
-# lab-fingerprint: 7d4da2c4b67489c0
+# lab-fingerprint: f585656efd3364de
 # Starter code generated from solutions/objective6/__init__.py by tools/make_labs.py. This file is yours: fill in every TODO.
 # `python -m checks N` (or check(N) in the notebook) grades it and gives hints.
 """Objective 6 — the semantic search service. `uvicorn solutions.objective6:app` serves the course database."""
@@ -8,6 +8,7 @@ from __future__ import annotations
 from .embedding_client import EmbeddingClient  # noqa: F401
 from .service import (  # noqa: F401
     CALIBRATED_MIN_SCORE,
+    SEARCH_SQL,
     Metrics,
     SearchHit,
     SearchRequest,

@@ -5,6 +5,7 @@ from __future__ import annotations
 from .embedding_client import EmbeddingClient  # noqa: F401
 from .service import (  # noqa: F401
     CALIBRATED_MIN_SCORE,
+    SEARCH_SQL,
     Metrics,
     SearchHit,
     SearchRequest,

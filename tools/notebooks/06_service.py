@@ -14,17 +14,25 @@
 # %% [markdown]
 # # Objective 6 — the semantic search service
 #
-# Everything so far becomes one production-shaped service: **POST /search** embeds the query (the local model, or
-# OpenAI `text-embedding-ada-002` over httpx when configured), searches pgvector, and answers with ranked results.
-# What makes it a *service* rather than a query is what you write in `labs/objective6/service.py`:
+# Everything so far becomes one production-shaped service: **POST /search** embeds the query with an embedding API
+# over httpx, searches pgvector, and answers with ranked results. You build the service; the course supplies the
+# plumbing around it. In `labs/objective6/`:
 #
-# 1. `parse_filter()` — the `filter` query parameter is user input: a JSON object of scalars, or a 422;
-# 2. `default_min_score()` — a threshold that suits the embedding model (scales differ per model);
-# 3. `result_cache_key()` and `SearchService.embed_query()` / `search()` — two bounded caches (query text → embedding,
-#    and search → results) with metrics for each step, for each of the three ranking modes (`vector`, `hybrid`, `rrf`).
+# 1. `embedding_client.py` — **the embedding call**: `EmbeddingClient.embed()` posts a batch to any OpenAI-compatible
+#    server (`POST {base_url}/embeddings`, a Bearer key), returns the vectors in `index` order, retries 429/5xx as the
+#    server's `Retry-After` says within the request's deadline, and never retries a refused request. The service
+#    embeds *every* query through it: by default the course serves its local model on 127.0.0.1 in OpenAI's wire
+#    format (no key), and `OPENAI_BASE_URL` points it at OpenAI or any compatible server.
+# 2. `service.py`, in order:
+#    `parse_filter()` (user input: a JSON object of scalars, or a 422), `default_min_score()` (scales differ per
+#    model), `SearchService.vector_search()` (**the SQL**: Objectives 3 and 4 in one indexable statement),
+#    `result_cache_key()`, `embed_query()` and `search()` (**two caches and the Prometheus metrics**), and **the
+#    `POST /search` route**, which gets its service by dependency injection (`Annotated[…, Depends(…)]`, as in
+#    Objective 5).
 #
-# The app around them — lifespan-managed pool and HTTP client, error mapping (422/502/503 + `Retry-After`),
-# `/healthz`, `/metrics`, the page at `/` — is given. `make serve` runs the reference on http://127.0.0.1:8000.
+# `course.web` supplies the rest: the request guard (body and URL limits, security headers), error bodies and the
+# 422/502/503 + `Retry-After` handlers, the circuit breaker, POST /documents, `/healthz`, `/metrics`, `/docs` and the
+# app factory. `make serve` runs the reference on http://127.0.0.1:8000.
 
 # %%
 # %load_ext autoreload
@@ -55,6 +63,138 @@ lifespan = app.router.lifespan_context(app)
 await lifespan.__aenter__()  # what uvicorn does at startup: pool, embedder, caches
 client = httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://course")
 print(obj.__name__, "→", (await client.get("/healthz")).json())
+
+# %% [markdown]
+# ## Build it, step by step
+#
+# Each step below runs on its own, against the function you just wrote.
+#
+# **Step 1 — the embedding call.** The course's local model answers in OpenAI's wire format on 127.0.0.1. Your client
+# should return, for each text, the same vector the model computes directly, in the order of the texts (OpenAI does
+# not promise the order of `data`: sort by `index`).
+
+# %%
+import numpy as np
+from course.embeddings import LocalEmbedder
+from course.local_openai import MODEL, LocalOpenAIServer
+
+local = LocalOpenAIServer().start()
+embedding_client = obj.EmbeddingClient(local.base_url, MODEL, model_id=MODEL)
+texts = ["How do I vacuum a table?", "What is a foreign key?", "Back up a database", "JSON operators"]
+mine = np.asarray(await embedding_client.embed(texts))
+direct = np.asarray(LocalEmbedder().embed_sync(texts))
+print(f"POST {local.base_url}/embeddings → {mine.shape[0]} vectors of {mine.shape[1]}")
+print("cosine with the model's own vector, text by text:", np.round((mine * direct).sum(axis=1), 4))
+await embedding_client.aclose()
+local.stop()
+
+# %% [markdown]
+# **Step 2 — when the provider is in trouble.** A server on 127.0.0.1 that speaks OpenAI's wire format, scripted: a
+# 429 with `Retry-After: 1` (wait, then succeed), a 400 (refused: no retry), and a 503 with `Retry-After: 5` inside a
+# 2 s deadline (that wait cannot fit: give up at once and say when to retry).
+
+# %%
+from course.embeddings import EmbeddingError, deadline
+from course.fake_providers import FakeProviderServer, Step
+
+outcomes = []
+with FakeProviderServer() as fake:
+    client_under_test = obj.EmbeddingClient(fake.openai_base_url, "text-embedding-ada-002", "sk-demo")
+    for label, steps, seconds in (
+        ("429, Retry-After: 1", [Step(429, retry_after="1")], None),
+        ("400", [Step(400)], None),
+        ("503, Retry-After: 5, 2 s deadline", [Step(503, retry_after="5")] * 5, 2.0),
+    ):
+        fake.reset()
+        fake.script(*steps)
+        started = time.perf_counter()
+        try:
+            if seconds:
+                with deadline(seconds):
+                    await client_under_test.embed(["a question"])
+            else:
+                await client_under_test.embed(["a question"])
+            outcome = "vector"
+        except EmbeddingError as exc:
+            outcome = f"{type(exc).__name__}" + (
+                f" (retry after {exc.retry_after:g} s)" if getattr(exc, "retry_after", None) else ""
+            )
+        outcomes.append(
+            {
+                "server answers": label,
+                "requests": len(fake.requests),
+                "seconds": round(time.perf_counter() - started, 2),
+                "outcome": outcome,
+            }
+        )
+    await client_under_test.aclose()
+pd.DataFrame(outcomes)
+
+# %% [markdown]
+# **Step 3 — the SQL.** `vector_search()` is Objectives 3 and 4 in one statement: the indexable top-k in a
+# materialized CTE, the threshold outside it, the relaxed order re-sorted. Run it on one pooled connection, then ask
+# the planner how it answers that SQL:
+
+# %%
+service = app.state.service
+[question_vector] = await service.embedder.embed([guide.questions[0]], kind="query")  # your client, in the app
+async with service.pool.acquire() as conn:
+    hits = await service.vector_search(conn, np.asarray(question_vector, dtype=np.float32), 5, 0.35, None)
+    plan = await conn.fetch(
+        "EXPLAIN " + obj.SEARCH_SQL.format(where=""), np.asarray(question_vector, dtype=np.float32), 5, 0.35
+    )
+print(guide.questions[0])
+display(
+    pd.DataFrame([{"section": h.metadata.get("section", "")[:50], "similarity": round(h.similarity, 3)} for h in hits])
+)
+print("\n".join(r[0][:110] + ("…" if len(r[0]) > 110 else "") for r in plan))
+
+# %% [markdown]
+# **Step 4 — the route.** `POST /search` validates, keeps the request's deadline, and asks FastAPI for its service
+# (`ServiceDep`). That is what lets a test replace the service without a database — here with a stub that only
+# records what the route asked for:
+
+# %%
+import contextlib
+
+from course.web.base import search_service
+
+
+class RecordingService:
+    """Stands in for SearchService: the route's parameters arrive here, parsed and validated."""
+
+    def __init__(self):
+        self.settings, self.embedder, self.calls = service.settings, service.embedder, []
+
+    @contextlib.asynccontextmanager
+    async def deadline(self, seconds):
+        yield
+
+    async def model_problem(self):
+        return None
+
+    async def search(self, text, top_k, min_score, filters, mode="vector"):
+        self.calls.append({"query": text, "top_k": top_k, "min_score": min_score, "filter": filters, "mode": mode})
+        return obj.SearchResponse(
+            query=text,
+            model="stub",
+            mode=mode,
+            top_k=top_k,
+            min_score=min_score or 0.0,
+            filter=filters,
+            count=0,
+            cached=False,
+            results=[],
+        )
+
+
+stub = RecordingService()
+app.dependency_overrides[search_service] = lambda: stub
+answer = await client.post(
+    "/search", params={"top_k": 3, "filter": '{"topic": "ddl"}', "mode": "rrf"}, json={"query": "  rename a column "}
+)
+app.dependency_overrides.clear()
+print(answer.status_code, answer.json()["model"], stub.calls)
 
 # %% [markdown]
 # ## 1. A search, and why the default `min_score` is per model
