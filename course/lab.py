@@ -26,19 +26,32 @@ def notebook_for(objective: int, root: Path = ROOT) -> str:
     return found[0].relative_to(root).as_posix()
 
 
+def lab_files_for(objective: int, root: Path = ROOT) -> list[str]:
+    """The files the learner edits: labs/objectiveN.py, or every module of a package objective labs/objectiveN/
+    (its __init__.py re-exports them) in the order its notebook builds them: the module the package imports first."""
+    single = root / f"labs/objective{objective}.py"
+    if single.is_file():
+        return [single.relative_to(root).as_posix()]
+    package = root / f"labs/objective{objective}"
+    if not (package / "__init__.py").is_file():
+        raise SystemExit(f"There is no labs/objective{objective}.py (or package) in {root}.")
+    init = (package / "__init__.py").read_text(encoding="utf-8")
+    modules = sorted(p for p in package.glob("*.py") if p.name != "__init__.py")
+    position = {p: init.find(f".{p.stem} import") % (len(init) + 1) for p in modules}  # not imported: last
+    return [p.relative_to(root).as_posix() for p in sorted(modules, key=lambda p: (position[p], p.name))]
+
+
 def lab_file_for(objective: int, root: Path = ROOT) -> str:
-    """The file the learner edits: labs/objectiveN.py, or labs/objectiveN/service.py for a package objective."""
-    for candidate in (f"labs/objective{objective}.py", f"labs/objective{objective}/service.py"):
-        if (root / candidate).is_file():
-            return candidate
-    raise SystemExit(f"There is no labs/objective{objective}.py in {root}.")
+    """The first file the learner edits for an objective (see lab_files_for)."""
+    return lab_files_for(objective, root)[0]
 
 
 def workspace(objective: int, root: Path = ROOT) -> dict:
-    """A JupyterLab 4 workspace: the notebook and the lab file side by side (50/50), the file browser open at the
-    repository root. This is the document JupyterLab itself saves under /lab/api/workspaces/<name>."""
-    notebook, lab_file = notebook_for(objective, root), lab_file_for(objective, root)
-    nb_id, editor_id = f"notebook:{notebook}", f"editor:{lab_file}"
+    """A JupyterLab 4 workspace: the notebook and the lab file(s) side by side (50/50; a package objective's modules
+    as tabs), the file browser open at the repository root. This is the document JupyterLab itself saves under
+    /lab/api/workspaces/<name>."""
+    notebook, lab_files = notebook_for(objective, root), lab_files_for(objective, root)
+    nb_id, editor_ids = f"notebook:{notebook}", [f"editor:{f}" for f in lab_files]
     return {
         "data": {
             "layout-restorer:data": {
@@ -49,7 +62,7 @@ def workspace(objective: int, root: Path = ROOT) -> dict:
                         "sizes": [0.5, 0.5],
                         "children": [
                             {"type": "tab-area", "currentIndex": 0, "widgets": [nb_id]},
-                            {"type": "tab-area", "currentIndex": 0, "widgets": [editor_id]},
+                            {"type": "tab-area", "currentIndex": 0, "widgets": editor_ids},
                         ],
                     },
                     "current": nb_id,
@@ -65,7 +78,7 @@ def workspace(objective: int, root: Path = ROOT) -> dict:
                 "top": {"simpleVisibility": True},
             },
             nb_id: {"data": {"path": notebook, "factory": "Notebook"}},
-            editor_id: {"data": {"path": lab_file, "factory": "Editor"}},
+            **{e: {"data": {"path": f, "factory": "Editor"}} for e, f in zip(editor_ids, lab_files)},
             "file-browser-filebrowser:cwd": {"path": ""},
         },
         "metadata": {"id": f"objective{objective}"},
@@ -116,7 +129,7 @@ def main(argv: list[str]) -> int:
     command, env = lab_command(args.objective, root, extra)
     print(
         f"Opening objective {args.objective}: {notebook_for(args.objective, root)} beside "
-        f"{lab_file_for(args.objective, root)}",
+        f"{', '.join(lab_files_for(args.objective, root))}",
         flush=True,
     )
     os.execve(command[0], command, env)
