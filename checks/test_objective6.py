@@ -291,7 +291,10 @@ async def test_bad_input_is_422_with_a_message(lab, client, params, body):
     assert isinstance(detail, str) and len(detail) > 5, f"the message should explain the problem: {detail!r}"
 
 
-@pytest.mark.hint("Database errors surface as DatabaseUnavailable from query(); the app maps them to 503.")
+@pytest.mark.hint(
+    "Database errors surface as DatabaseUnavailable from query(); the app maps them to 503. Metrics record every "
+    "request, the failed ones too."
+)
 async def test_dead_database_is_503_and_unhealthy(lab, data, db_url):
     """when the database disappears, /search answers 503 (not a 500 traceback) and /healthz reports it"""
     url = database.create_database("check_dead")
@@ -310,6 +313,12 @@ async def test_dead_database_is_503_and_unhealthy(lab, data, db_url):
                 assert response.status_code == 503 and "Retry-After" in response.headers, response.text
                 assert "database" in response.json()["detail"].lower()
                 assert (await client.get("/healthz")).status_code == 503
+                text = (await client.get("/metrics")).text
+                misses = metric(text, "search_cache_requests_total", cache="result", outcome="miss")
+                assert misses == 2, (
+                    f"{misses:g} result-cache misses recorded for 2 uncached searches, one of which failed: count "
+                    "each lookup when it happens, not only when the search succeeds"
+                )
     finally:
         database.drop_database(url)
 

@@ -62,7 +62,7 @@ async def _corpus_status() -> dict:
 
 
 async def _load() -> int:
-    from course.corpus import ensure_search_index, load_corpus, prewarm
+    from course.corpus import ensure_search_index, ensure_text_index, load_corpus, prewarm
 
     conn = await database.connect()
     try:
@@ -73,6 +73,9 @@ async def _load() -> int:
         started = time.perf_counter()
         if await ensure_search_index(conn):
             print(f"HNSW index built ({time.perf_counter() - started:.1f} s)")
+        started = time.perf_counter()
+        if await ensure_text_index(conn):
+            print(f"Full-text GIN index built ({time.perf_counter() - started:.1f} s)")
         blocks = await prewarm(conn)
         if blocks:
             print(f"Table and indexes cached in shared_buffers ({blocks * 8 / 1024:.0f} MB, pg_prewarm)")

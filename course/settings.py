@@ -125,7 +125,14 @@ class Settings(BaseSettings):
         description="Key POST /documents requires (Authorization: Bearer "
         "or X-API-Key); unset: writes are open (the course default).",
     )
-    search_max_body_bytes: int = Field(262_144, ge=1024, description="Largest request body accepted (413 beyond).")
+    search_max_body_bytes: int = Field(
+        262_144,
+        ge=1024,
+        description="Largest request body accepted, counted as it arrives, chunked bodies included (413 beyond).",
+    )
+    search_body_timeout: float = Field(
+        10.0, gt=0, le=300, description="Seconds the service waits for each piece of a request body (408 beyond)."
+    )
 
     # --- course ---------------------------------------------------------------------------------------------------
     course_target: Target = Field("labs", description="Which implementation notebooks and checks import.")

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from course import database
-from course.corpus import clone_corpus
+from course.corpus import clone_corpus, ensure_search_index, ensure_text_index
 from course.settings import Settings
 from solutions.objective6 import create_app
 from tests.servers import uvicorn_in_thread
@@ -24,12 +24,15 @@ SCHEMATHESIS = str(Path(sys.executable).parent / "schemathesis")
 
 @pytest.fixture(scope="module")
 def server():
-    """The reference service under uvicorn, on a throw-away database holding 300 corpus chunks, with a write key."""
+    """The reference service under uvicorn, on a throw-away database holding 300 corpus chunks and the indexes
+    `course setup` builds (the default mode's full-text index among them), with a write key."""
     with database.temporary_database("contract") as url:
 
         async def seed():
             conn = await database.connect(url)
             await clone_corpus(conn, limit=300)
+            await ensure_search_index(conn)
+            await ensure_text_index(conn)
             await conn.close()
 
         asyncio.run(seed())
@@ -317,3 +320,103 @@ def test_result_cache_is_bounded_by_bytes_and_entries():
     for i in range(5):
         service.result_cache[f"big{i}"] = big
     assert service.result_cache.currsize <= 2**20 and len(service.result_cache) <= 2, "at most SEARCH_CACHE_MAX_BYTES"
+
+
+def _raw(port: int, head: bytes, chunks: list[bytes], pause: float = 0.0, read_timeout: float = 20.0):
+    """Send a request head, then body chunks (with `pause` seconds between them) on a raw socket, stopping early if
+    the server answers; returns (status, headers, body as JSON or None, seconds until the answer, bytes sent)."""
+    import socket
+    import time
+
+    started = time.perf_counter()
+    sent = 0
+    with socket.create_connection(("127.0.0.1", port), timeout=read_timeout) as sock:
+        sock.sendall(head)
+        sock.setblocking(False)
+        answer = b""
+        for chunk in chunks:
+            try:
+                answer += sock.recv(65536)
+            except BlockingIOError:
+                pass
+            if answer:
+                break
+            try:
+                sock.sendall(chunk)
+                sent += len(chunk)
+            except (BlockingIOError, BrokenPipeError, ConnectionResetError):
+                break
+            time.sleep(pause)
+        sock.setblocking(True)
+        while b"\r\n\r\n" not in answer:
+            more = sock.recv(65536)
+            if not more:
+                break
+            answer += more
+        took = time.perf_counter() - started
+        head_text, _, rest = answer.partition(b"\r\n\r\n")
+        lines = head_text.decode("latin-1").split("\r\n")
+        status = int(lines[0].split()[1])
+        headers = {k.lower(): v.strip() for k, _, v in (line.partition(":") for line in lines[1:])}
+        while len(rest) < int(headers.get("content-length", 0)):
+            more = sock.recv(65536)
+            if not more:
+                break
+            rest += more
+    body = None
+    try:
+        body = json.loads(rest.split(b"\r\n", 1)[-1] if headers.get("transfer-encoding") == "chunked" else rest)
+    except ValueError:
+        pass
+    return status, headers, body, took, sent
+
+
+def _chunk(data: bytes) -> bytes:
+    return f"{len(data):x}\r\n".encode() + data + b"\r\n"
+
+
+def test_a_chunked_body_is_refused_once_it_passes_the_limit(server):
+    """Transfer-Encoding: chunked announces no length: the service counts what arrives and answers 413 as soon as it
+    passes SEARCH_MAX_BODY_BYTES (256 KB), long before the 4 MB the client would send."""
+    head = (
+        b"POST /search HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
+        b"Transfer-Encoding: chunked\r\n\r\n"
+    )
+    piece = b'{"query": "' + b"x" * 65_000
+    chunks = [_chunk(piece)] + [_chunk(b"x" * 65_000) for _ in range(63)]
+    status, headers, body, _, sent = _raw(server, head, chunks, pause=0.01)
+    assert status == 413 and body and body["error"] == "too_large", (status, body)
+    assert sent < 1_500_000, f"the client could send {sent:,} bytes before the 413"
+
+
+def test_a_write_without_the_key_is_refused_before_its_body_is_read(server):
+    """POST /documents without the key: 401 from the headers alone, while the client is still sending its body."""
+    head = (
+        b"POST /documents HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
+        b"Transfer-Encoding: chunked\r\n\r\n"
+    )
+    status, headers, body, _, sent = _raw(server, head, [_chunk(b" " * 1000) for _ in range(200)], pause=0.01)
+    assert status == 401 and body and body["error"] == "unauthorized", (status, body)
+    assert sent < 150_000, f"{sent:,} bytes were sent before the 401"
+
+
+def test_a_body_that_stops_arriving_is_answered_408():
+    """A client that sends part of its body and then nothing: 408 after SEARCH_BODY_TIMEOUT, not an open connection
+    held forever."""
+    with database.temporary_database("body_timeout") as url:
+
+        async def seed():
+            conn = await database.connect(url)
+            await clone_corpus(conn, limit=20)
+            await conn.close()
+
+        asyncio.run(seed())
+        app = create_app(database_url=url, settings=Settings(_env_file=None, search_body_timeout=1.0))
+        with uvicorn_in_thread(app, log_level="error") as port:
+            head = (
+                b"POST /search HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
+                b"Content-Length: 100\r\n\r\n"
+            )
+            status, headers, body, took, _ = _raw(port, head, [b'{"query": "va'], read_timeout=10)
+    assert status == 408 and body and body["error"] == "timeout", (status, body)
+    assert took < 5, f"answered after {took:.1f} s with a 1 s body timeout"

@@ -139,7 +139,13 @@ def create_service_app(
     )
     app.state.metrics = metrics
     error = error_factory(metrics.errors)
-    app.add_middleware(Guard, max_body_bytes=settings.search_max_body_bytes, on_error=error)
+    app.add_middleware(
+        Guard,
+        max_body_bytes=settings.search_max_body_bytes,
+        on_error=error,
+        body_timeout=settings.search_body_timeout,
+        write_key=write_key,
+    )
     install_handlers(app, error)
     app.include_router(router)
 
@@ -214,6 +220,14 @@ def create_service_app(
             }
             if problem := await service.model_problem():
                 report["database"].update(ready=False, error="model_mismatch", detail=problem)
+            elif service.default_mode() in ("hybrid", "rrf") and not report["database"]["text_index"]:
+                report["database"].update(
+                    ready=False,
+                    error="text_index_missing",
+                    detail=f"The default mode ({service.default_mode()}) ranks by full-text matches too, and the "
+                    "full-text index is missing: every search would read every row. `python -m course setup` builds "
+                    "it (or set SEARCH_MODE=vector).",
+                )
         except Exception as exc:  # noqa: BLE001 — any failure means "not ready", reported, not raised
             log.warning("healthz: database not ready: %s", exc)
             report["database"] = {"ready": False, "error": type(exc).__name__}

@@ -96,6 +96,11 @@ class SearchServiceBase:
             "the configured model (`python -m course corpus load`), or configure the model the table was made with."
         )
 
+    def default_mode(self) -> str:
+        """The ranking a search without `mode` uses (the objective's service says which); the indexes it needs must
+        exist before /healthz reports ready."""
+        return "vector"
+
     def forget_results(self) -> None:
         """Called after a write: cached answers may now be wrong. A service with a result cache clears it here."""
 

@@ -31,7 +31,7 @@ class ErrorBody(BaseModel):
 
     detail: str = Field(description="What went wrong and what to do about it.")
     error: str = Field(
-        description="A stable kind: validation, bad_request, unauthorized, too_large, not_found, "
+        description="A stable kind: validation, bad_request, unauthorized, too_large, timeout, not_found, "
         "embedding_unavailable, embedding_rejected, embedding_invalid, embedding_quota, "
         "model_mismatch, deadline, database or internal."
     )
@@ -151,7 +151,8 @@ def install_handlers(app: FastAPI, error: ErrorFactory) -> None:
 
     @app.exception_handler(StarletteHTTPException)
     async def http_error(request: Request, exc: StarletteHTTPException):
-        kind = {400: "bad_request", 404: "not_found", 405: "method_not_allowed"}.get(exc.status_code, "http")
+        kinds = {400: "bad_request", 404: "not_found", 405: "method_not_allowed", 408: "timeout", 413: "too_large"}
+        kind = kinds.get(exc.status_code, "http")
         return error(exc.status_code, kind, str(exc.detail), headers=getattr(exc, "headers", None))
 
     @app.exception_handler(WriteKeyRequired)

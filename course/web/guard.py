@@ -1,7 +1,13 @@
-"""The request guard: URL and body limits enforced before a request is read, and security headers on every
-response."""
+"""The request guard: URL and body limits on the bytes that arrive (whatever the headers announce, chunked bodies
+included), a time limit on reading a body, writes authenticated before their body is read, and security headers on
+every response."""
 
 from __future__ import annotations
+
+import asyncio
+import secrets
+
+from starlette.exceptions import HTTPException
 
 #: Headers on every response: no MIME sniffing, no framing, no referrer, and only this origin's scripts and styles
 #: (the search page and /docs use inline code and assets served from here, never a CDN).
@@ -17,16 +23,52 @@ SECURITY_HEADERS = [
 ]
 
 
+def key_matches(headers: list[tuple[bytes, bytes]], key: str) -> bool:
+    """Whether a request's `Authorization: Bearer <key>` or `X-API-Key: <key>` is `key` (compared in constant time)."""
+    found = dict(headers)
+    authorization = found.get(b"authorization", b"")
+    given = authorization[7:].strip() if authorization[:7].lower() == b"bearer " else found.get(b"x-api-key", b"")
+    return secrets.compare_digest(given, key.encode())
+
+
+class BodyTooLarge(HTTPException):
+    """More body bytes arrived than the limit allows (an HTTPException: FastAPI passes those on while reading a body,
+    where it would turn any other error into a 400)."""
+
+    def __init__(self, limit: int):
+        super().__init__(413, f"The request body is larger than {limit:,} bytes.", headers={"Connection": "close"})
+
+
+class BodyTimeout(HTTPException):
+    """The client stopped sending its body."""
+
+    def __init__(self, seconds: float):
+        super().__init__(
+            408, f"The request body stopped arriving (nothing for {seconds:g} s).", headers={"Connection": "close"}
+        )
+
+
 class Guard:
-    """Pure ASGI middleware: refuses URLs over `max_url_bytes` (414) and bodies larger than `max_body_bytes` (413)
-    before they are read, and adds SECURITY_HEADERS to every response. (Pure ASGI, not BaseHTTPMiddleware: it adds
-    no task per request.)"""
+    """Pure ASGI middleware. Refuses URLs over `max_url_bytes` (414); counts the body bytes as they arrive and stops
+    at `max_body_bytes` (413: a Content-Length over the limit is refused before anything is read, and a chunked body
+    as soon as it passes it); gives a client `body_timeout` seconds for each piece of its body (408); refuses a
+    write to one of `write_paths` without `write_key` (401) before reading its body; and adds SECURITY_HEADERS to
+    every response. (Pure ASGI, not BaseHTTPMiddleware: it adds no task per request.)"""
 
     #: Longest URL (path and query string) accepted; longer ones get a 414 (a filter is at most a few hundred bytes)
     max_url_bytes = 8192
 
-    def __init__(self, app, max_body_bytes: int, on_error):
+    def __init__(
+        self,
+        app,
+        max_body_bytes: int,
+        on_error,
+        body_timeout: float = 10.0,
+        write_key: str | None = None,
+        write_paths: tuple[str, ...] = ("/documents",),
+    ):
         self.app, self.max_body_bytes, self.on_error = app, max_body_bytes, on_error
+        self.body_timeout, self.write_key, self.write_paths = body_timeout, write_key, write_paths
 
     async def __call__(self, scope, receive, send):
         if scope["type"] != "http":
@@ -41,10 +83,53 @@ class Guard:
         if len(scope.get("raw_path") or b"") + len(scope.get("query_string") or b"") > self.max_url_bytes:
             response = self.on_error(414, "too_large", f"The URL is longer than {self.max_url_bytes:,} bytes.")
             return await response(scope, receive, send_with_headers)
-        length = dict(scope.get("headers") or []).get(b"content-length")
-        if length is not None and (not length.isdigit() or int(length) > self.max_body_bytes):
+        headers = scope.get("headers") or []
+        if (
+            self.write_key is not None
+            and scope.get("method") == "POST"
+            and scope.get("path") in self.write_paths
+            and not key_matches(headers, self.write_key)
+        ):
             response = self.on_error(
-                413, "too_large", f"The request body is larger than {self.max_body_bytes:,} bytes."
+                401,
+                "unauthorized",
+                "Writes need the service's API key: send `Authorization: Bearer <key>` or `X-API-Key: <key>`.",
+                headers={"WWW-Authenticate": "Bearer"},
             )
             return await response(scope, receive, send_with_headers)
-        return await self.app(scope, receive, send_with_headers)
+        too_large = f"The request body is larger than {self.max_body_bytes:,} bytes."
+        length = dict(headers).get(b"content-length")
+        if length is not None and (not length.isdigit() or int(length) > self.max_body_bytes):
+            return await self.on_error(413, "too_large", too_large)(scope, receive, send_with_headers)
+
+        received, body_done, started = 0, False, False
+
+        async def counted_receive():
+            nonlocal received, body_done
+            if body_done:  # after the body: the app may wait for the disconnect as long as it likes
+                return await receive()
+            try:
+                message = await asyncio.wait_for(receive(), self.body_timeout)
+            except TimeoutError:
+                raise BodyTimeout(self.body_timeout) from None
+            if message["type"] == "http.request":
+                received += len(message.get("body", b""))
+                body_done = not message.get("more_body", False)
+                if received > self.max_body_bytes:
+                    raise BodyTooLarge(self.max_body_bytes)
+            return message
+
+        async def send_marked(message):
+            nonlocal started
+            started = started or message["type"] == "http.response.start"
+            await send_with_headers(message)
+
+        try:
+            await self.app(scope, counted_receive, send_marked)
+        except (BodyTooLarge, BodyTimeout) as exc:  # raised where no handler answered it (a route without a body)
+            if started:  # too late to answer otherwise: the server closes the connection
+                raise
+            kind = "too_large" if isinstance(exc, BodyTooLarge) else "timeout"
+            await self.on_error(exc.status_code, kind, exc.detail, headers=exc.headers)(
+                scope, receive, send_with_headers
+            )

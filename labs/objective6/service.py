@@ -1,4 +1,4 @@
-# lab-fingerprint: 5c1f731aa217e648
+# lab-fingerprint: eb26e1eb5b551408
 # Starter code generated from solutions/objective6/service.py by tools/make_labs.py. This file is yours: fill in every TODO.
 # `python -m checks N` (or check(N) in the notebook) grades it and gives hints.
 """Objective 6 — the semantic search service: POST /search with caching, metrics and errors that help.
@@ -175,6 +175,9 @@ class SearchService(SearchServiceBase):
 
     def forget_results(self) -> None:
         self.result_cache.clear()
+
+    def default_mode(self) -> str:
+        return default_mode(self.embedder.model_id, self.settings.search_mode)
 
     async def query(
         self,

@@ -203,6 +203,9 @@ class SearchService(SearchServiceBase):
     def forget_results(self) -> None:
         self.result_cache.clear()
 
+    def default_mode(self) -> str:
+        return default_mode(self.embedder.model_id, self.settings.search_mode)
+
     async def query(
         self,
         embedding: np.ndarray,

@@ -1,0 +1,103 @@
+"""The service as `make serve` leaves it, measured with its defaults: on a fresh database, `make serve` builds every
+index the default mode needs, and /healthz is not ready while one of them is missing."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import re
+import signal
+import subprocess
+import time
+import uuid
+from pathlib import Path
+
+import httpx
+import pytest
+
+from course import database
+from course.corpus import clone_corpus, ensure_search_index
+from course.settings import Settings
+from solutions.objective6 import create_app
+from tests.servers import free_port, uvicorn_in_thread
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+@pytest.mark.timeout(400)
+def test_make_serve_on_a_fresh_database_serves_the_default_mode_under_load():
+    """`make serve` on a database it has never seen (COURSE_DATABASE): healthz ready with both indexes, then 8 clients
+    at once searching in the default mode (distinct questions: every one a cache miss) get no error."""
+    name = f"course_fresh_{uuid.uuid4().hex[:8]}"
+    port = free_port()
+    env = {
+        "PATH": "/usr/local/bin:/usr/bin:/bin",
+        "HOME": os.environ.get("HOME", "/root"),
+        "LANG": "C.UTF-8",
+        "COURSE_DATABASE": name,
+        "COURSE_CORPUS_LIMIT": "2000",  # a fresh load of part of the corpus: the point is the indexes, not the size
+    }
+    server = subprocess.Popen(
+        ["bash", "-c", f"make serve PORT={port}"],
+        cwd=ROOT,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        start_new_session=True,
+    )
+    printed: list[str] = []
+    try:
+        deadline = time.monotonic() + 300
+        while not any("Uvicorn running on" in line for line in printed):
+            assert server.poll() is None and time.monotonic() < deadline, "make serve did not start:\n" + "".join(
+                printed
+            )
+            printed.append(server.stdout.readline())
+        base = re.search(r"http://127\.0\.0\.1:\d+", next(line for line in printed if "Uvicorn running" in line))[0]
+        health = httpx.get(f"{base}/healthz", timeout=30).json()
+        assert health["status"] == "ok", health
+        assert health["database"]["vector_index"] and health["database"]["text_index"], health
+
+        async def load() -> list[int]:
+            async with httpx.AsyncClient(base_url=base, timeout=30) as client:
+
+                async def one(i: int) -> int:
+                    response = await client.post("/search", json={"query": f"how do I tune query number {i}?"})
+                    return response.status_code
+
+                statuses = []
+                for round_ in range(3):
+                    statuses += await asyncio.gather(*(one(8 * round_ + i) for i in range(8)))
+                return statuses
+
+        statuses = asyncio.run(load())
+        assert statuses == [200] * 24, f"default-mode searches at concurrency 8: {statuses}"
+        mode = httpx.post(f"{base}/search", json={"query": "vacuum"}, timeout=30).json()["mode"]
+        assert mode in ("rrf", "hybrid", "vector")
+    finally:
+        os.killpg(server.pid, signal.SIGTERM)
+        server.wait(timeout=30)
+        database.drop_databases_with_prefix(name)
+
+
+def test_healthz_is_not_ready_while_the_default_modes_index_is_missing():
+    """A table without the full-text index: the default mode (rrf for the local model) would read every row, so
+    /healthz answers 503 and says what to run; with SEARCH_MODE=vector the same table is ready."""
+    with database.temporary_database("no_text_index") as url:
+
+        async def seed():
+            conn = await database.connect(url)
+            await clone_corpus(conn, limit=200)
+            await ensure_search_index(conn)
+            await conn.close()
+
+        asyncio.run(seed())
+        for mode, status in ((None, 503), ("vector", 200)):
+            app = create_app(database_url=url, settings=Settings(_env_file=None, search_mode=mode))
+            with uvicorn_in_thread(app, log_level="error") as port:
+                health = httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=30)
+            assert health.status_code == status, (mode, health.text)
+            if status == 503:
+                assert health.json()["database"]["error"] == "text_index_missing"
+                assert "course setup" in health.json()["database"]["detail"]
