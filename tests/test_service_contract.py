@@ -10,6 +10,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import httpx
 import pytest
 
 from course import database
@@ -420,3 +421,57 @@ def test_a_body_that_stops_arriving_is_answered_408():
             status, headers, body, took, _ = _raw(port, head, [b'{"query": "va'], read_timeout=10)
     assert status == 408 and body and body["error"] == "timeout", (status, body)
     assert took < 5, f"answered after {took:.1f} s with a 1 s body timeout"
+
+
+def test_pooled_connections_hold_no_session_state_between_requests():
+    """Why the service may skip asyncpg's reset query: after searches in every mode (SET LOCAL ef_search inside the
+    hybrid and rrf transactions), a document write and failures, each pooled connection is back to the session the
+    pool opened — same settings, no open transaction, cursor, advisory lock, listener or temporary table."""
+    with database.temporary_database("no_state") as url:
+
+        async def scenario():
+            conn = await database.connect(url)
+            await clone_corpus(conn, limit=200)
+            await ensure_search_index(conn)
+            await ensure_text_index(conn)
+            await conn.close()
+            app = create_app(database_url=url, settings=Settings(_env_file=None))
+            async with app.router.lifespan_context(app):
+                pool = app.state.service.pool
+
+                async def session(connection) -> dict:
+                    # pgvector's own settings (hnsw.*) are listed once its library is loaded in the backend
+                    await connection.execute("SELECT '[1]'::vector")
+                    return {
+                        "settings": dict(
+                            await connection.fetch(
+                                "SELECT name, setting FROM pg_settings WHERE source IN ('session', 'client')"
+                            )
+                        ),
+                        "cursors": await connection.fetchval("SELECT count(*) FROM pg_cursors"),
+                        "locks": await connection.fetchval(
+                            "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND pid = pg_backend_pid()"
+                        ),
+                        "channels": await connection.fetchval("SELECT count(*) FROM pg_listening_channels()"),
+                        "temp": await connection.fetchval(
+                            "SELECT count(*) FROM pg_class WHERE relpersistence = 't' AND pg_table_is_visible(oid)"
+                        ),
+                        "in_transaction": connection.is_in_transaction(),
+                    }
+
+                async with pool.acquire() as connection:
+                    fresh = await session(connection)
+                transport = httpx.ASGITransport(app=app)
+                async with httpx.AsyncClient(transport=transport, base_url="http://t") as client:
+                    for mode in ("vector", "hybrid", "rrf"):
+                        for query in ("vacuum a table", "create an index", "json operators"):
+                            response = await client.post("/search", params={"mode": mode}, json={"query": query})
+                            assert response.status_code == 200, response.text
+                    await client.post("/documents", json={"content": "a new note about vacuum"})
+                    await client.post("/search", params={"filter": "{bad"}, json={"query": "x"})
+                for _ in range(pool.get_size()):
+                    async with pool.acquire() as connection:
+                        assert await session(connection) == fresh
+                assert fresh["settings"].get("hnsw.iterative_scan") == "relaxed_order", fresh
+
+        asyncio.run(scenario())
