@@ -7,8 +7,8 @@ wraps any embedder so that
 * identical concurrent calls share one provider call (coalescing: the first caller's call, the others wait for it;
   a caller that gives up does not cancel it for the rest);
 * after `failure_threshold` consecutive failures the breaker opens: calls fail at once with EmbeddingUnavailable and
-  the seconds until the next probe (the service's `Retry-After`); after `reset_seconds` one call is let through as a
-  probe, and its success closes the breaker;
+  the seconds until the next probe (the service's `Retry-After`); after `reset_seconds` exactly one call is let
+  through as a probe (the others meanwhile fail fast as if open), and its success closes the breaker;
 * its state is reported for /healthz and metrics.
 
 The breaker is purgatory's (a maintained, dependency-free implementation of the closed/open/half-open model).
@@ -57,6 +57,7 @@ class GuardedEmbedder:
         self.last_error_at: float | None = None
         self.last_success_at: float | None = None
         self.consecutive_failures = 0
+        self._probing = False  # a half-open probe is in flight: every other call fails fast until it ends
 
     @property
     def stats(self):
@@ -79,6 +80,21 @@ class GuardedEmbedder:
     async def _call(self, texts: list[str], kind: EmbedKind) -> list[list[float]]:
         if self._breaker is None:
             self._breaker = await self._breakers.get_breaker("embedding")
+        if self.state != "half-opened":
+            return await self._through_breaker(texts, kind)
+        if self._probing:  # purgatory would let every waiting call through at once: one probe is enough
+            self.rejected += 1
+            raise CircuitOpen(
+                "The embedding provider is being probed after repeated failures; try again in a moment.",
+                retry_after=1.0,
+            )
+        self._probing = True
+        try:
+            return await self._through_breaker(texts, kind)
+        finally:
+            self._probing = False
+
+    async def _through_breaker(self, texts: list[str], kind: EmbedKind) -> list[list[float]]:
         try:
             async with self._breaker:
                 vectors = await self.inner.embed(texts, kind=kind)

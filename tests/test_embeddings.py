@@ -267,6 +267,38 @@ async def test_coalescing_keeps_queries_and_documents_apart():
     assert sorted(calls) == ["document", "query"] and guarded.coalesced == 1
 
 
+async def test_the_half_open_breaker_lets_exactly_one_probe_through():
+    """After an outage opens the breaker and its reset time passes, 20 concurrent distinct calls make one provider
+    call (the probe); the others fail fast; the probe's success closes the breaker for everyone."""
+    from course.embeddings import EmbeddingUnavailable
+    from course.resilience import CircuitOpen
+
+    calls, failing = [], [True]
+
+    class Flaky(HashingEmbedder):
+        async def embed(self, texts, kind="document"):
+            calls.append(texts[0])
+            await asyncio.sleep(0.05)
+            if failing[0]:
+                raise EmbeddingUnavailable("down", retry_after=1)
+            return self.embed_sync(texts)
+
+    guarded = GuardedEmbedder(Flaky(), failure_threshold=3, reset_seconds=0.3)
+    for i in range(3):
+        with pytest.raises(EmbeddingUnavailable):
+            await guarded.embed([f"outage {i}"])
+    assert guarded.state == "open"
+    await asyncio.sleep(0.35)
+    failing[0] = False
+    calls.clear()
+    results = await asyncio.gather(*(guarded.embed([f"question {i}"]) for i in range(20)), return_exceptions=True)
+    assert len(calls) == 1, f"{len(calls)} provider calls while half-open: exactly one probe"
+    assert sum(not isinstance(r, Exception) for r in results) == 1
+    assert all(isinstance(r, CircuitOpen) for r in results if isinstance(r, Exception))
+    assert guarded.state == "closed"
+    assert len(await guarded.embed(["after the probe"])) == 1
+
+
 async def test_factory_uses_settings(server):
     settings = Settings(
         _env_file=None, openai_api_key="sk-x", openai_base_url=server.openai_base_url, openai_embedding_model="my-model"

@@ -17,7 +17,14 @@ from pydantic import BaseModel, ConfigDict, Field
 from course.embeddings import Embedder, EmbeddingError, time_left
 from course.embeddings import deadline as embedding_deadline
 from course.settings import Settings
-from course.web.errors import DATABASE_ERRORS, DEADLINE_GRACE, DatabaseUnavailable, ModelMismatch, error_kind
+from course.web.errors import (
+    DATABASE_ERRORS,
+    DEADLINE_GRACE,
+    DatabaseUnavailable,
+    ModelMismatch,
+    database_failure,
+    error_kind,
+)
 from course.web.metrics import Metrics
 
 
@@ -80,7 +87,7 @@ class SearchServiceBase:
             except asyncpg.UndefinedTableError:
                 return {}  # no table yet: the search itself reports it
             except DATABASE_ERRORS as exc:
-                raise DatabaseUnavailable(f"{type(exc).__name__}: {exc}") from exc
+                raise database_failure(exc) from exc
             self._models = (now, {r["model"]: r["n"] for r in rows})
         return self._models[1]
 
@@ -116,7 +123,7 @@ class SearchServiceBase:
                     np.asarray(vector, dtype=np.float32),
                 )
         except DATABASE_ERRORS as exc:
-            raise DatabaseUnavailable(f"{type(exc).__name__}: {exc}") from exc
+            raise database_failure(exc) from exc
         self.forget_results()
         return str(row_id)
 

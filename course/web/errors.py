@@ -16,6 +16,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from course.embeddings import (
     EmbeddingError,
+    time_left,
     EmbeddingInputTooLong,
     EmbeddingQuotaExceeded,
     EmbeddingRequestError,
@@ -95,6 +96,16 @@ def error_responses(*codes: int) -> dict[int | str, dict[str, Any]]:
         code: {"model": ErrorBody, "description": DESCRIBED[code], **({"headers": RETRY_AFTER} if code == 503 else {})}
         for code in codes
     }
+
+
+def database_failure(exc: BaseException) -> Exception:
+    """What a failed database call means for the answer: a timeout once the request's deadline is (all but) spent
+    is the deadline (TimeoutError, 503 `deadline`); anything else is a database that cannot be used right now
+    (DatabaseUnavailable, 503 `database`)."""
+    left = time_left()
+    if isinstance(exc, TimeoutError) and left is not None and left <= 0.05:
+        return TimeoutError("the request's deadline passed while the database was answering")
+    return DatabaseUnavailable(f"{type(exc).__name__}: {exc}")
 
 
 def error_kind(exc: BaseException) -> str:

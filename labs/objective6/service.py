@@ -1,4 +1,4 @@
-# lab-fingerprint: eb26e1eb5b551408
+# lab-fingerprint: 5210801e93af6a5d
 # Starter code generated from solutions/objective6/service.py by tools/make_labs.py. This file is yours: fill in every TODO.
 # `python -m checks N` (or check(N) in the notebook) grades it and gives hints.
 """Objective 6 — the semantic search service: POST /search with caching, metrics and errors that help.
@@ -39,7 +39,7 @@ from course.settings import Settings
 from course.text import check_json, check_text
 from course.web.app import create_service_app
 from course.web.base import SearchServiceBase, search_service
-from course.web.errors import DATABASE_ERRORS, DatabaseUnavailable, InvalidRequest, ModelMismatch, error_responses
+from course.web.errors import DATABASE_ERRORS, InvalidRequest, ModelMismatch, database_failure, error_responses
 from course.web.metrics import Metrics
 from course.web.openapi import FILTER_MAX_CHARS, FILTER_MAX_KEYS
 
@@ -217,7 +217,7 @@ class SearchService(SearchServiceBase):
                         for c, score in fuse(pool, FUSION[mode], HYBRID_VECTOR_WEIGHT)[:top_k]
                     ]
         except (*DATABASE_ERRORS, asyncpg.UndefinedTableError) as exc:
-            raise DatabaseUnavailable(f"{type(exc).__name__}: {exc}") from exc
+            raise database_failure(exc) from exc
         self.metrics.query_seconds.labels(mode).observe(time.perf_counter() - started)
         return hits
 

@@ -36,7 +36,7 @@ from course.settings import Settings
 from course.text import check_json, check_text
 from course.web.app import create_service_app
 from course.web.base import SearchServiceBase, search_service
-from course.web.errors import DATABASE_ERRORS, DatabaseUnavailable, InvalidRequest, ModelMismatch, error_responses
+from course.web.errors import DATABASE_ERRORS, InvalidRequest, ModelMismatch, database_failure, error_responses
 from course.web.metrics import Metrics
 from course.web.openapi import FILTER_MAX_CHARS, FILTER_MAX_KEYS
 
@@ -244,7 +244,7 @@ class SearchService(SearchServiceBase):
                         for c, score in fuse(pool, FUSION[mode], HYBRID_VECTOR_WEIGHT)[:top_k]
                     ]
         except (*DATABASE_ERRORS, asyncpg.UndefinedTableError) as exc:
-            raise DatabaseUnavailable(f"{type(exc).__name__}: {exc}") from exc
+            raise database_failure(exc) from exc
         self.metrics.query_seconds.labels(mode).observe(time.perf_counter() - started)
         return hits
 
