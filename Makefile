@@ -87,6 +87,7 @@ format: install
 	$(PY) tools/notebooks/build.py
 
 lint: install
+	$(PY) tools/layers.py
 	$(VENV)/bin/ruff check course solutions checks bench tools tests labs
 	$(VENV)/bin/ruff format --check course solutions checks bench tools tests labs
 	$(VENV)/bin/mypy

@@ -586,9 +586,9 @@ SEARCH_INDEX = "embeddings_embedding_hnsw_cosine_idx"
 async def ensure_search_index(conn) -> bool:
     """Create the HNSW cosine index on `embeddings` if missing (about 10 s for the corpus). True if it was built.
 
-    The build's maintenance_work_mem is sized from the table (`course.scale.build_memory`): the session's setting,
-    raised when the graph would not fit in it, so a bigger table does not silently build on disk."""
-    from course.scale import build_memory
+    The build's maintenance_work_mem is sized from the table (`course.index_memory.build_memory`): the session's
+    setting, raised when the graph would not fit in it, so a bigger table does not silently build on disk."""
+    from course.index_memory import build_memory
 
     exists = await conn.fetchval("SELECT to_regclass($1) IS NOT NULL", SEARCH_INDEX)
     if not exists:

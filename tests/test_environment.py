@@ -147,3 +147,27 @@ def test_requirements_txt_pins_exactly_what_the_lock_pins():
         return [m.group(0) for m in re.finditer(r"^[A-Za-z0-9_.-]+==\S+", text, flags=re.M)]
 
     assert pins("requirements.txt") == pins("requirements.lock"), "run `make lock` (it writes both files)"
+
+
+def test_the_layer_contract_holds_and_catches_a_breach(tmp_path, monkeypatch):
+    """tools/layers.py (in make lint): the contract holds on the tree, and a runtime module importing an objective,
+    or two runtime modules importing each other, is reported."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("layers", ROOT / "tools" / "layers.py")
+    layers = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(layers)
+    assert layers.breaches() == []
+    fake = tmp_path / "repo"
+    (fake / "course").mkdir(parents=True)
+    (fake / "course" / "__init__.py").write_text("")
+    (fake / "course" / "a.py").write_text("from course import b\n")
+    (fake / "course" / "b.py").write_text(
+        "def f():\n    from course.a import x\n    from solutions import objective1\n"
+    )
+    for package in ("labs", "solutions", "checks", "bench", "tools", "tests"):
+        (fake / package).mkdir()
+    monkeypatch.setattr(layers, "ROOT", fake)
+    found = layers.breaches()
+    assert any("course imports solutions" in p for p in found), found
+    assert any("import circle in course" in p for p in found), found
