@@ -88,16 +88,47 @@ async def run() -> dict[str, float]:
             for mode in FUSION
         ]
     ).set_index("mode")
-    best = service["nDCG@10"].idxmax()
     print(f"\nthe service's modes on holdout, min_score {floor} applied (POST /search?mode=…):")
     print(service.to_string(float_format=lambda x: f"{x:.3f}"))
-    print(f"best mode for {embedder.model_id}: {best} (BEST_MODE says {BEST_MODE.get(embedder.model_id, 'vector')})")
+    best, sentences = default_mode_by_evidence(floored, holdout, BEST_MODE.get(embedder.model_id, "vector"))
+    print(f"paired over the {len(holdout)} holdout queries (nDCG@10, 95% bootstrap intervals):")
+    for sentence in sentences:
+        print("  " + sentence)
+    print(
+        f"default by evidence for {embedder.model_id}: {best} — the cheapest mode no other mode beats, ties kept "
+        f"(BEST_MODE says {BEST_MODE.get(embedder.model_id, 'vector')})"
+    )
     results["best_mode_agrees"] = float(best == BEST_MODE.get(embedder.model_id, "vector"))
     try:
         results.update(await text_ranking_cost(conn, embedder))
     finally:
         await conn.close()
     return results
+
+
+#: What each mode costs beyond the vector search: hybrid and rrf add the same full-text search.
+MODE_COST = {"vector": 0, "hybrid": 1, "rrf": 1}
+
+
+def default_mode_by_evidence(pools: dict[str, list[dict]], judged: list[dict], current: str) -> tuple[str, list[str]]:
+    """The mode a service should default to, and the comparisons behind it: among the modes no other mode beats
+    (a paired interval of nDCG@10 that excludes 0), the cheapest; between unbeaten modes of the same cost, the
+    current default stays (a tie is no reason to change)."""
+    from course.measure import paired_difference
+    from course.quality import ndcg_at_k
+
+    per_query = {
+        mode: [ndcg_at_k(rank(pools[j["query"]], FUSION[mode]), j["relevant"]) for j in judged] for mode in FUSION
+    }
+    comparisons = {
+        (a, b): paired_difference(a, per_query[a], b, per_query[b], "nDCG@10") for a in FUSION for b in FUSION if a < b
+    }
+    beaten = {b if c.direction == "higher" else a for (a, b), c in comparisons.items() if c.direction != "tie"}
+    unbeaten = [m for m in FUSION if m not in beaten] or list(FUSION)
+    cheapest = min(MODE_COST[m] for m in unbeaten)
+    candidates_ = [m for m in unbeaten if MODE_COST[m] == cheapest]
+    choice = current if current in candidates_ else candidates_[0]
+    return choice, [c.sentence for c in comparisons.values()]
 
 
 async def text_ranking_cost(conn, embedder) -> dict[str, float]:

@@ -196,7 +196,16 @@ def _grade(
 ) -> None:
     """Run the checks on `labs` in a pytest process of their own; results into `score`."""
     workdir.mkdir()
-    (workdir / "labs").symlink_to(labs, target_is_directory=True)
+    if (labs / "__init__.py").is_file():
+        (workdir / "labs").symlink_to(labs, target_is_directory=True)
+    else:
+        # a folder of objective*.py (what a drag-and-drop upload gives): without __init__.py it would be a namespace
+        # package, which any regular `labs` package on the path (the course's own starter) outranks. Make it one.
+        (workdir / "labs").mkdir()
+        (workdir / "labs" / "__init__.py").write_text("")
+        for entry in labs.iterdir():
+            if entry.name != "__pycache__":
+                (workdir / "labs" / entry.name).symlink_to(entry, target_is_directory=entry.is_dir())
     files = _prepare_checks(workdir, hidden, objectives)
     results = workdir / "results.jsonl"
     env = {
@@ -454,10 +463,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--total-timeout", type=float, default=1200.0, help="seconds per submission")
     parser.add_argument(
         "--isolation",
-        choices=["auto", "server", "shared"],
-        default="auto",
-        help="server: a fresh PostgreSQL per submission; shared: the configured one (auto: server "
-        "unless DATABASE_URL is set)",
+        choices=["server", "shared"],
+        default="server",
+        help="server (default): a fresh PostgreSQL per submission, whatever DATABASE_URL says; shared: the "
+        "configured server (DATABASE_URL or the course's), each submission in databases of its own",
     )
     parser.add_argument(
         "--format",
@@ -472,13 +481,17 @@ def main(argv: list[str] | None = None) -> int:
     if missing:  # a typo in a path must not produce (or overwrite) a scores file
         print(f"error: no such submission: {', '.join(missing)}", file=sys.stderr)
         return 2
+    names = [p.name if p.name != "labs" else p.parent.name for p in args.submissions]
+    twice = sorted({n for n in names if names.count(n) > 1})
+    if twice:  # their scores, flags and Gradescope files would overwrite each other
+        print(f"error: two submissions are named {', '.join(twice)}: give each its own folder name", file=sys.stderr)
+        return 2
 
     from tqdm import tqdm
 
     from course import database
-    from course.settings import get_settings
 
-    isolated = args.isolation == "server" or (args.isolation == "auto" and get_settings().database_url is None)
+    isolated = args.isolation == "server"  # an environment variable never switches isolation off
     if not isolated:
         database.start()
     scores: list[SubmissionScore] = []

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import csv
 import json
+import os
 import shutil
 import subprocess
 import sys
@@ -218,3 +219,35 @@ def test_a_missing_submission_is_an_error_and_keeps_the_old_scores(tmp_path):
     )
     assert result.returncode == 2 and "no such submission" in result.stderr
     assert scores.read_text() == '{"kept": true}'
+
+
+def test_an_upload_of_loose_files_is_graded_as_itself_and_names_must_differ(tmp_path):
+    """A folder holding only objective1.py (no __init__.py, as a drag-and-drop upload arrives) is graded as itself,
+    not as the course's starter; DATABASE_URL in the environment does not turn a server per submission off; two
+    submissions with one name are refused."""
+    upload = tmp_path / "upload"
+    upload.mkdir()
+    shutil.copy(ROOT / "solutions" / "objective1.py", upload / "objective1.py")
+    env = {**os.environ, "DATABASE_URL": "postgresql://nobody:nothing@127.0.0.1:9/none"}  # a server that is not there
+    result = subprocess.run(
+        [sys.executable, "-m", "checks.grade", str(upload), "--objectives", "1", "--out", str(tmp_path / "s.json")],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-2000:]
+    score = json.loads((tmp_path / "s.json").read_text())["submissions"][0]
+    assert score["total"] == score["max_points"] > 0, [(c["title"], c["message"][:100]) for c in score["checks"]]
+    twin = tmp_path / "other" / "upload"
+    twin.mkdir(parents=True)
+    refused = subprocess.run(
+        [sys.executable, "-m", "checks.grade", str(upload), str(twin), "--out", str(tmp_path / "t.json")],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert refused.returncode == 2 and "named upload" in refused.stderr, refused.stderr
+    assert not (tmp_path / "t.json").exists()
