@@ -374,45 +374,76 @@ def write_junit(score: SubmissionScore, folder: Path) -> Path:
     return path
 
 
-def gradescope_results(score: SubmissionScore) -> dict:
-    """Gradescope's results.json for one submission: a test per check (points, status, what failed and the hint)."""
+#: A hidden check's file, as --hidden copies it in: test_objective<N>_<name>.py
+HIDDEN_FILE = re.compile(r"test_objective\d+_\w+\.py")
+WITHHELD = "(output withheld: it quotes an instructor-only check)"
+
+
+def is_hidden(check: CheckResult) -> bool:
+    return bool(HIDDEN_FILE.fullmatch(Path(check.nodeid.split("::")[0]).name))
+
+
+def hidden_source(hidden: Path | None) -> set[str]:
+    """The hidden checks' lines (whitespace removed, 16 characters or more): what no student-facing text may quote."""
+    lines: set[str] = set()
+    for path in sorted(hidden.glob("test_objective*.py")) if hidden else []:
+        lines |= {re.sub(r"\s+", "", line) for line in path.read_text(encoding="utf-8").splitlines()}
+    return {line for line in lines if len(line) >= 16}
+
+
+def shown_to_students(text: str, secret: set[str]) -> str:
+    """`text`, unless it quotes a line of a hidden check (a submission can print one into its own failure)."""
+    flat = re.sub(r"\s+", "", text)
+    return WITHHELD if any(line in flat for line in secret) else text
+
+
+def gradescope_results(score: SubmissionScore, secret: set[str] = frozenset()) -> dict:  # type: ignore[assignment]
+    """Gradescope's results.json for one submission: a test per check (points, status, what failed and the hint).
+    Hidden checks are `after_published`, named only by number, with no output; no visible output may quote one."""
     tests = []
+    hidden_number = 0
     for i, check in enumerate(sorted(score.checks, key=lambda c: c.objective), start=1):
-        output = (
-            ""
-            if check.outcome == "passed"
-            else "\n".join(part for part in (check.message, f"Hint: {check.hint}" if check.hint else "") if part)
-        )
+        hidden = is_hidden(check)
+        hidden_number += hidden
+        if hidden or check.outcome == "passed":
+            output = ""
+        else:
+            parts = (check.message, f"Hint: {check.hint}" if check.hint else "")
+            output = shown_to_students("\n".join(part for part in parts if part), secret)
         tests.append(
             {
-                "name": f"Objective {check.objective}: {check.title}",
+                "name": f"Objective {check.objective}: "
+                + (f"instructor check {hidden_number}" if hidden else check.title),
                 "number": f"{check.objective}.{i}",
                 "score": check.points,
                 "max_score": check.max_points,
                 "status": "passed" if check.outcome == "passed" else "failed",
                 "output": output,
-                "visibility": "visible",
+                "visibility": "after_published" if hidden else "visible",
             }
         )
     summary = f"{score.total:g}/{score.max_points:g} points."
     if score.error:
-        summary += f" The grading stopped early: {score.error}"
+        summary += f" The grading stopped early: {shown_to_students(score.error, secret)}"
     if score.similar:
         summary += f" {len(score.similar)} graded function(s) are the same code as the reference or another submission."
     return {"score": score.total, "execution_time": round(score.seconds), "output": summary, "tests": tests}
 
 
-def classroom_results(score: SubmissionScore) -> dict[str, dict]:
-    """GitHub Classroom's per-runner results (the payload autograding-grading-reporter reads), one per objective."""
+def classroom_results(score: SubmissionScore, secret: set[str] = frozenset()) -> dict[str, dict]:  # type: ignore[assignment]
+    """GitHub Classroom's per-runner results (the payload autograding-grading-reporter reads), one per objective.
+    Students read them: hidden checks keep their points but not their names or messages."""
     runners = {}
     for number in sorted({c.objective for c in score.checks}):
         checks = [c for c in score.checks if c.objective == number]
         tests = [
             {
-                "name": c.title,
+                "name": "instructor check" if is_hidden(c) else c.title,
                 "status": "pass" if c.outcome == "passed" else "fail",
                 "score": c.points,
-                "message": "" if c.outcome == "passed" else f"{c.message[:300]}\nHint: {c.hint}".strip(),
+                "message": ""
+                if c.outcome == "passed" or is_hidden(c)
+                else shown_to_students(f"{c.message[:300]}\nHint: {c.hint}".strip(), secret),
                 "line_no": 0,
                 "execution_time": "0ms",
                 "test_code": "",
@@ -428,9 +459,9 @@ def classroom_results(score: SubmissionScore) -> dict[str, dict]:
     return runners
 
 
-def write_classroom(score: SubmissionScore) -> None:
+def write_classroom(score: SubmissionScore, secret: set[str] = frozenset()) -> None:  # type: ignore[assignment]
     """Step outputs `objectiveN` (base64 JSON) for the reporter, and a points table for the job summary."""
-    runners = classroom_results(score)
+    runners = classroom_results(score, secret)
     lines = [f"{name}={base64.b64encode(json.dumps(payload).encode()).decode()}" for name, payload in runners.items()]
     if path := os.environ.get("GITHUB_OUTPUT"):
         with open(path, "a", encoding="utf-8") as fh:
@@ -522,20 +553,21 @@ def main(argv: list[str] | None = None) -> int:
     for name, flags in flag_copies(labs).items():
         next(s for s in scores if s.name == name).similar = flags
 
+    secret = hidden_source(args.hidden)
     if args.format == "gradescope":
         if len(scores) == 1:
-            args.out.write_text(json.dumps(gradescope_results(scores[0]), indent=2), encoding="utf-8")
+            args.out.write_text(json.dumps(gradescope_results(scores[0], secret), indent=2), encoding="utf-8")
         else:
             args.out.mkdir(parents=True, exist_ok=True)
             for s in scores:
                 (args.out / f"{re.sub(r'[^A-Za-z0-9_.-]', '_', s.name)}.json").write_text(
-                    json.dumps(gradescope_results(s), indent=2), encoding="utf-8"
+                    json.dumps(gradescope_results(s, secret), indent=2), encoding="utf-8"
                 )
         print(f"Gradescope results written to {args.out}")
         return 0
     if args.format == "classroom":
         for s in scores:
-            write_classroom(s)
+            write_classroom(s, secret)
 
     args.out.write_text(
         json.dumps(

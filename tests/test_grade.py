@@ -251,3 +251,42 @@ def test_an_upload_of_loose_files_is_graded_as_itself_and_names_must_differ(tmp_
     )
     assert refused.returncode == 2 and "named upload" in refused.stderr, refused.stderr
     assert not (tmp_path / "t.json").exists()
+
+
+def test_hidden_checks_stay_hidden_from_students(tmp_path):
+    """Gradescope: a hidden check is `after_published`, named by number only, without output; a submission that
+    quotes the hidden check's source in a visible failure has that output withheld. Classroom: the same names."""
+    hidden = tmp_path / "hidden"
+    hidden.mkdir()
+    secret_line = "assert lab.validate_embedding([3, 4], dimensions=2) == [3.0, 4.0]  # secret-case"
+    (hidden / "test_objective1_extra.py").write_text(
+        "from checks.support import objective\nlab = objective(1)\n\n"
+        'def test_secret_two_dimensions(lab):\n    """the secret case of validate_embedding"""\n'
+        f"    {secret_line}\n"
+    )
+    quoting = variant(
+        tmp_path,
+        "quoting",
+        {
+            "objective1.py": (
+                "    values = [float(x) for x in vector]\n",
+                "    import glob, pathlib\n"
+                "    leak = ''.join(pathlib.Path(p).read_text() for p in glob.glob('checks/test_objective1_*.py'))\n"
+                "    raise ValueError('leak: ' + leak)\n",
+            )
+        },
+    )
+    out = tmp_path / "gs.json"
+    result = subprocess.run(
+        [sys.executable, "-m", "checks.grade", str(quoting), "--objectives", "1", "--hidden", str(hidden),
+         "--format", "gradescope", "--out", str(out)],
+        cwd=ROOT, capture_output=True, text=True, timeout=600,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr[-2000:]
+    report = json.loads(out.read_text())
+    text = json.dumps(report)
+    assert "secret-case" not in text and "test_secret_two_dimensions" not in text and "the secret case" not in text
+    hidden_tests = [t for t in report["tests"] if "instructor check" in t["name"]]
+    assert len(hidden_tests) == 1 and hidden_tests[0]["visibility"] == "after_published"
+    assert hidden_tests[0]["output"] == ""
+    assert any(t["output"].startswith("(output withheld") for t in report["tests"]), "the quoting failure is withheld"
