@@ -36,6 +36,8 @@ def test_the_release_is_the_course_without_the_reference(student):
         assert "import solutions" not in text and "from solutions" not in text and "from tools" not in text, test.name
     readme = (student / "README.md").read_text()
     assert "solutions/" not in readme and "For instructors" not in readme and "## Start" in readme
+    for absent in ("-m bench", "schemathesis", "COURSE_TARGET=solutions", "tests/test_service_contract", "tools/"):
+        assert absent not in readme, f"the release README mentions {absent!r}, which the release does not ship"
     makefile = (student / "Makefile").read_text()
     assert "solutions" not in makefile and "tests.mutants" not in makefile and "labs).objective6:app" in makefile
     assert "\ntest: install browser\n\t$(PY) -m course setup\n\t$(PY) -m pytest tests -p no:nbval -n 2\n" in makefile
@@ -50,9 +52,39 @@ def test_solution_text_anywhere_stops_the_release(tmp_path, monkeypatch):
     with (fake / "labs" / "objective1.py").open("a") as fh:
         fh.write(f"\n# a learner would not see this, but the release would ship it:\n{line}\n")
     monkeypatch.setattr(release, "ROOT", fake)
+    monkeypatch.setattr(release, "generated_are_current", lambda: [])  # as if regenerated: the leak check must catch it
     with pytest.raises(SystemExit, match="solution text"):
         release.build(tmp_path / "out", force=True)
     assert not (tmp_path / "out").exists(), "nothing is written when the release would leak"
+
+
+def test_a_notebook_is_read_as_a_notebook_and_stale_files_stop_the_release(tmp_path, monkeypatch):
+    """A line of the reference in a notebook's saved traceback or cell (JSON-escaped in the file) is found; and a
+    release from a tree whose labs/ no longer match solutions/ is refused before anything is copied."""
+    import json
+
+    line = next(l for l in (ROOT / "solutions/objective1.py").read_text().splitlines() if "math.isfinite(x)" in l)
+    folder = tmp_path / "rel" / "notebooks"
+    folder.mkdir(parents=True)
+    traceback = [f"\x1b[0;32m----> 3\x1b[0m {line}", "NameError: name 'x' is not defined"]
+    cells = [
+        {"cell_type": "code", "source": ["check(1)\n"], "outputs": [{"output_type": "error", "traceback": traceback}]}
+    ]
+    (folder / "01.ipynb").write_text(json.dumps({"cells": cells, "metadata": {}, "nbformat": 4, "nbformat_minor": 5}))
+    found = release.leaks(tmp_path / "rel", release.reference_lines())
+    assert found and "01.ipynb" in found[0], found
+    fake = tmp_path / "course"
+    shutil.copytree(
+        ROOT, fake, ignore=shutil.ignore_patterns(".venv", ".pgdata", "data", ".git", "__pycache__", ".notebook-runs")
+    )
+    source = fake / "solutions" / "objective1.py"
+    source.write_text(
+        source.read_text().replace('"""Return `vector` as a list', '"""Edited: return `vector` as a list')
+    )
+    monkeypatch.setattr(release, "ROOT", fake)
+    with pytest.raises(SystemExit, match="stale generated files"):
+        release.build(tmp_path / "out2", force=True)
+    assert not (tmp_path / "out2").exists()
 
 
 def test_the_classroom_workflow_is_a_valid_github_workflow(student):

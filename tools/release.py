@@ -107,8 +107,10 @@ def classroom_workflow(objectives: list[int]) -> str:
 
 
 def learner_readme(text: str) -> str:
-    """The README without the parts between `<!-- instructors -->` and `<!-- /instructors -->`."""
-    return re.sub(r"<!-- instructors -->.*?<!-- /instructors -->\n?", "", text, flags=re.S)
+    """The README without the parts between `<!-- instructors -->` and `<!-- /instructors -->`, and naming the
+    benchmarks (which stay with the authors' repository) as measurements, not commands a learner can run."""
+    text = re.sub(r"<!-- instructors -->.*?<!-- /instructors -->\n?", "", text, flags=re.S)
+    return re.sub(r"`\.venv/bin/python -m bench ([a-z_|]+)`", r"the course's `bench \1` benchmark", text)
 
 
 def release_makefile(text: str) -> str:
@@ -179,13 +181,38 @@ def region_lines(path: Path):
             yield region, line
 
 
+ANSI = re.compile(r"\x1b\[[0-9;]*m")
+TRACEBACK_PREFIX = re.compile(r"^\s*-*>?\s*\d+\s")
+
+
+def notebook_text(raw: str) -> str:
+    """A notebook as the lines a person reads: every cell's source and every output's text, traceback and data (a
+    saved traceback quotes the code that raised). The raw JSON would hide them behind quotes and escapes."""
+    import json
+
+    notebook = json.loads(raw)
+    parts = []
+    for cell in notebook.get("cells", []):
+        parts.append("".join(cell.get("source", [])))
+        for output in cell.get("outputs", []):
+            parts.append("".join(output.get("text", [])))
+            # IPython prefixes each quoted line with its number (and an arrow): the code is what follows
+            for line in ANSI.sub("", "\n".join(output.get("traceback", []))).splitlines():
+                parts.append(TRACEBACK_PREFIX.sub("", line))
+            for value in (output.get("data") or {}).values():
+                parts.append("".join(value) if isinstance(value, list) else str(value))
+    return "\n".join(parts)
+
+
 def leaks(dest: Path, reference: set[str]) -> list[str]:
-    """Files of `dest` that contain a solution marker or a line of the reference."""
+    """Files of `dest` that contain a solution marker or a line of the reference (notebooks read as notebooks)."""
     problems = []
     for file in sorted(p for p in dest.rglob("*") if p.is_file()):
         try:
             text = file.read_text(encoding="utf-8")
-        except (UnicodeDecodeError, OSError):
+            if file.suffix == ".ipynb":
+                text = notebook_text(text)
+        except (UnicodeDecodeError, OSError, ValueError):
             continue
         if any(BEGIN.match(line) or END.match(line) for line in text.splitlines()):
             problems.append(f"{file.relative_to(dest)}: a solution marker")
@@ -198,7 +225,22 @@ def leaks(dest: Path, reference: set[str]) -> list[str]:
     return problems
 
 
+def generated_are_current() -> list[str]:
+    """What is stale: labs/ and the notebooks must be what solutions/ and the notebook sources generate."""
+    import subprocess
+    import sys
+
+    stale = []
+    for script in ("tools/make_labs.py", "tools/notebooks/build.py"):
+        result = subprocess.run([sys.executable, script, "--check"], cwd=ROOT, capture_output=True, text=True)
+        if result.returncode:
+            stale.append(f"{script} --check: {(result.stdout + result.stderr).strip()[-300:]}")
+    return stale
+
+
 def build(dest: Path, *, force: bool = False) -> Path:
+    if stale := generated_are_current():
+        raise SystemExit("the release would ship stale generated files (run `make format`):\n  " + "\n  ".join(stale))
     dest = dest.resolve()
     if dest == ROOT or ROOT in dest.parents:
         raise SystemExit(f"refusing to write the release inside the course repository: {dest}")

@@ -92,10 +92,12 @@ qvecs = [np.asarray(v, dtype=np.float32) for v in await embedder.embed(questions
 
 async def rows_through_hnsw(conn, q, topic, mode):
     # force the HNSW plan (no seq scan, no GIN bitmap) to see what the index alone returns
-    async with conn.transaction():
-        await conn.execute("SET LOCAL enable_seqscan = off")
-        await conn.execute("SET LOCAL enable_bitmapscan = off")
-        await conn.execute(f"SET LOCAL hnsw.iterative_scan = {mode}")
+    async with conn.transaction():  # set_config(name, value, true): SET LOCAL as a function
+        await conn.execute(
+            "SELECT set_config('enable_seqscan', 'off', true), set_config('enable_bitmapscan', 'off', true), "
+            "set_config('hnsw.iterative_scan', $1, true)",
+            mode,
+        )
         return len(
             await conn.fetch(
                 "SELECT id FROM embeddings WHERE metadata @> $2::jsonb ORDER BY embedding <=> $1 LIMIT 10",
