@@ -716,3 +716,20 @@ async def test_embedding_client_refuses_an_answer_it_cannot_use(lab, provider, e
         provider.script(step)
         with pytest.raises(EmbeddingError):
             await embedding_client.embed(["one", "two"])
+
+
+@pytest.mark.hint(
+    "A model answers with vectors of one width, known in advance (EmbeddingClient.width): an answer of another "
+    "width comes from another model and is refused, not padded; answer_vectors() checks it when given the width."
+)
+async def test_embedding_client_refuses_an_answer_of_another_width(lab):
+    """a client of ada-002 (1536 numbers) refuses a 768-number answer, so a wrong model cannot poison the search"""
+    from course.embeddings import EmbeddingError
+
+    with FakeProviderServer(dimensions=768) as narrow:
+        client = lab.EmbeddingClient(narrow.openai_base_url, "text-embedding-ada-002", SECRET)
+        try:
+            with pytest.raises(EmbeddingError):
+                await client.embed(["answered by a 768-number model"])
+        finally:
+            await client.aclose()

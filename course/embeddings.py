@@ -278,10 +278,30 @@ def _retry_after_seconds(response: httpx.Response) -> float | None:
 retry_after_seconds = _retry_after_seconds
 
 
-def answer_vectors(vectors: Any, count: int, dimensions: int = EMBEDDING_DIMENSIONS) -> list[list[float]]:
-    """A provider's vectors checked and made storable: exactly `count` rows of one width of at most `dimensions`,
-    finite and not all zero, scaled to unit length and zero-padded to `dimensions` (which leaves every distance
-    between them unchanged). Anything else is EmbeddingBadResponse (the service answers 502)."""
+#: The width each model answers with, known in advance (the text-embedding-3 and Gemini models are asked for 1536).
+#: A model's width is never learnt from its first answer: one wrong answer would then poison every later one.
+KNOWN_WIDTHS = {
+    "text-embedding-ada-002": 1536,
+    "text-embedding-3-small": 1536,
+    "text-embedding-3-large": 1536,
+    "gemini-embedding-001": 1536,
+    "wordllama/l2_supercat_256": 256,
+}
+
+
+def known_width(model: str) -> int | None:
+    """The width of a model by name or id (`openai/text-embedding-ada-002`), or None when the course does not know
+    it (then EMBEDDING_NATIVE_DIMENSIONS says)."""
+    return KNOWN_WIDTHS.get(model) or KNOWN_WIDTHS.get(model.split("/", 1)[-1])
+
+
+def answer_vectors(
+    vectors: Any, count: int, dimensions: int = EMBEDDING_DIMENSIONS, *, width: int | None = None
+) -> list[list[float]]:
+    """A provider's vectors checked and made storable: exactly `count` rows of one width — `width`, the model's,
+    when it is known, else any of at most `dimensions` — finite and not all zero, scaled to unit length and
+    zero-padded to `dimensions` (which leaves every distance between them unchanged). Anything else is
+    EmbeddingBadResponse (the service answers 502)."""
     try:
         matrix = np.asarray(vectors, dtype=np.float32)
     except (ValueError, TypeError) as exc:
@@ -289,6 +309,11 @@ def answer_vectors(vectors: Any, count: int, dimensions: int = EMBEDDING_DIMENSI
     if matrix.ndim != 2 or matrix.shape[0] != count or not 0 < matrix.shape[1] <= dimensions:
         raise EmbeddingBadResponse(
             f"The embedding answer has shape {matrix.shape}; expected {count} vectors of at most {dimensions} numbers."
+        )
+    if width is not None and matrix.shape[1] != width:
+        raise EmbeddingBadResponse(
+            f"The embedding answer has vectors of {matrix.shape[1]} numbers; the model's are {width}: another "
+            "model is answering, and its vectors cannot be compared with the stored ones."
         )
     if not np.isfinite(matrix).all():
         raise EmbeddingBadResponse("The embedding answer has a vector with NaN or infinite values.")
@@ -305,7 +330,8 @@ class _HTTPEmbedder:
     provider = "http"
     dimensions = EMBEDDING_DIMENSIONS
     #: Whether answers narrower than `dimensions` are accepted and zero-padded (OpenAI-compatible servers run models
-    #: of any width); `native_dimensions` is the width seen in the first answer, None until then.
+    #: of any width); `native_dimensions` is the model's width, known in advance (KNOWN_WIDTHS, or configured with
+    #: EMBEDDING_NATIVE_DIMENSIONS), never learnt from an answer.
     pads = False
     native_dimensions: int | None = None
     #: Upper bound on one Retry-After wait, so a misbehaving server cannot stall a request for minutes.
@@ -326,6 +352,7 @@ class _HTTPEmbedder:
         client: httpx.AsyncClient | None = None,
         backoff_initial: float = 0.5,
         backoff_max: float = 20.0,
+        native_dimensions: int | None = None,
     ):
         if not api_key:
             raise EmbeddingRequestError(
@@ -335,6 +362,7 @@ class _HTTPEmbedder:
         self.base_url = base_url.rstrip("/")
         self.model = model
         self.model_id = f"{self.provider}/{model}"
+        self.native_dimensions = native_dimensions or known_width(model) or (None if self.pads else self.dimensions)
         self._api_key = api_key
         self.timeout = timeout
         self.max_retries = max_retries
@@ -357,6 +385,7 @@ class _HTTPEmbedder:
             base_url=getattr(settings, f"{cls.provider}_base_url"),
             model=getattr(settings, f"{cls.provider}_embedding_model"),
             api_key=key.get_secret_value() if key else None,
+            native_dimensions=settings.embedding_native_dimensions if cls.pads else None,
             **http,
         )
 
@@ -507,28 +536,25 @@ class _HTTPEmbedder:
         return pad_to(_normalise_rows(matrix), self.dimensions).tolist()
 
     def _check_shape(self, matrix: np.ndarray, count: int) -> None:
-        """One vector per text, all of the width this provider answers with (`self.native_dimensions`, learnt from
-        the first answer when the provider may pad): narrower vectors are zero-padded to `dimensions` afterwards."""
-        width = self.native_dimensions or (matrix.shape[1] if matrix.ndim == 2 and self.pads else self.dimensions)
+        """One vector per text, all of the model's width (`self.native_dimensions`, known in advance): narrower
+        vectors are zero-padded to `dimensions` afterwards. An answer of another width is another model's."""
+        width = self.native_dimensions
+        if width is None:
+            raise EmbeddingBadResponse(
+                f"The width of {self.model!r} is not known in advance, so its answers cannot be checked: set "
+                "EMBEDDING_NATIVE_DIMENSIONS to the number of values the model answers with."
+            )
         if matrix.ndim != 2 or matrix.shape != (count, width) or width > self.dimensions:
+            answered = matrix.shape[-1] if matrix.ndim == 2 else None
             raise EmbeddingBadResponse(
                 f"The {self.provider} API returned vectors of shape {matrix.shape}; expected ({count}, {width}). "
                 + (
-                    f"Is {self.model!r} a {width}-dimension model?"
-                    if width <= self.dimensions
-                    else f"{self.model!r} answers {width} dimensions, more than the column's {self.dimensions}: "
+                    f"{self.model!r} answers {answered} dimensions, more than the column's {self.dimensions}: "
                     f"choose a model of at most {self.dimensions}, or one that can shorten its vectors."
+                    if answered and answered > self.dimensions
+                    else f"Is {self.model!r} a {width}-dimension model?"
                 )
             )
-        if self.native_dimensions is None and self.pads:
-            self.native_dimensions = width
-            if width < self.dimensions:
-                log.info(
-                    "%s answers %d-dimension vectors: zero-padded to %d (cosine, L2 and inner product are unchanged)",
-                    self.model_id,
-                    width,
-                    self.dimensions,
-                )
 
     @staticmethod
     def _error(response: httpx.Response) -> dict[str, Any]:

@@ -74,6 +74,13 @@ class Settings(BaseSettings):
     embedding_timeout: float = Field(30.0, description="Seconds per HTTP request to an embedding API.")
     embedding_max_retries: int = Field(4, ge=0, le=10, description="Retries on 429/5xx/timeouts before giving up.")
     embedding_batch_size: int = Field(256, ge=1, le=2048, description="Texts per embedding API request.")
+    embedding_native_dimensions: int | None = Field(
+        None,
+        ge=1,
+        le=EMBEDDING_DIMENSIONS,
+        description="How many values the configured OpenAI-compatible model answers with, when the course does not "
+        "know the model (course.embeddings.KNOWN_WIDTHS); answers of another width are refused (502).",
+    )
     openai_api_key: SecretStr | None = None
     openai_base_url: str = "https://api.openai.com/v1"
     openai_embedding_model: str = "text-embedding-ada-002"

@@ -210,22 +210,38 @@ async def test_gemini_errors(server):
 
 
 async def test_an_openai_compatible_model_of_another_width_is_zero_padded():
-    """OPENAI_BASE_URL may serve a 768-d model (Ollama, vLLM…): padded to 1536, distances unchanged."""
+    """OPENAI_BASE_URL may serve a 768-d model (Ollama, vLLM…), configured with EMBEDDING_NATIVE_DIMENSIONS: padded
+    to 1536, distances unchanged; an answer of another width is refused."""
     texts = ["vacuum a table", "vacuum tables often", "replication slots"]
     with FakeProviderServer(dimensions=768) as s:
-        async with openai(s) as e:
+        async with OpenAIEmbedder(
+            base_url=s.openai_base_url, model="nomic-embed-text", api_key="sk-test", native_dimensions=768
+        ) as e:
             vectors = np.asarray(await e.embed(texts))
             assert vectors.shape == (3, 1536) and e.native_dimensions == 768
             assert not vectors[:, 768:].any(), "the padding is zeros"
             native = np.asarray(s.vectors(texts))
             native /= np.linalg.norm(native, axis=1, keepdims=True)
             assert np.allclose(vectors @ vectors.T, native @ native.T, atol=1e-6), "cosine is the model's own"
-            # the width is the model's: a later answer of another width is not embeddings of this model
             s.script(
                 Step(200, mutate=lambda p: {**p, "data": [{**d, "embedding": d["embedding"][:512]} for d in p["data"]]})
             )
             with pytest.raises(EmbeddingBadResponse, match="shape"):
                 await e.embed(["hello"])
+
+
+async def test_a_models_width_is_known_in_advance_never_learnt_from_an_answer():
+    """Width poisoning: a fresh ada-002 client whose first answer is 768-d refuses it (502), and the correct 1536-d
+    answers after it are accepted; a model the course does not know needs its width configured."""
+    with FakeProviderServer(dimensions=768) as narrow, FakeProviderServer() as right:
+        async with OpenAIEmbedder(base_url=narrow.openai_base_url, model="text-embedding-ada-002", api_key="k") as e:
+            with pytest.raises(EmbeddingBadResponse, match="shape"):
+                await e.embed(["the first answer is 768-d"])
+            e.base_url = right.openai_base_url
+            assert len((await e.embed(["then 1536-d, as ada-002 answers"]))[0]) == 1536
+        async with OpenAIEmbedder(base_url=narrow.openai_base_url, model="some-new-model", api_key="k") as e:
+            with pytest.raises(EmbeddingBadResponse, match="EMBEDDING_NATIVE_DIMENSIONS"):
+                await e.embed(["unknown width"])
 
 
 async def test_wider_vectors_than_the_column_are_an_error_that_says_what_to_do(server):
@@ -301,7 +317,11 @@ async def test_the_half_open_breaker_lets_exactly_one_probe_through():
 
 async def test_factory_uses_settings(server):
     settings = Settings(
-        _env_file=None, openai_api_key="sk-x", openai_base_url=server.openai_base_url, openai_embedding_model="my-model"
+        _env_file=None,
+        openai_api_key="sk-x",
+        openai_base_url=server.openai_base_url,
+        openai_embedding_model="my-model",
+        embedding_native_dimensions=1536,  # a model the course does not know: its width is configured
     )
     e = get_embedder("openai", settings=settings)
     assert isinstance(e, OpenAIEmbedder) and e.model == "my-model"

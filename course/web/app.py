@@ -80,7 +80,8 @@ def query_embedder(settings: Settings, embedding_client: Callable[..., Embedder]
         server = LocalOpenAIServer().start()
         return embedding_client(server.base_url, MODEL, None, model_id=MODEL, **retry), server
     key = settings.openai_api_key.get_secret_value() if settings.openai_api_key else None
-    return embedding_client(settings.openai_base_url, settings.openai_embedding_model, key, **retry), None
+    width = {"width": settings.embedding_native_dimensions} if settings.embedding_native_dimensions else {}
+    return embedding_client(settings.openai_base_url, settings.openai_embedding_model, key, **width, **retry), None
 
 
 def create_service_app(

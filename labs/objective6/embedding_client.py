@@ -1,4 +1,4 @@
-# lab-fingerprint: c88e2d8ff05905dc
+# lab-fingerprint: 6ee8dbf38b7b26bf
 # Starter code generated from solutions/objective6/embedding_client.py by tools/make_labs.py. This file is yours: fill in every TODO.
 # `python -m checks N` (or check(N) in the notebook) grades it and gives hints.
 """Objective 6, part 1 — the embedding call: any OpenAI-compatible server over httpx.
@@ -28,6 +28,7 @@ from course.embeddings import (
     EmbeddingUnavailable,
     answer_vectors,
     check_kind,
+    known_width,
     retry_after_seconds,
     time_left,
     validate_texts,
@@ -42,7 +43,9 @@ class EmbeddingClient:
     """Embeddings from an OpenAI-compatible server (course.embeddings.Embedder: `model_id`, `dimensions`, `embed`).
 
     `model_id` is what rows record as their model (default `openai/<model>`): queries and rows must come from the
-    same model. `timeout` bounds each attempt; `max_retries` bounds the retries after the first attempt; `backoff`
+    same model. `width` is how many numbers the model answers with, known in advance (course.embeddings knows the
+    usual models; give it for another): an answer of another width comes from another model. `timeout` bounds each
+    attempt; `max_retries` bounds the retries after the first attempt; `backoff`
     is the first wait when the server gives no Retry-After (doubling after each retry)."""
 
     dimensions = EMBEDDING_DIMENSIONS
@@ -54,6 +57,7 @@ class EmbeddingClient:
         api_key: str | None = None,
         *,
         model_id: str | None = None,
+        width: int | None = None,
         timeout: float = 30.0,
         max_retries: int = 4,
         backoff: float = 0.5,
@@ -61,6 +65,7 @@ class EmbeddingClient:
     ) -> None:
         self.base_url, self.model, self.timeout = base_url.rstrip("/"), model, timeout
         self.model_id = model_id or f"openai/{model}"
+        self.width = width or known_width(self.model_id)
         self.max_retries, self.backoff = max_retries, backoff
         self._api_key = api_key
         self._client = client or httpx.AsyncClient()
@@ -82,5 +87,5 @@ class EmbeddingClient:
         if not texts:
             return []
         raise NotImplementedError(
-            "TODO: POST {base_url}/embeddings with the model and the inputs (Bearer key when there is one), an attempt's timeout cut to the deadline's time left; 200: the items sorted by their \"index\", checked with answer_vectors(); 429/5xx, a timeout or no connection: wait what retry_after_seconds() reads, else the backoff, and try again while attempts and the deadline allow; any other status: EmbeddingRequestError at once"
+            "TODO: POST {base_url}/embeddings with the model and the inputs (Bearer key when there is one), an attempt's timeout cut to the deadline's time left; 200: the items sorted by their \"index\", checked with answer_vectors() against the model's width; 429/5xx, a timeout or no connection: wait what retry_after_seconds() reads, else the backoff, and try again while attempts and the deadline allow; any other status: EmbeddingRequestError at once"
         )
