@@ -7,6 +7,9 @@ by the planner's sequential scan), and same-run ratios: HNSW and IVFFlat speed-u
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+from typing import cast
+
 import time
 
 import numpy as np
@@ -210,7 +213,8 @@ async def run() -> dict[str, float]:
     try:
         _, queries = await title_queries(external)
         rows = await external.fetchval("SELECT count(*) FROM embeddings")
-        df = await obj.benchmark(external, queries, k=10)
+        # float32 arrays are what the codec sends; the reference types its queries as sequences of floats
+        df = await obj.benchmark(external, cast(Sequence[Sequence[float]], queries), k=10)
         print(
             f"{rows} rows; index builds: "
             + ", ".join(f"{i.kind} {i.build_seconds:.1f} s / {i.size_bytes / 1e6:.1f} MB" for i in df.attrs["indexes"])

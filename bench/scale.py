@@ -12,6 +12,8 @@ Prints the tables and `RATIO` lines.
 
 from __future__ import annotations
 
+import asyncpg
+
 import time
 
 import pandas as pd
@@ -37,7 +39,7 @@ SMALL_MEMORY = "1MB" if SMOKE else "64MB"
 LIMIT = 100 if SMOKE else None
 
 
-async def _table(name: str, fill) -> object:
+async def _table(name: str, fill) -> asyncpg.Connection:
     from pgvector.asyncpg import register_vector
 
     conn = await database.connect(database.scratch_database(name, reset=True))

@@ -87,7 +87,7 @@ def _prepare_checks(workdir: Path, hidden: Path | None, objectives: list[int] | 
             shutil.copy(path, target / path.name)
     files = sorted(target.glob("test_objective*.py"))
     if objectives:
-        files = [f for f in files if int(re.match(r"test_objective(\d+)", f.name).group(1)) in objectives]
+        files = [f for f in files if (m := re.match(r"test_objective(\d+)", f.name)) and int(m.group(1)) in objectives]
     return files
 
 
@@ -286,7 +286,8 @@ def _run_forked(command: list[str], cwd: Path, env: dict[str, str], timeout: flo
     finished = not child.is_alive()
     if not finished:
         with contextlib.suppress(ProcessLookupError):
-            os.killpg(child.pid, signal.SIGKILL)
+            if child.pid is not None:  # started, so it has one
+                os.killpg(child.pid, signal.SIGKILL)
         child.join()
     text = output.read_text(encoding="utf-8", errors="replace") if output.exists() else ""
     return child.exitcode if child.exitcode is not None else -9, text, finished

@@ -137,7 +137,7 @@ def flag_copies(
     }
     reference = fingerprints(solutions, graded, base)
     prints = {name: fingerprints(labs, graded, base) for name, labs in submissions.items()}
-    holders: dict[tuple[str, str], list[str]] = defaultdict(list)
+    holders: dict[tuple[str, tuple[str, int]], list[str]] = defaultdict(list)
     for name, found in prints.items():
         for function, value in found.items():
             holders[(function, value)].append(name)

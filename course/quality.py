@@ -21,7 +21,7 @@ import html
 import json
 import math
 import re
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -57,7 +57,7 @@ def ndcg_at_k(ranked: Sequence, relevant: Iterable, k: int = 10) -> float:
     return dcg / ideal
 
 
-def evaluate(rankings: dict[str, Sequence], judgments: Sequence[dict], k: int = 10) -> dict[str, float]:
+def evaluate(rankings: Mapping[str, Sequence], judgments: Sequence[dict], k: int = 10) -> dict[str, float]:
     """Mean recall@k, MRR@k and nDCG@k over the judged queries ({query: ranked ids})."""
     rows = [(rankings[j["query"]], j["relevant"]) for j in judgments]
     return {

@@ -67,8 +67,8 @@ def strip_solutions(source: str, origin: str = "<source>") -> str:
                 raise MarkerError(f"{origin}:{number}: BEGIN SOLUTION inside another region (from line {start_line})")
             in_region, start_line, region_indent, region_yields, starter = True, number, begin["indent"], False, False
             hint = [begin["hint"] or "implement this"]
-        elif hint and in_region and HINT_MORE.match(line):
-            hint.append(HINT_MORE.match(line)["more"])
+        elif hint and in_region and (more := HINT_MORE.match(line)):
+            hint.append(more["more"])
         elif END.match(line):
             if not in_region:
                 raise MarkerError(f"{origin}:{number}: END SOLUTION without BEGIN")

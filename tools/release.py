@@ -158,7 +158,8 @@ def reference_lines(solutions: Path | None = None) -> set[str]:
     outside the regions (given code the starter shares) or in the course runtime and checks (idioms such as
     `async with conn.transaction():` that the shipped runtime uses on its own account)."""
     solutions = solutions or ROOT / "solutions"
-    inside, outside = set(), set()
+    inside: set[str] = set()
+    outside: set[str] = set()
     for folder in ("course", "checks"):
         for file in sorted((solutions.parent / folder).rglob("*.py")):
             outside |= {squash(line) for line in file.read_text(encoding="utf-8").splitlines()}
