@@ -1,9 +1,10 @@
 """AUTHORING.md's promise, proved: an objective is added by creating its files and editing nothing else.
 
-A throw-away objective 7 (a reference with a marked region, its checks, a mutant and a notebook source) is written
+A throw-away objective 7 (a reference with a marked region, its checks, two mutants and a notebook source) is written
 into a copy of the repository's tracked files; the generators make its lab and notebook, the learner CLI lists it by
 its TITLE and grades it both ways (the reference passes, the untouched lab fails with its hint), and the mutation
-suite kills its mutant.
+suite kills its mutants, which meet the two-per-graded-function rule; VS Code's task asks for the objective, so it
+needs no edit either.
 """
 
 from __future__ import annotations
@@ -55,6 +56,13 @@ expect = "test_word_count_splits_on_any_whitespace"
 reason = "splits on single spaces: tabs and runs of spaces miscount"
 find = '''return len(text.split())'''
 replace = '''return len(text.split(" "))'''
+
+[[mutant]]
+id = "o7-count-spaces"
+expect = "test_word_count_splits_on_any_whitespace"
+reason = "counts the spaces plus one: an empty text has one word"
+find = '''return len(text.split())'''
+replace = '''return text.count(" ") + 1'''
 """,
     "tools/notebooks/07_words.py": """# %% [markdown]
 # # Objective 7 — word statistics
@@ -104,7 +112,9 @@ def test_an_objective_is_added_by_creating_files_only(tmp_path):
         assert starter.returncode == 1 and "Tabs, newlines and runs of spaces" in starter.stdout, starter.stdout
 
         mutants = run("-m", "tests.mutants", "--objective", "7", "-j", "1")
-        assert mutants.returncode == 0 and "mutants killed: 1/1" in mutants.stdout, mutants.stdout + mutants.stderr
+        assert mutants.returncode == 0 and "mutants killed: 2/2" in mutants.stdout, mutants.stdout + mutants.stderr
+        rule = run("-m", "pytest", "tests/test_mutants.py", "-p", "no:nbval", "-q", "-k", "two_mutants or expected")
+        assert rule.returncode == 0, "the new objective meets the two-mutants rule:\n" + rule.stdout[-2000:]
     finally:
         run("-m", "course", "db", "stop")  # the copy started a server of its own (its .pgdata): leave none behind
 

@@ -79,16 +79,15 @@ def test_progress_when_everything_passes(monkeypatch, capsys):
 
 
 def test_vscode_tasks_offer_every_objective():
-    """Codespaces / VS Code learners get the same loop: a task per objective, the .venv interpreter, the files open."""
+    """Codespaces / VS Code learners get the same loop: a task that asks for the objective (so a new objective needs
+    no edit here), one for their progress, the .venv interpreter, the files open."""
     import json
 
-    from checks.__main__ import available
-
-    tasks = json.loads((ROOT / ".vscode/tasks.json").read_text())["tasks"]
-    by_label = {t["label"]: t for t in tasks}
-    for n in available():
-        task = by_label[f"check objective {n}"]
-        assert task["args"] == ["-m", "checks", str(n)] and task["command"].endswith(".venv/bin/python")
+    config = json.loads((ROOT / ".vscode/tasks.json").read_text())
+    by_label = {t["label"]: t for t in config["tasks"]}
+    task = by_label["check objective N"]
+    assert task["args"] == ["-m", "checks", "${input:objective}"] and task["command"].endswith(".venv/bin/python")
+    assert [i["id"] for i in config["inputs"]] == ["objective"]
     assert by_label["check my progress"]["args"] == ["-m", "checks"]
     settings = json.loads((ROOT / ".vscode/settings.json").read_text())
     assert settings["python.defaultInterpreterPath"].endswith(".venv/bin/python")
