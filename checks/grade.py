@@ -460,9 +460,36 @@ def classroom_results(score: SubmissionScore, secret: set[str] = frozenset()) ->
     return runners
 
 
-def write_classroom(score: SubmissionScore, secret: set[str] = frozenset()) -> None:  # type: ignore[assignment]
-    """Step outputs `objectiveN` (base64 JSON) for the reporter, and a points table for the job summary."""
+def write_classroom(
+    score: SubmissionScore,
+    secret: set[str] = frozenset(),  # type: ignore[assignment]
+    expected: list[int] | None = None,
+) -> None:
+    """Step outputs `objectiveN` (base64 JSON) for the reporter, and a points table for the job summary. Every
+    `expected` objective gets its output even when nothing could be graded (no labs/, a crash before any check):
+    zero points with the reason, never a missing output that would crash the reporter."""
+    from checks.runner import declared_points
+
     runners = classroom_results(score, secret)
+    for number in expected or []:
+        if f"objective{number}" not in runners:
+            reason = shown_to_students(score.error or "no check ran", secret)
+            runners[f"objective{number}"] = {
+                "version": 1,
+                "max_score": declared_points(number),
+                "status": "fail",
+                "tests": [
+                    {
+                        "name": "the submission could be graded",
+                        "status": "fail",
+                        "score": 0,
+                        "message": f"Not graded: {reason[:300]}",
+                        "line_no": 0,
+                        "execution_time": "0ms",
+                        "test_code": "",
+                    }
+                ],
+            }
     lines = [f"{name}={base64.b64encode(json.dumps(payload).encode()).decode()}" for name, payload in runners.items()]
     if path := os.environ.get("GITHUB_OUTPUT"):
         with open(path, "a", encoding="utf-8") as fh:
@@ -567,8 +594,10 @@ def main(argv: list[str] | None = None) -> int:
         print(f"Gradescope results written to {args.out}")
         return 0
     if args.format == "classroom":
+        from checks.__main__ import available
+
         for s in scores:
-            write_classroom(s, secret)
+            write_classroom(s, secret, objectives or available())
 
     args.out.write_text(
         json.dumps(

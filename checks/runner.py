@@ -64,3 +64,13 @@ def run_checks(
     for result in results:
         result.objective = objective
     return results
+
+
+def declared_points(objective: int) -> float:
+    """What an objective's checks are worth in all, from their markers (collected, not run): the maximum a report
+    needs for a submission that could not be graded at all."""
+    collector = Collector()
+    args = [str(CHECKS_DIR / f"test_objective{objective}.py"), "--collect-only", "-q", "-p", "no:cacheprovider"]
+    with contextlib.redirect_stdout(io.StringIO()):
+        pytest.main([*args, "-p", "no:nbval"], plugins=[collector])
+    return float(sum(info["points"] for info in collector.info.values()))

@@ -179,3 +179,26 @@ def test_classroom_outputs_are_what_the_reporter_reads(graded_reference, tmp_pat
     assert json.loads(base64.b64decode(runners["objective1"]))["status"] == "fail"
     assert json.loads(base64.b64decode(runners["objective5"]))["status"] == "pass"
     assert "| **total** |" in summary.read_text()
+
+
+def test_an_ungradable_repository_gets_zero_with_a_message_in_classroom(tmp_path):
+    """A repository with no labs/ (or one that crashes before any check): every objective's output is there, worth
+    its declared points and scoring 0 with the reason, so the reporter never meets a missing output."""
+    import os
+
+    repo = tmp_path / "student-repo"
+    (repo / "notes").mkdir(parents=True)
+    outputs = tmp_path / "outputs"
+    env = {**os.environ, "GITHUB_OUTPUT": str(outputs), "GITHUB_STEP_SUMMARY": str(tmp_path / "summary.md")}
+    subprocess.run(
+        [sys.executable, "-m", "checks.grade", str(repo), "--objectives", "1,3", "--format", "classroom",
+         "--out", str(tmp_path / "grade.json")],
+        cwd=ROOT, env=env, check=True, capture_output=True, timeout=300,
+    )  # fmt: skip
+    runners = dict(line.split("=", 1) for line in outputs.read_text().splitlines())
+    assert set(runners) == {"objective1", "objective3"}
+    for encoded in runners.values():
+        payload = json.loads(base64.b64decode(encoded))
+        assert payload["status"] == "fail" and payload["max_score"] > 0
+        assert sum(t["score"] for t in payload["tests"]) == 0
+        assert "neither a labs/ folder" in payload["tests"][0]["message"]
