@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import functools
 import io
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -66,6 +67,7 @@ def run_checks(
     return results
 
 
+@functools.cache
 def declared_points(objective: int) -> float:
     """What an objective's checks are worth in all, from their markers (collected, not run): the maximum a report
     needs for a submission that could not be graded at all."""

@@ -102,9 +102,11 @@ class Guard:
         if length is not None and (not length.isdigit() or int(length) > self.max_body_bytes):
             return await self.on_error(413, "too_large", too_large)(scope, receive, send_with_headers)
 
-        received, body_done, started = 0, False, False
+        received, body_done = 0, False
 
         async def counted_receive():
+            # BodyTooLarge and BodyTimeout are HTTPExceptions: the app's handlers answer them (413, 408) wherever
+            # the body is read, FastAPI's own body parsing included
             nonlocal received, body_done
             if body_done:  # after the body: the app may wait for the disconnect as long as it likes
                 return await receive()
@@ -119,17 +121,4 @@ class Guard:
                     raise BodyTooLarge(self.max_body_bytes)
             return message
 
-        async def send_marked(message):
-            nonlocal started
-            started = started or message["type"] == "http.response.start"
-            await send_with_headers(message)
-
-        try:
-            await self.app(scope, counted_receive, send_marked)
-        except (BodyTooLarge, BodyTimeout) as exc:  # raised where no handler answered it (a route without a body)
-            if started:  # too late to answer otherwise: the server closes the connection
-                raise
-            kind = "too_large" if isinstance(exc, BodyTooLarge) else "timeout"
-            await self.on_error(exc.status_code, kind, exc.detail, headers=exc.headers)(
-                scope, receive, send_with_headers
-            )
+        await self.app(scope, counted_receive, send_with_headers)
