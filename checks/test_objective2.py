@@ -41,6 +41,17 @@ async def vector_indexes(conn) -> list[str]:
     ]
 
 
+async def cosine_distances(conn, query, ids) -> list[float]:
+    """The exact cosine distance of each row in `ids` to `query`, in the order of `ids`."""
+    rows = await conn.fetch(
+        "SELECT embedding <=> $1 AS d FROM embeddings WHERE id = ANY($2::uuid[]) "
+        "ORDER BY array_position($2::uuid[], id)",
+        query,
+        ids,
+    )
+    return [r["d"] for r in rows]
+
+
 @pytest.fixture
 async def data(conn):
     """1,500 clustered vectors in the check's own database."""
@@ -350,15 +361,7 @@ async def test_quantized_re_rank_is_cosine_on_vectors_of_any_length(lab, conn):
     )
     for q in random_vectors(4, seed=13):
         ids = await lab.quantized_top_k_ids(conn, q, 10, candidates=100)
-        distances = [
-            r["d"]
-            for r in await conn.fetch(
-                "SELECT embedding <=> $1 AS d FROM embeddings WHERE id = ANY($2::uuid[]) "
-                "ORDER BY array_position($2::uuid[], id)",
-                q,
-                ids,
-            )
-        ]
+        distances = await cosine_distances(conn, q, ids)
         assert distances == sorted(distances), (
             "on vectors of different lengths the re-ranked results are not in cosine order: re-rank with <=>"
         )
@@ -395,15 +398,7 @@ async def test_quantized_search_over_fetches_through_the_bit_index_and_re_ranks_
         assert scans >= 1, (
             "the candidates must come through the bit index (a scan of every row gives the same rows slowly)"
         )
-        distances = [
-            r["d"]
-            for r in await conn.fetch(
-                "SELECT embedding <=> $1 AS d FROM embeddings WHERE id = ANY($2::uuid[]) "
-                "ORDER BY array_position($2::uuid[], id)",
-                q,
-                ids,
-            )
-        ]
+        distances = await cosine_distances(conn, q, ids)
         assert distances == sorted(distances), (
             "the candidates must be re-ranked by exact cosine distance, nearest first"
         )

@@ -37,8 +37,12 @@ def lab_files_for(objective: int, root: Path = ROOT) -> list[str]:
         raise SystemExit(f"There is no labs/objective{objective}.py (or package) in {root}.")
     init = (package / "__init__.py").read_text(encoding="utf-8")
     modules = sorted(p for p in package.glob("*.py") if p.name != "__init__.py")
-    position = {p: init.find(f".{p.stem} import") % (len(init) + 1) for p in modules}  # not imported: last
-    return [p.relative_to(root).as_posix() for p in sorted(modules, key=lambda p: (position[p], p.name))]
+
+    def imported_at(module: Path) -> int:
+        found = init.find(f".{module.stem} import")
+        return found if found >= 0 else len(init)  # a module __init__.py does not import goes last
+
+    return [p.relative_to(root).as_posix() for p in sorted(modules, key=lambda p: (imported_at(p), p.name))]
 
 
 def lab_file_for(objective: int, root: Path = ROOT) -> str:

@@ -37,6 +37,42 @@ def uvicorn_in_thread(app, log_level: str = "warning") -> Iterator[int]:
         thread.join(timeout=30)
 
 
+#: The environment of a fresh shell: no activated venv, no course variables (add what a test sets on purpose).
+FRESH_SHELL = {"PATH": "/usr/local/bin:/usr/bin:/bin", "LANG": "C.UTF-8"}
+
+
+@contextlib.contextmanager
+def make_serve(root: Path, **env: str) -> Iterator[str]:
+    """`make serve` as the README says, in a fresh shell (plus `env`), on a free port; yields the URL uvicorn prints,
+    and stops the server (its whole process group) afterwards."""
+    import os
+    import re
+    import signal
+    import subprocess
+
+    shell = {**FRESH_SHELL, "HOME": os.environ.get("HOME", "/root"), **env}
+    server = subprocess.Popen(
+        ["bash", "-c", f"make serve PORT={free_port()}"],
+        cwd=root,
+        env=shell,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        start_new_session=True,
+    )
+    try:
+        deadline, printed = time.monotonic() + 300, []
+        while not any("Uvicorn running on http://127.0.0.1:" in line for line in printed):
+            assert server.poll() is None and time.monotonic() < deadline, "make serve did not start:\n" + "".join(
+                printed
+            )
+            printed.append(server.stdout.readline())
+        yield re.search(r"http://127\.0\.0\.1:\d+", next(line for line in printed if "Uvicorn running" in line))[0]
+    finally:
+        os.killpg(server.pid, signal.SIGTERM)
+        server.wait(timeout=30)
+
+
 def headless_chromium(profile: Path, *flags: str) -> list[str]:
     """The command line of Debian's Chromium, headless and quiet, with a profile of its own, then `flags`."""
     chromium = shutil.which("chromium") or shutil.which("chromium-browser")

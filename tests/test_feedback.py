@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.mutants.__main__ import SOLUTIONS, load_mutants, solution_file
+from tests.mutants.__main__ import SOLUTIONS, Mutant, apply, load_mutants, solution_file
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -90,31 +90,28 @@ MISTAKES: list[tuple[str, int, str, str, list[str], list[str]]] = [
 ]
 
 
-def _mistake_change(objective: int, find: str, replace: str) -> tuple[str, str, str]:
-    """(file, find, replace): a mutant's change when `find` names a mutant, else the row's own."""
+def _mistake(name: str, objective: int, find: str, replace: str) -> Mutant:
+    """The row as a mutant: a mutant's own change when `find` names one, else the row's change."""
     mutants = {m.id: m for m in load_mutants()}
     if find in mutants:
-        m = mutants[find]
-        return m.file, m.find, m.replace
-    return solution_file(objective), find, replace
+        return mutants[find]
+    source = (SOLUTIONS / solution_file(objective)).read_text(encoding="utf-8")
+    assert source.count(find) == 1, f"{name}: the change no longer applies to solutions/{solution_file(objective)}"
+    return Mutant("feedback", objective, solution_file(objective), name, find, replace)
 
 
 @pytest.mark.timeout(300)
 @pytest.mark.parametrize("mistake", MISTAKES, ids=[m[0] for m in MISTAKES])
 def test_a_typical_mistake_is_named_in_the_feedback(mistake, tmp_path):
     name, objective, find, replace, must, must_not = mistake
-    file, find, replace = _mistake_change(objective, find, replace)
-    labs = tmp_path / "labs"  # a learner's checkout: their labs/ beside the course's checks/
-    shutil.copytree(ROOT / "checks", tmp_path / "checks", ignore=shutil.ignore_patterns("__pycache__"))
-    shutil.copy(ROOT / "pyproject.toml", tmp_path)  # pytest's settings (asyncio mode) live there
-    shutil.copytree(SOLUTIONS, labs, ignore=shutil.ignore_patterns("__pycache__"))
-    source = (labs / file).read_text(encoding="utf-8")
-    assert source.count(find) == 1, f"{name}: the change no longer applies to solutions/{file}"
-    (labs / file).write_text(source.replace(find, replace), encoding="utf-8")
-    env = {**os.environ, "PYTHONPATH": str(tmp_path), "COURSE_TARGET": "labs"}
+    checkout = apply(_mistake(name, objective, find, replace), tmp_path)  # labs/: the reference with the mistake
+    # a learner's checkout: their labs/ beside the course's checks/ and pytest's settings (asyncio mode)
+    shutil.copytree(ROOT / "checks", checkout / "checks", ignore=shutil.ignore_patterns("__pycache__"))
+    shutil.copy(ROOT / "pyproject.toml", checkout)
+    env = {**os.environ, "PYTHONPATH": str(checkout), "COURSE_TARGET": "labs"}
     result = subprocess.run(
         [sys.executable, "-m", "checks", str(objective)],
-        cwd=tmp_path,
+        cwd=checkout,
         env=env,
         capture_output=True,
         text=True,

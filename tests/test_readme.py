@@ -55,43 +55,17 @@ def test_a_read_only_command_runs_as_written_in_a_fresh_shell(command):
 def test_make_serve_then_the_readme_search_as_written():
     """`make serve` in a fresh shell (on a free port: 8000 may be taken on this machine), then the README's own curl
     command against the URL uvicorn prints; the answer is the one the README promises."""
-    import signal
-    import socket
-    import time
+    import json
+
+    from course.corpus import available_corpus
+    from tests.servers import FRESH_SHELL, make_serve
 
     block = re.search(r"```bash\n(curl -sg -X POST 'http://127\.0\.0\.1:8000/search.*?)```", README, flags=re.S)
     assert block, "the README's search example is gone: update this test"
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    env = {"PATH": "/usr/local/bin:/usr/bin:/bin", "HOME": os.environ.get("HOME", "/root"), "LANG": "C.UTF-8"}
-    server = subprocess.Popen(
-        ["bash", "-c", f"make serve PORT={port}"],
-        cwd=ROOT,
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-        start_new_session=True,
-    )
-    try:
-        deadline, printed = time.monotonic() + 240, []
-        while not any("Uvicorn running on http://127.0.0.1:" in line for line in printed):
-            assert server.poll() is None and time.monotonic() < deadline, "make serve did not start:\n" + "".join(
-                printed
-            )
-            printed.append(server.stdout.readline())
-        url = re.search(r"http://127\.0\.0\.1:\d+", next(line for line in printed if "Uvicorn running" in line))[0]
+    with make_serve(ROOT) as url:
         command = block.group(1).replace("http://127.0.0.1:8000", url)
-        answer = subprocess.run(["bash", "-c", command], env=env, capture_output=True, text=True, timeout=60)
-        import json
-
-        from course.corpus import available_corpus
-
-        results = json.loads(answer.stdout)["results"]
-        assert all(r["metadata"]["topic"] == "ddl" for r in results), answer.stdout[:500]
-        if available_corpus() == "postgres-docs":  # the README's promise is about the manual
-            assert results and "Renaming a Column" in results[0]["metadata"]["section"], results[:1]
-    finally:
-        os.killpg(server.pid, signal.SIGTERM)
-        server.wait(timeout=30)
+        answer = subprocess.run(["bash", "-c", command], env=FRESH_SHELL, capture_output=True, text=True, timeout=60)
+    results = json.loads(answer.stdout)["results"]
+    assert all(r["metadata"]["topic"] == "ddl" for r in results), answer.stdout[:500]
+    if available_corpus() == "postgres-docs":  # the README's promise is about the manual
+        assert results and "Renaming a Column" in results[0]["metadata"]["section"], results[:1]

@@ -23,20 +23,24 @@ KEY = "contract-test-key-0123456789"
 SCHEMATHESIS = str(Path(sys.executable).parent / "schemathesis")
 
 
+async def served_table(url: str, rows: int) -> None:
+    """`rows` corpus chunks in the database at `url`, with the indexes `course setup` builds (the default mode's
+    full-text index among them)."""
+    conn = await database.connect(url)
+    try:
+        await clone_corpus(conn, limit=rows)
+        await ensure_search_index(conn)
+        await ensure_text_index(conn)
+    finally:
+        await conn.close()
+
+
 @pytest.fixture(scope="module")
 def server():
     """The reference service under uvicorn, on a throw-away database holding 300 corpus chunks and the indexes
     `course setup` builds (the default mode's full-text index among them), with a write key."""
     with database.temporary_database("contract") as url:
-
-        async def seed():
-            conn = await database.connect(url)
-            await clone_corpus(conn, limit=300)
-            await ensure_search_index(conn)
-            await ensure_text_index(conn)
-            await conn.close()
-
-        asyncio.run(seed())
+        asyncio.run(served_table(url, 300))
         app = create_app(database_url=url, settings=Settings(_env_file=None, search_api_key=KEY))
         with uvicorn_in_thread(app, log_level="error") as port:
             yield port
@@ -430,11 +434,7 @@ def test_pooled_connections_hold_no_session_state_between_requests():
     with database.temporary_database("no_state") as url:
 
         async def scenario():
-            conn = await database.connect(url)
-            await clone_corpus(conn, limit=200)
-            await ensure_search_index(conn)
-            await ensure_text_index(conn)
-            await conn.close()
+            await served_table(url, 200)
             app = create_app(database_url=url, settings=Settings(_env_file=None))
             async with app.router.lifespan_context(app):
                 pool = app.state.service.pool

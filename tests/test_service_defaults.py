@@ -4,11 +4,6 @@ index the default mode needs, and /healthz is not ready while one of them is mis
 from __future__ import annotations
 
 import asyncio
-import os
-import re
-import signal
-import subprocess
-import time
 import uuid
 from pathlib import Path
 
@@ -19,7 +14,7 @@ from course import database
 from course.corpus import clone_corpus, ensure_search_index
 from course.settings import Settings
 from solutions.objective6 import create_app
-from tests.servers import free_port, uvicorn_in_thread
+from tests.servers import make_serve, uvicorn_in_thread
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -29,55 +24,30 @@ def test_make_serve_on_a_fresh_database_serves_the_default_mode_under_load():
     """`make serve` on a database it has never seen (COURSE_DATABASE): healthz ready with both indexes, then 8 clients
     at once searching in the default mode (distinct questions: every one a cache miss) get no error."""
     name = f"course_fresh_{uuid.uuid4().hex[:8]}"
-    port = free_port()
-    env = {
-        "PATH": "/usr/local/bin:/usr/bin:/bin",
-        "HOME": os.environ.get("HOME", "/root"),
-        "LANG": "C.UTF-8",
-        "COURSE_DATABASE": name,
-        "COURSE_CORPUS_LIMIT": "2000",  # a fresh load of part of the corpus: the point is the indexes, not the size
-    }
-    server = subprocess.Popen(
-        ["bash", "-c", f"make serve PORT={port}"],
-        cwd=ROOT,
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-        start_new_session=True,
-    )
-    printed: list[str] = []
+    # a fresh load of part of the corpus: the point is the indexes, not the size
     try:
-        deadline = time.monotonic() + 300
-        while not any("Uvicorn running on" in line for line in printed):
-            assert server.poll() is None and time.monotonic() < deadline, "make serve did not start:\n" + "".join(
-                printed
-            )
-            printed.append(server.stdout.readline())
-        base = re.search(r"http://127\.0\.0\.1:\d+", next(line for line in printed if "Uvicorn running" in line))[0]
-        health = httpx.get(f"{base}/healthz", timeout=30).json()
-        assert health["status"] == "ok", health
-        assert health["database"]["vector_index"] and health["database"]["text_index"], health
+        with make_serve(ROOT, COURSE_DATABASE=name, COURSE_CORPUS_LIMIT="2000") as base:
+            health = httpx.get(f"{base}/healthz", timeout=30).json()
+            assert health["status"] == "ok", health
+            assert health["database"]["vector_index"] and health["database"]["text_index"], health
 
-        async def load() -> list[int]:
-            async with httpx.AsyncClient(base_url=base, timeout=30) as client:
+            async def load() -> list[int]:
+                async with httpx.AsyncClient(base_url=base, timeout=30) as client:
 
-                async def one(i: int) -> int:
-                    response = await client.post("/search", json={"query": f"how do I tune query number {i}?"})
-                    return response.status_code
+                    async def one(i: int) -> int:
+                        response = await client.post("/search", json={"query": f"how do I tune query number {i}?"})
+                        return response.status_code
 
-                statuses = []
-                for round_ in range(3):
-                    statuses += await asyncio.gather(*(one(8 * round_ + i) for i in range(8)))
-                return statuses
+                    statuses = []
+                    for round_ in range(3):
+                        statuses += await asyncio.gather(*(one(8 * round_ + i) for i in range(8)))
+                    return statuses
 
-        statuses = asyncio.run(load())
-        assert statuses == [200] * 24, f"default-mode searches at concurrency 8: {statuses}"
-        mode = httpx.post(f"{base}/search", json={"query": "vacuum"}, timeout=30).json()["mode"]
-        assert mode in ("rrf", "hybrid", "vector")
+            statuses = asyncio.run(load())
+            assert statuses == [200] * 24, f"default-mode searches at concurrency 8: {statuses}"
+            mode = httpx.post(f"{base}/search", json={"query": "vacuum"}, timeout=30).json()["mode"]
+            assert mode in ("rrf", "hybrid", "vector")
     finally:
-        os.killpg(server.pid, signal.SIGTERM)
-        server.wait(timeout=30)
         database.drop_databases_with_prefix(name)
 
 
