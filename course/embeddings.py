@@ -530,10 +530,8 @@ class _HTTPEmbedder:
             matrix = np.asarray(vectors, dtype=np.float32)
         except (ValueError, KeyError, TypeError, IndexError) as exc:
             raise EmbeddingBadResponse(f"Unexpected response from the {self.provider} API: {str(exc)[:200]}") from exc
-        self._check_shape(matrix, len(texts))
-        if not np.isfinite(matrix).all():
-            raise EmbeddingBadResponse(f"The {self.provider} API returned a vector with NaN or infinite values.")
-        return pad_to(_normalise_rows(matrix), self.dimensions).tolist()
+        self._check_shape(matrix, len(texts))  # the provider's own words for a wrong shape; the rest is shared
+        return answer_vectors(matrix, len(texts), self.dimensions, width=self.native_dimensions)
 
     def _check_shape(self, matrix: np.ndarray, count: int) -> None:
         """One vector per text, all of the model's width (`self.native_dimensions`, known in advance): narrower
