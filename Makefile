@@ -54,7 +54,7 @@ lab: install
 
 serve: install
 	$(PY) -m course setup
-	$(VENV)/bin/uvicorn $(or $(COURSE_TARGET),solutions).objective6:app --host $(HOST) --port $(PORT)
+	$(PY) -m course serve --target $(or $(COURSE_TARGET),solutions) --host $(HOST) --port $(PORT)
 
 test: install browser lint
 	$(PY) tools/make_labs.py --check

@@ -631,7 +631,7 @@ async def test_embedding_client_does_not_retry_a_refused_request(lab, provider, 
 
 
 @pytest.mark.hint(
-    "Retries live inside the request's deadline (course.embeddings.time_left()): an attempt's timeout is cut to "
+    "Retries live inside the request's deadline (course.budgets.time_left()): an attempt's timeout is cut to "
     "what is left, and a wait that would not fit is not taken: give up with an EmbeddingUnavailable that says when to "
     "retry.",
     more="left = time_left(); before sleeping: if left is not None and wait >= left: raise EmbeddingUnavailable(..., "
@@ -642,7 +642,8 @@ async def test_embedding_client_gives_up_within_the_deadline(lab, provider, embe
     """a provider that keeps failing costs at most the deadline, and max_retries bounds the attempts"""
     import time
 
-    from course.embeddings import EmbeddingUnavailable, deadline
+    from course.budgets import deadline
+    from course.embeddings import EmbeddingUnavailable
 
     provider.fail_always(503, retry_after="5")
     started = time.perf_counter()
@@ -669,6 +670,48 @@ async def test_embedding_client_gives_up_within_the_deadline(lab, provider, embe
     assert len(provider.requests) == 3, f"max_retries=2 means 3 attempts in all, got {len(provider.requests)}"
 
 
+@pytest.mark.hint(
+    "Retries also spend from the process's retry budget: after every failed attempt that could be retried, ask "
+    "course.budgets.may_retry() (it counts the failure) and give up when it says no.",
+    more="allowed = may_retry() right after a 429/5xx, timeout or connection error; then stop if not allowed, as you "
+    "stop after max_retries or when the wait does not fit in time_left().",
+)
+@pytest.mark.points(2)
+async def test_embedding_client_spends_the_process_retry_budget(lab, provider):
+    """every failed attempt is counted against the process's retry budget, and a spent budget stops the retries"""
+    from course.budgets import RetryThrottle, retry_budget
+    from course.embeddings import EmbeddingUnavailable
+
+    provider.fail_always(503, retry_after="0")
+    client = lab.EmbeddingClient(provider.openai_base_url, "text-embedding-ada-002", SECRET, max_retries=0, backoff=0)
+    throttle = RetryThrottle(max_tokens=10, token_ratio=0.1)
+    try:
+        with retry_budget(throttle):
+            for _ in range(3):
+                with pytest.raises(EmbeddingUnavailable):
+                    await client.embed(["down"])
+    finally:
+        await client.aclose()
+    assert throttle.tokens == 7, (
+        f"3 failed attempts left {throttle.tokens:g} of 10 tokens, not 7: call may_retry() after every failure, "
+        "the last attempt's too"
+    )
+    provider.reset()
+    provider.fail_always(503, retry_after="0")
+    client = lab.EmbeddingClient(provider.openai_base_url, "text-embedding-ada-002", SECRET, max_retries=4, backoff=0)
+    throttle = RetryThrottle(max_tokens=10, token_ratio=0.1)
+    throttle.tokens = 6  # one more failure leaves half: no retry
+    try:
+        with retry_budget(throttle), pytest.raises(EmbeddingUnavailable):
+            await client.embed(["still down"])
+    finally:
+        await client.aclose()
+    assert len(provider.requests) == 1, (
+        f"{len(provider.requests)} attempts with the retry budget spent: one attempt, then give up when may_retry() "
+        "says no"
+    )
+
+
 @pytest.mark.hint("The key goes in the Authorization header and nowhere else: not in a message, a repr or a log line.")
 async def test_embedding_client_keeps_the_key_out_of_errors_and_logs(lab, provider, embedding_client, caplog):
     """no error message, repr or log line of the client contains the API key"""
@@ -682,7 +725,7 @@ async def test_embedding_client_keeps_the_key_out_of_errors_and_logs(lab, provid
         provider.reset()
         provider.script(step, step, step, step, step, step)
         with pytest.raises(EmbeddingError) as info:
-            from course.embeddings import deadline
+            from course.budgets import deadline
 
             with deadline(0.5):
                 await embedding_client.embed(["secret"])

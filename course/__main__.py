@@ -4,6 +4,7 @@ python -m course db start|stop|status|url|psql   the database (embedded by defau
 python -m course corpus build|load|status         the document set in data/ and in the embeddings table
 python -m course setup                            start the database, build and load the corpus (make lab)
 python -m course lab [--objective N] [jupyter args]  JupyterLab on one objective's notebook and lab file
+python -m course serve [--target T] [--host H] [--port P]  the search API (make serve) with the course's limits
 """
 
 from __future__ import annotations
@@ -111,11 +112,16 @@ def main(argv: list[str] | None = None) -> int:
     corpus.add_argument("action", choices=["build", "load", "status"])
     sub.add_parser("setup", help="start the database, build and load the corpus")
     sub.add_parser("lab", help="JupyterLab opened on one objective (--objective N), extra arguments go to jupyter lab")
+    sub.add_parser("serve", help="the search API under uvicorn with the course's limits (--target, --host, --port)")
     args, rest = parser.parse_known_args(argv)
     if args.command == "lab":
         from course import lab
 
         return lab.main(rest)
+    if args.command == "serve":
+        from course.web import serve
+
+        return serve.main(rest)
     try:
         if args.command == "db":
             return _db(args.action)

@@ -11,12 +11,9 @@ Every provider returns L2-normalised vectors of EMBEDDING_DIMENSIONS (1536) floa
 from __future__ import annotations
 
 import asyncio
-import contextlib
-import contextvars
 import hashlib
 import logging
 import re
-import time
 from collections import Counter
 from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
@@ -29,6 +26,7 @@ import httpx
 import numpy as np
 from tenacity import AsyncRetrying, retry_if_exception, wait_exponential_jitter
 
+from course.budgets import may_retry, time_left
 from course.settings import EMBEDDING_DIMENSIONS, Settings, get_settings
 
 log = logging.getLogger(__name__)
@@ -69,29 +67,6 @@ class EmbeddingInputTooLong(EmbeddingRequestError):
 class EmbeddingBadResponse(EmbeddingError):
     """The provider answered 200 with something that is not the embeddings asked for: not JSON, the wrong shape,
     count or indexes, or non-finite values."""
-
-
-# ---------------------------------------------------------------------------------------------------------------------
-# Deadlines: one budget for everything a request does
-# ---------------------------------------------------------------------------------------------------------------------
-_deadline: contextvars.ContextVar[float | None] = contextvars.ContextVar("embedding_deadline", default=None)
-
-
-@contextlib.contextmanager
-def deadline(seconds: float):
-    """Within this block, HTTP embedders cut each attempt's timeout to the time left and give up at once rather than
-    wait for a retry that could not finish in time. (The caller bounds the whole block, e.g. with asyncio.timeout.)"""
-    token = _deadline.set(time.monotonic() + seconds)
-    try:
-        yield
-    finally:
-        _deadline.reset(token)
-
-
-def time_left() -> float | None:
-    """Seconds left before the current deadline (None without one)."""
-    at = _deadline.get()
-    return None if at is None else at - time.monotonic()
 
 
 def estimate_tokens(text: str) -> int:
@@ -427,8 +402,13 @@ class _HTTPEmbedder:
         return self._backoff(retry_state)
 
     def _stop(self, retry_state) -> bool:
-        """Stop after max_retries, or when the next wait would not leave time for another attempt."""
+        """Stop after max_retries, when the process's retry budget is spent, or when the next wait would not leave
+        time for another attempt."""
+        allowed = may_retry()  # counts this failure against the budget, whatever happens next
         if retry_state.attempt_number > self.max_retries:
+            return True
+        if not allowed:
+            self.stats.update(["retries_refused"])
             return True
         left = time_left()
         return left is not None and retry_state.upcoming_sleep >= left - 0.05

@@ -1,14 +1,16 @@
-"""One retry budget for the process: a circuit breaker and request coalescing in front of an embedding provider.
+"""The process's protection of an embedding provider: a circuit breaker, a retry budget and request coalescing.
 
-Retries live inside each request (course.embeddings). Without more, a provider outage multiplies: ten concurrent
-searches for the same new query make ten provider calls, each retried, each waiting its own backoff. `GuardedEmbedder`
-wraps any embedder so that
+Retries live inside each request (the HTTP clients, within course.budgets' deadline). Without more, a provider outage
+multiplies: ten concurrent searches for the same new query make ten provider calls, each retried, each waiting its
+own backoff. `GuardedEmbedder` wraps any embedder so that
 
 * identical concurrent calls share one provider call (coalescing: the first caller's call, the others wait for it;
   a caller that gives up does not cancel it for the rest);
 * after `failure_threshold` consecutive failures the breaker opens: calls fail at once with EmbeddingUnavailable and
   the seconds until the next probe (the service's `Retry-After`); after `reset_seconds` exactly one call is let
   through as a probe (the others meanwhile fail fast as if open), and its success closes the breaker;
+* every call runs within the process's retry budget (course.budgets.RetryThrottle, which the clients consult through
+  `may_retry()`): once attempts mostly fail, each call makes about one attempt instead of max_retries + 1;
 * its state is reported for /healthz and metrics.
 
 The breaker is purgatory's (a maintained, dependency-free implementation of the closed/open/half-open model).
@@ -26,6 +28,7 @@ from typing import Any
 from purgatory import AsyncCircuitBreakerFactory
 from purgatory.domain.model import OpenedState
 
+from course.budgets import RetryThrottle, retry_budget
 from course.embeddings import EmbeddingError, EmbeddingRequestError, EmbeddingUnavailable, EmbedKind, check_kind
 
 #: Outcomes that say nothing about the provider's health: a refused key or input, or a quota to raise (someone must
@@ -40,7 +43,14 @@ class CircuitOpen(EmbeddingUnavailable):
 class GuardedEmbedder:
     """`inner` behind a circuit breaker, with identical concurrent calls coalesced. Same interface as an Embedder."""
 
-    def __init__(self, inner: Any, *, failure_threshold: int = 5, reset_seconds: float = 30.0):
+    def __init__(
+        self,
+        inner: Any,
+        *,
+        failure_threshold: int = 5,
+        reset_seconds: float = 30.0,
+        retry_throttle: RetryThrottle | None = None,
+    ):
         self.inner = inner
         self.model_id: str = inner.model_id
         self.dimensions: int = inner.dimensions
@@ -49,6 +59,7 @@ class GuardedEmbedder:
         self._breakers = AsyncCircuitBreakerFactory(
             default_threshold=failure_threshold, default_ttl=reset_seconds, exclude=list(NOT_PROVIDER_FAILURES)
         )
+        self.retry_throttle = retry_throttle or RetryThrottle()
         self._breaker: Any = None  # purgatory creates it on first use (get_breaker is a coroutine)
         self._inflight: dict[tuple[str, tuple[str, ...]], asyncio.Task] = {}
         self.coalesced = 0  # calls that waited for another caller's identical call
@@ -97,7 +108,8 @@ class GuardedEmbedder:
     async def _through_breaker(self, texts: list[str], kind: EmbedKind) -> list[list[float]]:
         try:
             async with self._breaker:
-                vectors = await self.inner.embed(texts, kind=kind)
+                with retry_budget(self.retry_throttle):
+                    vectors = await self.inner.embed(texts, kind=kind)
         except OpenedState:
             self.rejected += 1
             wait = self.seconds_until_probe() or 1.0
@@ -113,6 +125,7 @@ class GuardedEmbedder:
             raise
         self.last_success_at = time.time()
         self.consecutive_failures = 0
+        self.retry_throttle.succeeded()
         return vectors
 
     # -- state --------------------------------------------------------------------------------------------------------
@@ -142,6 +155,7 @@ class GuardedEmbedder:
             "ready": self.state != "open",
             "breaker": self.state,
             "consecutive_failures": self.consecutive_failures,
+            "retries": "allowed" if self.retry_throttle.retrying else "throttled",
         }
         if self.last_error and (self.last_success_at is None or (self.last_error_at or 0) > self.last_success_at):
             report["last_error"] = self.last_error

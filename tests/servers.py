@@ -12,6 +12,8 @@ from pathlib import Path
 
 import uvicorn
 
+from course.web.serve import SERVER_OPTIONS
+
 
 def free_port() -> int:
     with socket.socket() as s:
@@ -23,7 +25,8 @@ def free_port() -> int:
 def uvicorn_in_thread(app, log_level: str = "warning") -> Iterator[int]:
     """Serve `app` (lifespan on) on a free port until the block ends; yields the port."""
     port = free_port()
-    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level=log_level, lifespan="on"))
+    config = uvicorn.Config(app, host="127.0.0.1", port=port, log_level=log_level, lifespan="on", **SERVER_OPTIONS)
+    server = uvicorn.Server(config)
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()
     deadline = time.monotonic() + 60

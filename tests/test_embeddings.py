@@ -19,11 +19,11 @@ from course.embeddings import (
     HashingEmbedder,
     LocalEmbedder,
     OpenAIEmbedder,
-    deadline,
     estimate_tokens,
     get_embedder,
     pad_to,
 )
+from course.budgets import deadline
 from course.fake_providers import FakeProviderServer, Step
 from course.resilience import GuardedEmbedder
 from course.settings import Settings

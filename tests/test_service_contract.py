@@ -216,12 +216,20 @@ HOSTILE = [
         413,
     ),
     (
-        "100 KB URL",
+        "60 KB URL",  # past the app's 8 KiB, within the server's 64 KiB head: the service's own JSON 414
         "POST",
-        "/search?filter=" + "a" * 100_000,
+        "/search?filter=" + "a" * 60_000,
         {"Content-Type": "application/json"},
         b'{"query": "v"}',
         414,
+    ),
+    (
+        "20 KB of headers",
+        "POST",
+        "/search",
+        {"Content-Type": "application/json", "X-Padding": "a" * 20_000},
+        b'{"query": "v"}',
+        431,
     ),
 ]
 
@@ -248,6 +256,30 @@ def test_hostile_input_gets_its_status_and_the_connection_survives(server, name,
         assert conn.sock is socket_before, "the keep-alive connection was not reused"
     finally:
         conn.close()
+
+
+def test_a_request_head_past_the_server_limit_is_refused_at_once(server):
+    """A 200 KB URL never reaches the app: uvicorn (course.web.serve's limit) answers 400 and closes at once, and the
+    next connection is served as usual."""
+    import socket
+    import time
+
+    started = time.perf_counter()
+    answer = b""
+    with socket.create_connection(("127.0.0.1", server), timeout=10) as sock:
+        try:  # the server may answer and close while the rest is still being sent (a reset, then)
+            sock.sendall(b"POST /search?filter=" + b"a" * 200_000 + b" HTTP/1.1\r\nHost: x\r\n\r\n")
+            while chunk := sock.recv(65536):
+                answer += chunk
+        except (ConnectionResetError, BrokenPipeError):
+            pass
+    took = time.perf_counter() - started
+    assert answer == b"" or answer.startswith(b"HTTP/1.1 400"), answer[:200]
+    assert took < 2, f"refused after {took:.2f} s"
+    conn = http.client.HTTPConnection("127.0.0.1", server, timeout=60)
+    conn.request(*GOOD[:2], body=GOOD[3], headers=GOOD[2])
+    assert conn.getresponse().status == 200
+    conn.close()
 
 
 def test_writes_need_the_key_reads_do_not(server):
@@ -277,8 +309,8 @@ def test_openapi_documents_every_error(server):
         "422s have the ErrorBody shape, not FastAPI's"
     )
     for path, expected in (
-        ("/search", {"400", "413", "414", "422", "502", "503"}),
-        ("/documents", {"400", "401", "413", "414", "422", "502", "503"}),
+        ("/search", {"400", "408", "413", "414", "422", "431", "502", "503"}),
+        ("/documents", {"400", "401", "408", "413", "414", "422", "431", "502", "503"}),
     ):
         responses = document["paths"][path]["post"]["responses"]
         assert expected <= set(responses), (path, sorted(responses))

@@ -200,6 +200,30 @@ async def test_identical_concurrent_misses_share_one_provider_call(provider, tab
         assert (await service.metrics())[("embedding_provider_events_total", (("event", "coalesced"),))] == 9
 
 
+@pytest.mark.parametrize("client", ["course", "objective6"])
+async def test_an_outage_onset_costs_about_one_provider_call_per_search(provider, table_url, client):
+    """20 concurrent distinct misses while the provider starts failing: the process's retry budget stops the retries
+    (each client may retry up to 4 times), so the provider gets about one call per search, not five; every search is
+    a 503 with Retry-After. Both HTTP clients (the course's and Objective 6's) spend from the same budget."""
+    from solutions.objective6 import EmbeddingClient
+
+    if client == "course":
+        embedder = OpenAIEmbedder(
+            base_url=provider.openai_base_url, model=MODEL, api_key="sk-test", backoff_initial=0.01, backoff_max=0.01
+        )
+    else:
+        embedder = EmbeddingClient(provider.openai_base_url, MODEL, "sk-test", backoff=0.01)
+    async with Service(provider, table_url, embedder=embedder, embedding_breaker_failures=50) as service:
+        provider.fail_always(503, retry_after="0")
+        answers = await asyncio.gather(*[service.search(f"new question {i}") for i in range(20)])
+        assert [r.status_code for r, _ in answers] == [503] * 20
+        assert all(int(r.headers["Retry-After"]) >= 1 for r, _ in answers)
+        calls = len(provider.requests)
+        assert calls <= 26, f"{calls} provider calls for 20 searches at an outage's onset: the retry budget is ~1 each"
+        health = (await service.client.get("/healthz")).json()
+        assert health["embedder"]["retries"] == "throttled"
+
+
 async def test_the_breaker_opens_fails_fast_and_closes_after_a_good_probe(provider, table_url):
     embedder = OpenAIEmbedder(
         base_url=provider.openai_base_url,
@@ -210,7 +234,8 @@ async def test_the_breaker_opens_fails_fast_and_closes_after_a_good_probe(provid
         backoff_max=0.01,
     )
     async with Service(provider, table_url, embedder=embedder) as service:
-        provider.script(*[Step(500)] * 6)  # three searches, two attempts each
+        # three searches: two attempts, two attempts, then one (its failure leaves half the retry budget: no retry)
+        provider.script(*[Step(500)] * 5)
         for _ in range(3):
             assert (await service.search())[0].status_code == 503
         calls = len(provider.requests)
@@ -224,7 +249,7 @@ async def test_the_breaker_opens_fails_fast_and_closes_after_a_good_probe(provid
         metrics = await service.metrics()
         assert metrics[("embedding_breaker_state", ())] == 2
         assert metrics[("embedding_provider_events_total", (("event", "rejected_by_breaker"),))] == 1
-        assert metrics[("embedding_provider_events_total", (("event", "retries"),))] == 3
+        assert metrics[("embedding_provider_events_total", (("event", "retries"),))] == 2
         assert metrics[("search_failed_seconds_count", (("kind", "embedding_unavailable"),))] == 4
         await asyncio.sleep(1.1)  # the breaker lets one probe through; the provider has recovered
         assert (await service.search())[0].status_code == 200

@@ -19,7 +19,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from course import database
 from course.embeddings import Embedder, get_embedder
-from course.embeddings import deadline as embedding_deadline
+from course.budgets import deadline as request_deadline
 from course.resilience import GuardedEmbedder
 from course.settings import Settings, get_settings
 from course.text import check_json, check_text
@@ -49,7 +49,8 @@ class Health(BaseModel):
     status: str = Field(description="ok, or unavailable when a part is not ready.")
     embedder: HealthPart = Field(
         description="The model, and the provider's state from recent calls: `breaker` "
-        "closed, open or half-opened, `last_error`, `retry_after`."
+        "closed, open or half-opened, `retries`: allowed or throttled (the process's retry "
+        "budget), `last_error`, `retry_after`."
     )
     database: HealthPart = Field(
         description="Reachable, the table's estimated rows, `models`: which embedding "
@@ -174,7 +175,7 @@ def create_service_app(
         status_code=status.HTTP_201_CREATED,
         tags=["documents"],
         response_model=DocumentCreated,
-        responses=error_responses(400, *([401] if write_key else []), 413, 414, 422, 502, 503),
+        responses=error_responses(*([401] if write_key else []), 422, 502, 503),
         dependencies=[Depends(require_write_key)] if write_key else [],
     )
     async def add_document(request: Request, doc: DocumentIn) -> DocumentCreated | JSONResponse:
@@ -187,7 +188,7 @@ def create_service_app(
             return error(422, "validation", str(exc))
         service: SearchServiceBase = request.app.state.service
         async with asyncio.timeout(settings.document_deadline + DEADLINE_GRACE):
-            with embedding_deadline(settings.document_deadline):
+            with request_deadline(settings.document_deadline):
                 return DocumentCreated(id=await service.add_document(doc))
 
     @app.get(

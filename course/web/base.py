@@ -14,8 +14,9 @@ import numpy as np
 from fastapi import Request
 from pydantic import BaseModel, ConfigDict, Field
 
-from course.embeddings import Embedder, EmbeddingError, time_left
-from course.embeddings import deadline as embedding_deadline
+from course.budgets import deadline as request_deadline
+from course.budgets import time_left
+from course.embeddings import Embedder, EmbeddingError
 from course.settings import Settings
 from course.web.errors import (
     DATABASE_ERRORS,
@@ -66,7 +67,7 @@ class SearchServiceBase:
         started = time.perf_counter()
         try:
             async with asyncio.timeout(seconds + DEADLINE_GRACE):
-                with embedding_deadline(seconds):
+                with request_deadline(seconds):
                     yield
         except (EmbeddingError, DatabaseUnavailable, ModelMismatch, TimeoutError) as exc:
             self.metrics.failed_seconds.labels(error_kind(exc)).observe(time.perf_counter() - started)

@@ -14,9 +14,9 @@ from fastapi.responses import JSONResponse
 from pydantic import BaseModel, Field
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from course.budgets import time_left
 from course.embeddings import (
     EmbeddingError,
-    time_left,
     EmbeddingInputTooLong,
     EmbeddingQuotaExceeded,
     EmbeddingRequestError,
@@ -79,8 +79,10 @@ DESCRIBED = {
     400: "The body is not JSON the service can parse.",
     401: "No API key, or a wrong one (writes need SEARCH_API_KEY when it is set).",
     404: "No such route.",
+    408: "The request body stopped arriving (SEARCH_BODY_TIMEOUT).",
     413: "The request body is larger than SEARCH_MAX_BODY_BYTES.",
     414: "The URL is too long.",
+    431: "The request's headers are too large.",
     422: "A parameter or the body is invalid; `detail` says which and why.",
     500: "An unexpected error (logged); never expected.",
     502: "The embedding provider refused the request or answered with something that is not embeddings "
@@ -90,8 +92,14 @@ DESCRIBED = {
 }
 
 
+#: What the request guard (course.web.guard) may answer on any route, before the route runs.
+GUARD_STATUSES = (400, 408, 413, 414, 431)
+
+
 def error_responses(*codes: int) -> dict[int | str, dict[str, Any]]:
-    """OpenAPI entries for the error statuses a route can return, all with the ErrorBody shape."""
+    """OpenAPI entries for the error statuses a route can return (`codes` and the guard's), all with the ErrorBody
+    shape."""
+    codes = tuple(sorted({*GUARD_STATUSES, *codes}))
     return {
         code: {"model": ErrorBody, "description": DESCRIBED[code], **({"headers": RETRY_AFTER} if code == 503 else {})}
         for code in codes
@@ -162,7 +170,14 @@ def install_handlers(app: FastAPI, error: ErrorFactory) -> None:
 
     @app.exception_handler(StarletteHTTPException)
     async def http_error(request: Request, exc: StarletteHTTPException):
-        kinds = {400: "bad_request", 404: "not_found", 405: "method_not_allowed", 408: "timeout", 413: "too_large"}
+        kinds = {
+            400: "bad_request",
+            404: "not_found",
+            405: "method_not_allowed",
+            408: "timeout",
+            413: "too_large",
+            431: "too_large",
+        }
         kind = kinds.get(exc.status_code, "http")
         return error(exc.status_code, kind, str(exc.detail), headers=getattr(exc, "headers", None))
 

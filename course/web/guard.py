@@ -49,14 +49,18 @@ class BodyTimeout(HTTPException):
 
 
 class Guard:
-    """Pure ASGI middleware. Refuses URLs over `max_url_bytes` (414); counts the body bytes as they arrive and stops
-    at `max_body_bytes` (413: a Content-Length over the limit is refused before anything is read, and a chunked body
-    as soon as it passes it); gives a client `body_timeout` seconds for each piece of its body (408); refuses a
-    write to one of `write_paths` without `write_key` (401) before reading its body; and adds SECURITY_HEADERS to
-    every response. (Pure ASGI, not BaseHTTPMiddleware: it adds no task per request.)"""
+    """Pure ASGI middleware. Refuses URLs over `max_url_bytes` (414) and headers over `max_header_bytes` (431);
+    counts the body bytes as they arrive and stops at `max_body_bytes` (413: a Content-Length over the limit is
+    refused before anything is read, and a chunked body as soon as it passes it); gives a client `body_timeout`
+    seconds for each piece of its body (408); refuses a write to one of `write_paths` without `write_key` (401)
+    before reading its body; and adds SECURITY_HEADERS to every response. (Pure ASGI, not BaseHTTPMiddleware: it
+    adds no task per request.)"""
 
     #: Longest URL (path and query string) accepted; longer ones get a 414 (a filter is at most a few hundred bytes)
     max_url_bytes = 8192
+    #: Most header bytes (names and values) accepted; more get a 431. The server refuses anything past
+    #: course.web.serve's limit on the request head before the app sees it.
+    max_header_bytes = 16384
 
     def __init__(
         self,
@@ -84,6 +88,11 @@ class Guard:
             response = self.on_error(414, "too_large", f"The URL is longer than {self.max_url_bytes:,} bytes.")
             return await response(scope, receive, send_with_headers)
         headers = scope.get("headers") or []
+        if sum(len(name) + len(value) for name, value in headers) > self.max_header_bytes:
+            response = self.on_error(
+                431, "too_large", f"The request's headers are larger than {self.max_header_bytes:,} bytes."
+            )
+            return await response(scope, receive, send_with_headers)
         if (
             self.write_key is not None
             and scope.get("method") == "POST"

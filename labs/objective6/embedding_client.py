@@ -1,4 +1,4 @@
-# lab-fingerprint: 6ee8dbf38b7b26bf
+# lab-fingerprint: 50dbed97216bb8f2
 # Starter code generated from solutions/objective6/embedding_client.py by tools/make_labs.py. This file is yours: fill in every TODO.
 # `python -m checks N` (or check(N) in the notebook) grades it and gives hints.
 """Objective 6, part 1 — the embedding call: any OpenAI-compatible server over httpx.
@@ -10,8 +10,10 @@ any compatible server (Ollama, vLLM, LM Studio).
 
 A provider fails in two ways that need different answers. 429 and 5xx mean "not now": wait (the server's
 `Retry-After` if it sends one, else an exponential backoff) and try again — but only while the request's deadline
-leaves time for it. Any other 4xx means "never like this": retrying cannot help. The API key is a secret: it goes in
-the Authorization header and nowhere else, never in a message or a log line.
+leaves time for it and the process's retry budget allows it (during an outage, retries from every request at once
+would triple the load on a provider that is already failing). Any other 4xx means "never like this": retrying
+cannot help. The API key is a secret: it goes in the Authorization header and nowhere else, never in a message or a
+log line.
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ from collections.abc import Sequence
 
 import httpx
 
+from course.budgets import may_retry, time_left
 from course.embeddings import (
     EmbedKind,
     EmbeddingBadResponse,
@@ -30,7 +33,6 @@ from course.embeddings import (
     check_kind,
     known_width,
     retry_after_seconds,
-    time_left,
     validate_texts,
 )
 from course.settings import EMBEDDING_DIMENSIONS
@@ -80,12 +82,13 @@ class EmbeddingClient:
         """One vector per text, in the order of `texts` (unit length, zero-padded to `dimensions`).
 
         Raises EmbeddingUnavailable (with `retry_after`) when the server keeps answering 429/5xx, cannot be reached
-        or times out, and no retry fits in what is left of the deadline (`course.embeddings.time_left()`); raises
-        EmbeddingRequestError (with `status_code`) at once for any other error status."""
+        or times out, and no retry fits in what is left of the deadline (`course.budgets.time_left()`) or the
+        process's retry budget (`course.budgets.may_retry()`); raises EmbeddingRequestError (with `status_code`) at
+        once for any other error status."""
         check_kind(kind)  # OpenAI's models embed questions and passages alike
         texts = validate_texts(texts)
         if not texts:
             return []
         raise NotImplementedError(
-            "TODO: POST {base_url}/embeddings with the model and the inputs (Bearer key when there is one), an attempt's timeout cut to the deadline's time left; 200: the items sorted by their \"index\", checked with answer_vectors() against the model's width; 429/5xx, a timeout or no connection: wait what retry_after_seconds() reads, else the backoff, and try again while attempts and the deadline allow; any other status: EmbeddingRequestError at once"
+            "TODO: POST {base_url}/embeddings with the model and the inputs (Bearer key when there is one), an attempt's timeout cut to the deadline's time left; 200: the items sorted by their \"index\", checked with answer_vectors() against the model's width; 429/5xx, a timeout or no connection: wait what retry_after_seconds() reads, else the backoff, and try again while attempts, the deadline and may_retry() allow (ask it after every such failure: it counts them); any other status: EmbeddingRequestError at once"
         )

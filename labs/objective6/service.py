@@ -1,4 +1,4 @@
-# lab-fingerprint: 5210801e93af6a5d
+# lab-fingerprint: 63c6555aeb50f1aa
 # Starter code generated from solutions/objective6/service.py by tools/make_labs.py. This file is yours: fill in every TODO.
 # `python -m checks N` (or check(N) in the notebook) grades it and gives hints.
 """Objective 6 — the semantic search service: POST /search with caching, metrics and errors that help.
@@ -267,7 +267,7 @@ ServiceDep = Annotated[SearchService, Depends(search_service)]
     response_model=SearchResponse,
     tags=["search"],
     response_class=JSONResponse,
-    responses=error_responses(400, 413, 414, 422, 502, 503),
+    responses=error_responses(422, 502, 503),
 )
 async def search(
     request: Request,

@@ -345,7 +345,7 @@ ServiceDep = Annotated[SearchService, Depends(search_service)]
     response_model=SearchResponse,
     tags=["search"],
     response_class=JSONResponse,
-    responses=error_responses(400, 413, 414, 422, 502, 503),
+    responses=error_responses(422, 502, 503),
 )
 async def search(
     request: Request,

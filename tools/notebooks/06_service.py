@@ -94,7 +94,8 @@ local.stop()
 # 2 s deadline (that wait cannot fit: give up at once and say when to retry).
 
 # %%
-from course.embeddings import EmbeddingError, deadline
+from course.budgets import deadline
+from course.embeddings import EmbeddingError
 from course.fake_providers import FakeProviderServer, Step
 
 outcomes = []
