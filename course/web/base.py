@@ -129,7 +129,8 @@ class SearchServiceBase:
         return str(row_id)
 
 
-def search_service(request: Request) -> Any:
+async def search_service(request: Request) -> Any:
     """The app's search service: the dependency routes ask for (`Annotated[SearchService, Depends(search_service)]`),
-    which a test can replace with `app.dependency_overrides[search_service]`."""
+    which a test can replace with `app.dependency_overrides[search_service]`. (`async def`: FastAPI runs a plain
+    `def` dependency in a worker thread, a thread hand-off on every request for one attribute read.)"""
     return request.app.state.service
