@@ -1,9 +1,12 @@
 """Search quality: does hybrid search find better sections than vector search, or than full-text search alone?
 
-On the judged queries of course/quality.py (from the manual's back-of-book index), with the local model: each query's
-candidates are generated as the course's hybrid search does (nearest by vector and best by `websearch_to_tsquery`
-text, with both scores), then ranked five ways. The hybrid weight is chosen on the `tune` half and every number is
-reported on the `holdout` half. Prints the table, the weight sweep, and `RATIO hybrid vs vector nDCG@10: X.XX` lines.
+On the two judged sets of course/quality.py, with the local model. The manual's back-of-book index (index terms,
+chunk-level nDCG@10): each query's candidates are generated as the course's hybrid search does (nearest by vector
+and best by `websearch_to_tsquery` text, with both scores), then ranked five ways; the hybrid weight is chosen on
+the `tune` half and every number is reported on the `holdout` half. Natural questions (page-level hit@1, hit@5,
+MRR@10): the service's three modes as POST /search?top_k=10 runs them. The service's default mode is then chosen
+from both sets with paired bootstrap intervals: the cheapest mode no other mode beats on either set.
+Prints the tables, the weight sweep, the intervals and `RATIO …` lines.
 """
 
 from __future__ import annotations
@@ -16,7 +19,20 @@ import pandas as pd
 from bench.common import banner, scratch_copy, size
 from course import database
 from course.embeddings import get_embedder
-from course.quality import POOL_SIZE, candidates, candidates_sql, evaluate, load_judgments, rank
+from course.quality import (
+    POOL_SIZE,
+    candidates,
+    candidates_sql,
+    evaluate,
+    evaluate_pages,
+    fuse,
+    load_judgments,
+    load_natural_questions,
+    ndcg_at_k,
+    page_scores,
+    pages_of,
+    rank,
+)
 from solutions.objective4 import create_hybrid_indexes
 from solutions.objective6.service import BEST_MODE, FUSION, default_min_score
 
@@ -34,6 +50,7 @@ def table(pools: dict[str, list[dict]], judged: list[dict], weights: dict[str, f
 
 async def run() -> dict[str, float]:
     judged = load_judgments()[: size(10**6, 16)]
+    natural = load_natural_questions()[: size(10**6, 12)]
     tune = [j for j in judged if j["split"] == "tune"]
     holdout = [j for j in judged if j["split"] == "holdout"]
     embedder = get_embedder()
@@ -50,6 +67,11 @@ async def run() -> dict[str, float]:
         started = time.perf_counter()
         pools = await candidates(pool, embedder, [j["query"] for j in judged])
         print(f"candidates for {len(judged)} queries in {time.perf_counter() - started:.1f} s")
+        natural_pools = await candidates(pool, embedder, [q["query"] for q in natural])
+        # what the text score was before: ts_rank against every word of the question (0 unless all of them match)
+        every_word = candidates_sql().replace("q.any_word", "q.tsq")
+        assert every_word != candidates_sql()
+        natural_before = await candidates(pool, embedder, [q["query"] for q in natural], sql=every_word)
     finally:
         await pool.close()
 
@@ -90,15 +112,74 @@ async def run() -> dict[str, float]:
     ).set_index("mode")
     print(f"\nthe service's modes on holdout, min_score {floor} applied (POST /search?mode=…):")
     print(service.to_string(float_format=lambda x: f"{x:.3f}"))
-    best, sentences = default_mode_by_evidence(floored, holdout, BEST_MODE.get(embedder.model_id, "vector"))
-    print(f"paired over the {len(holdout)} holdout queries (nDCG@10, 95% bootstrap intervals):")
+
+    # natural questions, page level, as POST /search?top_k=10 answers them
+    natural_floored = {q: [c for c in p if c["vector"] >= floor] for q, p in natural_pools.items()}
+    natural_pages = {
+        mode: {q: pages_of([c for c, _ in fuse(p, FUSION[mode])[:10]]) for q, p in natural_floored.items()}
+        for mode in FUSION
+    }
+    banner(
+        f"Natural questions — {len(natural)} written and judged by page (course/judged/), the service's modes, "
+        f"top 10, min_score {floor}"
+    )
+    for split in ("tune", "holdout"):
+        part = [q for q in natural if q["split"] == split]
+        frame = pd.DataFrame([{"mode": m, **evaluate_pages(natural_pages[m], part)} for m in FUSION]).set_index("mode")
+        print(f"{split} ({len(part)} questions):")
+        print(frame.to_string(float_format=lambda x: f"{x:.3f}"))
+    natural_holdout = [q for q in natural if q["split"] == "holdout"]
+    by_kind = pd.DataFrame(
+        [
+            {"kind": kind, "questions": len(part), **evaluate_pages(natural_pages[default_mode], part)}
+            for kind in sorted({q["kind"] for q in natural})
+            for default_mode in [BEST_MODE.get(embedder.model_id, "vector")]
+            if (part := [q for q in natural if q["kind"] == kind])
+        ]
+    ).set_index("kind")
+    print(f"by kind of question, all {len(natural)}, mode {BEST_MODE.get(embedder.model_id, 'vector')}:")
+    print(by_kind.to_string(float_format=lambda x: f"{x:.3f}"))
+    for mode in FUSION:
+        results[f"natural_{mode}_mrr_holdout"] = evaluate_pages(natural_pages[mode], natural_holdout)["MRR@10"]
+        results[f"natural_{mode}_hit5_holdout"] = evaluate_pages(natural_pages[mode], natural_holdout)["hit@5"]
+
+    from course.measure import paired_difference
+
+    before_pages = {
+        q: pages_of([c for c, _ in fuse([c for c in p if c["vector"] >= floor], "rrf")[:10]])
+        for q, p in natural_before.items()
+    }
+    for split, part in (("holdout", natural_holdout), ("all", natural)):
+        after_scores = [page_scores(natural_pages["rrf"][q["query"]], q["pages"])["MRR@10"] for q in part]
+        before_scores = [page_scores(before_pages[q["query"]], q["pages"])["MRR@10"] for q in part]
+        comparison = paired_difference(
+            "text scored by any word", after_scores, "by every word", before_scores, f"rrf MRR@10 ({split})"
+        )
+        print("  " + comparison.sentence)
+        results[f"any_word_gain_{split}"] = comparison.mean
+    per_query = {
+        "index terms, nDCG@10": {
+            mode: [ndcg_at_k(rank(floored[j["query"]], FUSION[mode]), j["relevant"]) for j in holdout]
+            for mode in FUSION
+        },
+        "natural questions, MRR@10": {
+            mode: [page_scores(natural_pages[mode][q["query"]], q["pages"])["MRR@10"] for q in natural_holdout]
+            for mode in FUSION
+        },
+    }
+    current = BEST_MODE.get(embedder.model_id, "vector")
+    best, sentences = default_mode_by_evidence(per_query, current)
+    print(
+        f"\npaired over the holdout halves ({len(holdout)} index terms, {len(natural_holdout)} questions), "
+        "95% intervals:"
+    )
     for sentence in sentences:
         print("  " + sentence)
     print(
-        f"default by evidence for {embedder.model_id}: {best} — the cheapest mode no other mode beats, ties kept "
-        f"(BEST_MODE says {BEST_MODE.get(embedder.model_id, 'vector')})"
+        f"default by evidence for {embedder.model_id}: {best} — the cheapest mode no other mode beats on either set, "
+        f"ties kept (BEST_MODE says {current})"
     )
-    results["best_mode_agrees"] = float(best == BEST_MODE.get(embedder.model_id, "vector"))
+    results["best_mode_agrees"] = float(best == current)
     try:
         results.update(await text_ranking_cost(conn, embedder))
     finally:
@@ -110,25 +191,27 @@ async def run() -> dict[str, float]:
 MODE_COST = {"vector": 0, "hybrid": 1, "rrf": 1}
 
 
-def default_mode_by_evidence(pools: dict[str, list[dict]], judged: list[dict], current: str) -> tuple[str, list[str]]:
-    """The mode a service should default to, and the comparisons behind it: among the modes no other mode beats
-    (a paired interval of nDCG@10 that excludes 0), the cheapest; between unbeaten modes of the same cost, the
-    current default stays (a tie is no reason to change)."""
+def default_mode_by_evidence(per_query: dict[str, dict[str, list[float]]], current: str) -> tuple[str, list[str]]:
+    """The mode a service should default to, and the comparisons behind it. `per_query`: for each judged set, each
+    mode's per-query scores (same queries, same order). A mode is beaten when another mode's paired 95% interval
+    excludes 0 on any set; among the unbeaten, the cheapest; between unbeaten modes of the same cost, the current
+    default stays (a tie is no reason to change)."""
     from course.measure import paired_difference
-    from course.quality import ndcg_at_k
 
-    per_query = {
-        mode: [ndcg_at_k(rank(pools[j["query"]], FUSION[mode]), j["relevant"]) for j in judged] for mode in FUSION
-    }
-    comparisons = {
-        (a, b): paired_difference(a, per_query[a], b, per_query[b], "nDCG@10") for a in FUSION for b in FUSION if a < b
-    }
-    beaten = {b if c.direction == "higher" else a for (a, b), c in comparisons.items() if c.direction != "tie"}
-    unbeaten = [m for m in FUSION if m not in beaten] or list(FUSION)
+    modes = list(FUSION)
+    beaten, sentences = set(), []
+    for name, scores in per_query.items():
+        for a in modes:
+            for b in modes:
+                if a < b:
+                    c = paired_difference(a, scores[a], b, scores[b], name)
+                    sentences.append(c.sentence)
+                    if c.direction != "tie":
+                        beaten.add(b if c.direction == "higher" else a)
+    unbeaten = [m for m in modes if m not in beaten] or modes
     cheapest = min(MODE_COST[m] for m in unbeaten)
     candidates_ = [m for m in unbeaten if MODE_COST[m] == cheapest]
-    choice = current if current in candidates_ else candidates_[0]
-    return choice, [c.sentence for c in comparisons.values()]
+    return (current if current in candidates_ else candidates_[0]), sentences
 
 
 async def text_ranking_cost(conn, embedder) -> dict[str, float]:

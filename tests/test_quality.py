@@ -76,3 +76,78 @@ def test_rankings_from_one_candidate_pool():
     assert quality.rank(CANDIDATES, "rrf") == ["words", "both", "near", "far"]
     with pytest.raises(ValueError):
         quality.rank(CANDIDATES, "bm25")
+
+
+def test_the_natural_questions_are_judged_against_pages_of_the_manual():
+    """At least 100 questions, of every kind, split into tune and holdout, each with answer pages that exist in the
+    manual as the corpus holds it, and no question twice."""
+    from collections import Counter
+
+    from course.corpus import read_corpus
+
+    questions = quality.load_natural_questions()
+    assert len(questions) >= 100
+    assert len({q["query"].lower() for q in questions}) == len(questions)
+    kinds = Counter(q["kind"] for q in questions)
+    assert set(kinds) == {"how-to", "what-is", "troubleshooting", "error", "why"}, kinds
+    splits = Counter(q["split"] for q in questions)
+    assert min(splits["tune"], splits["holdout"]) >= 0.4 * len(questions), splits
+    assert quality.load_natural_questions("holdout") == [q for q in questions if q["split"] == "holdout"]
+    pages = {row["metadata"]["page"] for row in read_corpus("postgres-docs", limit=None)}
+    unknown = sorted({p for q in questions for p in q["pages"] if p not in pages})
+    assert not unknown, f"answer pages not in the manual: {unknown}"
+
+
+def test_page_level_scores_read_the_distinct_pages_in_order():
+    results = [{"metadata": {"page": p}} for p in ["a.html", "a.html", "b.html", "c.html", "a.html", "d.html"]]
+    assert quality.pages_of(results) == ["a.html", "b.html", "c.html", "d.html"]
+    assert quality.pages_of(results, k=3) == ["a.html", "b.html"]
+    assert quality.page_scores(["a.html", "b.html"], {"b.html"}) == {"hit@1": 0.0, "hit@5": 1.0, "MRR@10": 0.5}
+    assert quality.page_scores([], {"b.html"}) == {"hit@1": 0.0, "hit@5": 0.0, "MRR@10": 0.0}
+    far = [f"{i}.html" for i in range(5)] + ["b.html"]
+    assert quality.page_scores(far, {"b.html"}) == {"hit@1": 0.0, "hit@5": 0.0, "MRR@10": pytest.approx(1 / 6)}
+    questions = [{"query": "q1", "pages": ["a.html"]}, {"query": "q2", "pages": ["z.html"]}]
+    assert quality.evaluate_pages({"q1": ["a.html"], "q2": ["a.html"]}, questions) == {
+        "hit@1": 0.5,
+        "hit@5": 0.5,
+        "MRR@10": 0.5,
+    }
+
+
+async def test_a_candidate_is_scored_by_any_word_of_a_natural_question():
+    """A question whose words do not all appear in a passage still gives the passages with some of them a text score
+    (ranked by how many and how often), while the text candidates are still those that match every word."""
+    import numpy as np
+
+    from course import database
+    from course.corpus import EMBEDDINGS_TABLE_DDL
+
+    with database.temporary_database("anyword") as url:
+        conn = await database.connect(url)
+        try:
+            await conn.execute("CREATE EXTENSION IF NOT EXISTS vector")
+            await conn.execute(EMBEDDINGS_TABLE_DDL)
+            texts = [
+                "An exclusion constraint stops two bookings of the same room from overlapping.",
+                "Rooms can be booked.",
+                "Nothing relevant here at all.",
+            ]
+            for i, text in enumerate(texts):
+                vector = np.zeros(1536, dtype=np.float32)
+                vector[i] = 1
+                await conn.execute(
+                    "INSERT INTO embeddings (content, metadata, embedding) VALUES ($1, '{}', $2::vector)",
+                    text,
+                    str(vector.tolist()),
+                )
+            query = np.zeros(1536, dtype=np.float32)
+            query[0] = 1
+            rows = await conn.fetch(
+                quality.candidates_sql(), str(query.tolist()), "how to stop overlapping room bookings in my hotel", 10
+            )
+        finally:
+            await conn.close()
+    text = {r["content"]: r["text"] for r in rows}
+    assert set(text) == set(texts), "every row is among the 10 nearest"
+    assert text[texts[0]] > text[texts[1]] > 0, text
+    assert text[texts[2]] == 0

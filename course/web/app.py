@@ -57,6 +57,10 @@ class Health(BaseModel):
         "models its rows were made with (all must be the configured one), and whether the "
         "vector index and the full-text index (hybrid and rrf modes) exist."
     )
+    search: HealthPart = Field(
+        description="`default_mode`: how a search without `mode` ranks, and `chosen_by`: SEARCH_MODE, or the "
+        "measured default for the model (`python -m bench quality`)."
+    )
 
 
 async def release_without_reset(conn) -> None:
@@ -204,7 +208,12 @@ def create_service_app(
         report: dict[str, Any] = {
             "embedder": embedder.health()
             if hasattr(embedder, "health")
-            else {"model": embedder.model_id, "ready": True}
+            else {"model": embedder.model_id, "ready": True},
+            "search": {
+                "ready": True,
+                "default_mode": service.default_mode(),
+                "chosen_by": "SEARCH_MODE" if service.settings.search_mode else "measured default for the model",
+            },
         }
         try:
             async with service.pool.acquire(timeout=2) as conn:

@@ -59,9 +59,10 @@ FALLBACK_MIN_SCORE = 0.5
 #: How POST /search ranks (`mode`): by cosine similarity (vector), by 0.7 · similarity + 0.3 · ts_rank after scaling
 #: each to 0..1 over the query's candidates (hybrid), or by reciprocal rank fusion of the two rankings (rrf).
 Mode = Literal["vector", "hybrid", "rrf"]
-#: The default mode per model: the best nDCG@10 on the held-out half of the judged queries (`python -m bench
-#: quality`; the local model: vector 0.325, hybrid 0.410, rrf 0.428). Models nobody could evaluate here default to
-#: vector, the brief's search; SEARCH_MODE overrides both.
+#: The default mode per model: the cheapest mode no other mode beats, paired over the held-out halves of both judged
+#: sets (`python -m bench quality`; the local model: on index terms rrf beats hybrid and vector, nDCG@10 0.413 vs
+#: 0.382 and 0.322; on natural questions the three tie, MRR@10 0.561 · 0.537 · 0.512). Models nobody could evaluate
+#: here default to vector, the brief's search; SEARCH_MODE overrides both.
 BEST_MODE: dict[str, Mode] = {"wordllama/l2_supercat_256": "rrf"}
 HYBRID_VECTOR_WEIGHT = 0.7
 #: The fusion computation behind each mode (course.quality.fuse)
