@@ -5,7 +5,7 @@ If DATABASE_URL is set, that server is used as is. Otherwise the course runs the
 `python -m course db stop`.
 
 Only `start()` starts a server. The URL helpers are pure (settings, and the running server's postmaster.pid); the
-helpers that connect (`connect`, `create_pool`, `connect_sync`, the throw-away databases) call `start()` when they
+helpers that connect (`connect`, `create_pool`, the throw-away databases) call `start()` when they
 are not given a URL, so a notebook or a check never needs a manual start.
 
 The embedded server is configured for the course's workload once, in its own configuration (`configure_server`:
@@ -21,7 +21,7 @@ import logging
 import os
 import re
 import uuid
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 
 import asyncpg
@@ -342,12 +342,6 @@ async def create_pool(url: str | None = None, *, register_vector: bool = True, *
     return await asyncpg.create_pool(url or start(), init=init, **kwargs)
 
 
-def connect_sync(url: str | None = None, **kwargs) -> psycopg.Connection:
-    """A psycopg (sync) connection with the course session settings."""
-    options = " ".join(f"-c {key}={value}" for key, value in session_settings().items())
-    return psycopg.connect(url or start(), options=options, **kwargs)
-
-
 # ---------------------------------------------------------------------------------------------------------------------
 # Throw-away databases (checks, tests, grading)
 # ---------------------------------------------------------------------------------------------------------------------
@@ -399,14 +393,3 @@ def temporary_database(prefix: str = "course_tmp") -> Iterator[str]:
         yield url
     finally:
         drop_database(url)
-
-
-@contextlib.asynccontextmanager
-async def temporary_connection(prefix: str = "course_tmp") -> AsyncIterator[asyncpg.Connection]:
-    """An asyncpg connection to a fresh database that is dropped afterwards."""
-    with temporary_database(prefix) as url:
-        conn = await connect(url)
-        try:
-            yield conn
-        finally:
-            await conn.close()

@@ -13,12 +13,13 @@ any comparison changed direction.
 from __future__ import annotations
 
 import json
-import os
 import statistics
 import sys
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
+
+from course.settings import get_settings
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -68,7 +69,7 @@ def compare(
         "faster" if low > 1 and median > 1 + TOLERANCE else "slower" if high < 1 and median < 1 - TOLERANCE else "same"
     )
     result = Comparison(name, subject, baseline, median, low, high, len(ratios), direction)
-    if path := os.environ.get("COURSE_COMPARISONS"):
+    if path := get_settings().course_comparisons:
         with open(ROOT / path, "a", encoding="utf-8") as fh:  # a relative path is from the repository root
             fh.write(json.dumps(asdict(result)) + "\n")
     return result

@@ -168,6 +168,11 @@ class Settings(BaseSettings):
         "submission, so it can drop whatever a killed run left behind).",
     )
     course_corpus_limit: int | None = Field(None, ge=1, description="Load only the first N chunks (quick runs).")
+    course_comparisons: Path | None = Field(
+        None,
+        description="A file (relative: from the repository root) that every timed comparison a notebook prints is "
+        "appended to; make test's two notebook runs write one each and check that no comparison flips.",
+    )
 
 
 @lru_cache(maxsize=1)

@@ -1,4 +1,4 @@
-# lab-fingerprint: 3ea30d82085a4e51
+# lab-fingerprint: e2f87fa22e205fb5
 # Starter code generated from solutions/objective2.py by tools/make_labs.py. This file is yours: fill in every TODO.
 # `python -m checks N` (or check(N) in the notebook) grades it and gives hints.
 """Objective 2 — HNSW and IVFFlat indexes, measured: build time, size, latency and recall.
@@ -28,7 +28,6 @@ import pandas as pd
 #: metric -> operator class (the index only serves the operator of its class)
 OPCLASSES = {"cosine": "vector_cosine_ops", "l2": "vector_l2_ops", "inner_product": "vector_ip_ops"}
 OPERATORS = {"cosine": "<=>", "l2": "<->", "inner_product": "<#>"}
-INDEX_KINDS = ("hnsw", "ivfflat")
 #: pgvector's accepted ranges (from its source: hnsw.h, ivfflat.h)
 RANGES = {
     "m": (2, 100),

@@ -25,7 +25,6 @@ import pandas as pd
 #: metric -> operator class (the index only serves the operator of its class)
 OPCLASSES = {"cosine": "vector_cosine_ops", "l2": "vector_l2_ops", "inner_product": "vector_ip_ops"}
 OPERATORS = {"cosine": "<=>", "l2": "<->", "inner_product": "<#>"}
-INDEX_KINDS = ("hnsw", "ivfflat")
 #: pgvector's accepted ranges (from its source: hnsw.h, ivfflat.h)
 RANGES = {
     "m": (2, 100),

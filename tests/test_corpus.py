@@ -6,6 +6,7 @@ import json
 
 import pytest
 
+from tests.databases import temporary_connection
 from course import corpus, database
 from course.corpus import chunks_from_manual_page, split_text
 from course.embeddings import HashingEmbedder, LocalEmbedder
@@ -72,7 +73,7 @@ def test_the_built_corpus_is_about_ten_thousand_chunks():
 
 
 async def test_loading_is_idempotent_and_replaces_another_models_rows():
-    async with database.temporary_connection("test_corpus") as conn:
+    async with temporary_connection("test_corpus") as conn:
         assert await corpus.load_corpus(conn, HashingEmbedder(), limit=40, progress=False) == 40
         assert await corpus.load_corpus(conn, HashingEmbedder(), limit=40, progress=False) == 0
         assert await conn.fetchval("SELECT count(*) FROM embeddings") == 40
@@ -99,7 +100,7 @@ class _BrokenEmbedder(HashingEmbedder):
 
 
 async def test_a_bad_vector_fails_its_batch_before_anything_of_it_is_written():
-    async with database.temporary_connection("test_corpus_bad") as conn:
+    async with temporary_connection("test_corpus_bad") as conn:
         with pytest.raises(ValueError, match="NaN"):
             await corpus.load_corpus(conn, _BrokenEmbedder(), limit=600, progress=False)
         # the first batch of 500 landed whole, the second batch not at all

@@ -23,8 +23,6 @@ async def test_every_driver_gets_the_session_settings():
         assert await conn.fetchval("SELECT '{\"a\": 1}'::jsonb") == {"a": 1}, "jsonb decodes to dicts"
     finally:
         await conn.close()
-    with database.connect_sync() as sync:
-        assert sync.execute("SHOW maintenance_work_mem").fetchone()[0] == get_settings().maintenance_work_mem
     assert database.sqlalchemy_url().startswith("postgresql+asyncpg://")
 
 

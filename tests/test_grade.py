@@ -10,6 +10,8 @@ import shutil
 import subprocess
 import sys
 from pathlib import Path
+
+import psycopg
 from checks.__main__ import available
 
 
@@ -70,7 +72,7 @@ def test_reference_scores_full_marks_with_every_output(tmp_path):
     from course import database
 
     # this submission's prefix only: other tests (the mutation suite's own test) grade on the same server meanwhile
-    with database.connect_sync() as conn:
+    with psycopg.connect(database.libpq_url()) as conn:
         pattern = _db_prefix(reference).replace("_", "\\_") + "%"
         leftovers = conn.execute("SELECT count(*) FROM pg_database WHERE datname LIKE %s", [pattern]).fetchone()[0]
     assert leftovers == 0, "every submission's databases are dropped"

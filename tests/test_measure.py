@@ -35,8 +35,16 @@ def test_too_few_rounds_or_bad_timings_are_refused(subject, baseline):
 
 
 def _record(path, monkeypatch, name, subject_times):
+    """compare() as a notebook run with COURSE_COMPARISONS set calls it (the settings read afresh)."""
+    from course.settings import get_settings
+
     monkeypatch.setenv("COURSE_COMPARISONS", str(path))
-    measure.compare(name, "B", subject_times, "A", [2.0, 2.0, 2.0])
+    get_settings.cache_clear()
+    try:
+        measure.compare(name, "B", subject_times, "A", [2.0, 2.0, 2.0])
+    finally:
+        monkeypatch.delenv("COURSE_COMPARISONS")
+        get_settings.cache_clear()
 
 
 def test_two_runs_that_agree_pass_and_a_flip_fails(tmp_path, monkeypatch, capsys):
