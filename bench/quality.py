@@ -20,23 +20,18 @@ from bench.common import banner, scratch_copy, size
 from course import database
 from course.embeddings import get_embedder
 from course.quality import (
-    POOL_SIZE,
-    candidates,
-    candidates_sql,
     evaluate,
     evaluate_pages,
-    fuse,
     load_judgments,
     load_natural_questions,
     ndcg_at_k,
     page_scores,
     pages_of,
-    rank,
 )
+from course.ranking import METHODS, MODE_COST, MODES, POOL_SIZE, candidates, candidates_sql, fuse, rank
 from solutions.objective4 import create_hybrid_indexes
-from solutions.objective6.service import BEST_MODE, FUSION, default_min_score
+from solutions.objective6.service import BEST_MODE, default_min_score
 
-METHODS = ["vector", "text", "hybrid", "normalized", "rrf"]
 WEIGHTS = [round(w, 1) for w in np.linspace(0, 1, 11)]
 
 
@@ -77,27 +72,27 @@ async def run() -> dict[str, float]:
 
     sweep = []
     for w in WEIGHTS:
-        for method in ("hybrid", "normalized"):
+        for method in ("raw", "hybrid"):
             rankings = {j["query"]: rank(pools[j["query"]], method, w) for j in tune}
             sweep.append({"vector weight": w, "method": method, "nDCG@10 (tune)": evaluate(rankings, tune)["nDCG@10"]})
     sweep = pd.DataFrame(sweep).pivot(index="vector weight", columns="method", values="nDCG@10 (tune)")
-    chosen = {m: float(sweep[m].idxmax()) for m in ("hybrid", "normalized")}
+    chosen = {m: float(sweep[m].idxmax()) for m in ("raw", "hybrid")}
     print("weight sweep on the tune half (nDCG@10):")
     print(sweep.to_string(float_format=lambda x: f"{x:.3f}"))
     print(
-        f"best vector weight on tune: raw hybrid {chosen['hybrid']:.1f}, normalized {chosen['normalized']:.1f} "
+        f"best vector weight on tune: raw sum {chosen['raw']:.1f}, hybrid (min–max) {chosen['hybrid']:.1f} "
         "(the course default is 0.7)"
     )
 
-    default = table(pools, holdout, {"hybrid": 0.7, "normalized": 0.7})
+    default = table(pools, holdout, {"raw": 0.7, "hybrid": 0.7})
     tuned = table(pools, holdout, chosen)
     print("\nholdout, course default weights (0.7 vector / 0.3 text):")
     print(default.to_string(float_format=lambda x: f"{x:.3f}"))
-    print(f"\nholdout, weights chosen on tune (hybrid {chosen['hybrid']:.1f}, normalized {chosen['normalized']:.1f}):")
-    print(tuned.loc[["hybrid", "normalized"]].to_string(float_format=lambda x: f"{x:.3f}"))
+    print(f"\nholdout, weights chosen on tune (raw {chosen['raw']:.1f}, hybrid {chosen['hybrid']:.1f}):")
+    print(tuned.loc[["raw", "hybrid"]].to_string(float_format=lambda x: f"{x:.3f}"))
     base = default.loc["vector", "nDCG@10"]
     results = {}
-    for method in ("hybrid", "normalized", "rrf", "text"):
+    for method in ("raw", "hybrid", "rrf", "text"):
         results[f"{method}_vs_vector_ndcg"] = default.loc[method, "nDCG@10"] / base
         print(f"RATIO {method} vs vector nDCG@10: {results[f'{method}_vs_vector_ndcg']:.2f}")
 
@@ -106,8 +101,8 @@ async def run() -> dict[str, float]:
     floored = {q: [c for c in p if c["vector"] >= floor] for q, p in pools.items()}
     service = pd.DataFrame(
         [
-            {"mode": mode, **evaluate({j["query"]: rank(floored[j["query"]], FUSION[mode]) for j in holdout}, holdout)}
-            for mode in FUSION
+            {"mode": mode, **evaluate({j["query"]: rank(floored[j["query"]], mode) for j in holdout}, holdout)}
+            for mode in MODES
         ]
     ).set_index("mode")
     print(f"\nthe service's modes on holdout, min_score {floor} applied (POST /search?mode=…):")
@@ -116,8 +111,7 @@ async def run() -> dict[str, float]:
     # natural questions, page level, as POST /search?top_k=10 answers them
     natural_floored = {q: [c for c in p if c["vector"] >= floor] for q, p in natural_pools.items()}
     natural_pages = {
-        mode: {q: pages_of([c for c, _ in fuse(p, FUSION[mode])[:10]]) for q, p in natural_floored.items()}
-        for mode in FUSION
+        mode: {q: pages_of([c for c, _ in fuse(p, mode)[:10]]) for q, p in natural_floored.items()} for mode in MODES
     }
     banner(
         f"Natural questions — {len(natural)} written and judged by page (course/judged/), the service's modes, "
@@ -125,7 +119,7 @@ async def run() -> dict[str, float]:
     )
     for split in ("tune", "holdout"):
         part = [q for q in natural if q["split"] == split]
-        frame = pd.DataFrame([{"mode": m, **evaluate_pages(natural_pages[m], part)} for m in FUSION]).set_index("mode")
+        frame = pd.DataFrame([{"mode": m, **evaluate_pages(natural_pages[m], part)} for m in MODES]).set_index("mode")
         print(f"{split} ({len(part)} questions):")
         print(frame.to_string(float_format=lambda x: f"{x:.3f}"))
     natural_holdout = [q for q in natural if q["split"] == "holdout"]
@@ -139,7 +133,7 @@ async def run() -> dict[str, float]:
     ).set_index("kind")
     print(f"by kind of question, all {len(natural)}, mode {BEST_MODE.get(embedder.model_id, 'vector')}:")
     print(by_kind.to_string(float_format=lambda x: f"{x:.3f}"))
-    for mode in FUSION:
+    for mode in MODES:
         results[f"natural_{mode}_mrr_holdout"] = evaluate_pages(natural_pages[mode], natural_holdout)["MRR@10"]
         results[f"natural_{mode}_hit5_holdout"] = evaluate_pages(natural_pages[mode], natural_holdout)["hit@5"]
 
@@ -157,14 +151,13 @@ async def run() -> dict[str, float]:
         )
         print("  " + comparison.sentence)
         results[f"any_word_gain_{split}"] = comparison.mean
-    per_query = {
+    per_query: dict[str, dict[str, list[float]]] = {
         "index terms, nDCG@10": {
-            mode: [ndcg_at_k(rank(floored[j["query"]], FUSION[mode]), j["relevant"]) for j in holdout]
-            for mode in FUSION
+            mode: [ndcg_at_k(rank(floored[j["query"]], mode), j["relevant"]) for j in holdout] for mode in MODES
         },
         "natural questions, MRR@10": {
             mode: [page_scores(natural_pages[mode][q["query"]], q["pages"])["MRR@10"] for q in natural_holdout]
-            for mode in FUSION
+            for mode in MODES
         },
     }
     current = BEST_MODE.get(embedder.model_id, "vector")
@@ -187,10 +180,6 @@ async def run() -> dict[str, float]:
     return results
 
 
-#: What each mode costs beyond the vector search: hybrid and rrf add the same full-text search.
-MODE_COST = {"vector": 0, "hybrid": 1, "rrf": 1}
-
-
 def default_mode_by_evidence(per_query: dict[str, dict[str, list[float]]], current: str) -> tuple[str, list[str]]:
     """The mode a service should default to, and the comparisons behind it. `per_query`: for each judged set, each
     mode's per-query scores (same queries, same order). A mode is beaten when another mode's paired 95% interval
@@ -198,7 +187,7 @@ def default_mode_by_evidence(per_query: dict[str, dict[str, list[float]]], curre
     default stays (a tie is no reason to change)."""
     from course.measure import paired_difference
 
-    modes = list(FUSION)
+    modes = list(MODES)
     beaten, sentences = set(), []
     for name, scores in per_query.items():
         for a in modes:

@@ -13,6 +13,8 @@ from typing import Literal
 from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from course.ranking import Mode
+
 REPO_ROOT = Path(__file__).resolve().parent.parent
 
 #: Every vector in the course is stored with this many dimensions (the `vector(1536)` column).
@@ -103,7 +105,7 @@ class Settings(BaseSettings):
     )
     embedding_cache_size: int = Field(4096, ge=0, description="Query-text -> embedding cache entries.")
     embedding_cache_ttl: float = Field(3600.0, gt=0, description="Seconds a cached query embedding lives.")
-    search_mode: Literal["vector", "hybrid", "rrf"] | None = Field(
+    search_mode: Mode | None = Field(
         None,
         description="POST /search's default ranking; unset: the best measured for the embedding model (rrf for "
         "the local model, vector for models not evaluated here).",

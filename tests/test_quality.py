@@ -7,7 +7,7 @@ import math
 
 import pytest
 
-from course import quality
+from course import quality, ranking
 
 LOG2 = math.log2
 
@@ -66,16 +66,16 @@ CANDIDATES = [  # one query's pool: similarity and ts_rank of each row
 
 
 def test_rankings_from_one_candidate_pool():
-    assert quality.rank(CANDIDATES, "vector") == ["near", "both", "words", "far"]
-    assert quality.rank(CANDIDATES, "text") == ["words", "both"], "text ranks only rows that match the words"
+    assert ranking.rank(CANDIDATES, "vector") == ["near", "both", "words", "far"]
+    assert ranking.rank(CANDIDATES, "text") == ["words", "both"], "text ranks only rows that match the words"
     # raw scores: 0.3 · ts_rank (≤ 0.1 here) barely moves 0.7 · similarity
-    assert quality.rank(CANDIDATES, "hybrid", 0.7) == ["near", "both", "words", "far"]
+    assert ranking.rank(CANDIDATES, "raw", 0.7) == ["near", "both", "words", "far"]
     # on comparable scales the text signal counts: "both" is good on each
-    assert quality.rank(CANDIDATES, "normalized", 0.5) == ["both", "words", "near", "far"]
+    assert ranking.rank(CANDIDATES, "hybrid", 0.5) == ["both", "words", "near", "far"]
     # RRF: words 1/(60+3) + 1/(60+1) = 0.032266 just above both 2/(60+2) = 0.032258; rows in one ranking come after
-    assert quality.rank(CANDIDATES, "rrf") == ["words", "both", "near", "far"]
+    assert ranking.rank(CANDIDATES, "rrf") == ["words", "both", "near", "far"]
     with pytest.raises(ValueError):
-        quality.rank(CANDIDATES, "bm25")
+        ranking.rank(CANDIDATES, "bm25")
 
 
 def test_the_natural_questions_are_judged_against_pages_of_the_manual():
@@ -143,7 +143,7 @@ async def test_a_candidate_is_scored_by_any_word_of_a_natural_question():
             query = np.zeros(1536, dtype=np.float32)
             query[0] = 1
             rows = await conn.fetch(
-                quality.candidates_sql(), str(query.tolist()), "how to stop overlapping room bookings in my hotel", 10
+                ranking.candidates_sql(), str(query.tolist()), "how to stop overlapping room bookings in my hotel", 10
             )
         finally:
             await conn.close()

@@ -39,7 +39,11 @@ def test_the_release_is_the_course_without_the_reference(student):
     for absent in ("-m bench", "schemathesis", "COURSE_TARGET=solutions", "tests/test_service_contract", "tools/"):
         assert absent not in readme, f"the release README mentions {absent!r}, which the release does not ship"
     makefile = (student / "Makefile").read_text()
-    assert "solutions" not in makefile and "tests.mutants" not in makefile and "--target $(or $(COURSE_TARGET),labs)" in makefile
+    assert (
+        "solutions" not in makefile
+        and "tests.mutants" not in makefile
+        and "--target $(or $(COURSE_TARGET),labs)" in makefile
+    )
     assert "\ntest: install browser\n\t$(PY) -m course setup\n\t$(PY) -m pytest tests -p no:nbval -n 2\n" in makefile
 
 

@@ -21,7 +21,7 @@ import hashlib
 import json
 import math
 import time
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any
 
 import asyncpg
 import numpy as np
@@ -31,7 +31,7 @@ from fastapi.responses import JSONResponse, Response
 from pydantic import BaseModel, ConfigDict, Field
 
 from course.embeddings import Embedder
-from course.quality import POOL_EF_SEARCH, POOL_SIZE, candidates_sql, fuse
+from course.ranking import POOL_EF_SEARCH, POOL_SIZE, Mode, candidates_sql, fuse
 from course.settings import Settings
 from course.text import check_json, check_text
 from course.web.app import create_service_app
@@ -56,17 +56,13 @@ CALIBRATED_MIN_SCORE = {
 }
 FALLBACK_MIN_SCORE = 0.5
 
-#: How POST /search ranks (`mode`): by cosine similarity (vector), by 0.7 · similarity + 0.3 · ts_rank after scaling
-#: each to 0..1 over the query's candidates (hybrid), or by reciprocal rank fusion of the two rankings (rrf).
-Mode = Literal["vector", "hybrid", "rrf"]
+#: How POST /search ranks (`mode`, course.ranking): by cosine similarity (vector), by 0.7 · similarity + 0.3 · ts_rank
+#: after scaling each to 0..1 over the query's candidates (hybrid), or by reciprocal rank fusion (rrf).
 #: The default mode per model: the cheapest mode no other mode beats, paired over the held-out halves of both judged
 #: sets (`python -m bench quality`; the local model: on index terms rrf beats hybrid and vector, nDCG@10 0.413 vs
 #: 0.382 and 0.322; on natural questions the three tie, MRR@10 0.561 · 0.537 · 0.512). Models nobody could evaluate
 #: here default to vector, the brief's search; SEARCH_MODE overrides both.
 BEST_MODE: dict[str, Mode] = {"wordllama/l2_supercat_256": "rrf"}
-HYBRID_VECTOR_WEIGHT = 0.7
-#: The fusion computation behind each mode (course.quality.fuse)
-FUSION = {"vector": "vector", "hybrid": "normalized", "rrf": "rrf"}
 
 
 def default_mode(model_id: str, configured: str | None = None) -> Mode:
@@ -219,7 +215,7 @@ class SearchService(SearchServiceBase):
         """The database part of a search (given, but for vector_search()): a pooled connection within the deadline,
         the database's failures as DatabaseUnavailable, and its time in search_query_seconds{mode}.
 
-        hybrid, rrf: the candidate pool of course.quality (the 100 nearest and the 100 best full-text matches of
+        hybrid, rrf: the candidate pool of course.ranking (the 100 nearest and the 100 best full-text matches of
         `text`, filtered alike), rows below min_score similarity dropped, then ranked by fusion — the computation
         the held-out evaluation measured."""
         timeout = self.db_timeout()
@@ -242,7 +238,7 @@ class SearchService(SearchServiceBase):
                             score=score,
                             similarity=c["vector"],
                         )
-                        for c, score in fuse(pool, FUSION[mode], HYBRID_VECTOR_WEIGHT)[:top_k]
+                        for c, score in fuse(pool, mode)[:top_k]
                     ]
         except (*DATABASE_ERRORS, asyncpg.UndefinedTableError) as exc:
             raise database_failure(exc) from exc

@@ -203,12 +203,14 @@ pd.DataFrame(overlap)
 # favour exact word matching more than questions people type would — read the numbers with that in mind.
 #
 # Each query's candidates are generated as `hybrid_search()` does (nearest 100 by vector, best 100 by text, both
-# scores for each), then ranked five ways: similarity alone, `ts_rank` alone, the course's raw 0.7/0.3 sum, the same
-# weights after scaling both scores to 0..1 per query (*normalized* — your `normalize_scores()`), and RRF.
+# scores for each), then ranked five ways: similarity alone (*vector*), `ts_rank` alone (*text*), the brief's
+# 0.7/0.3 sum of the scores as they are (*raw*, what `hybrid_search()` ranks by), the same weights after scaling
+# both scores to 0..1 per query (*hybrid* — your `normalize_scores()`, and the service's `mode=hybrid`), and *rrf*.
 
 # %%
 from course.measure import paired_difference
-from course.quality import candidates, evaluate, load_judgments, ndcg_at_k, rank
+from course.quality import evaluate, load_judgments, ndcg_at_k
+from course.ranking import candidates, rank
 
 async with pool.acquire() as conn:  # without section 1's full-text index every query would read every row
     has_text_index = await conn.fetchval(
@@ -248,8 +250,8 @@ else:
 
 # %%
 def ranking(method, candidates, w):
-    """Top 10 ids of one query's candidates; "normalized" is your normalize_scores()."""
-    if method == "normalized":
+    """Top 10 ids of one query's candidates; "hybrid" is your normalize_scores()."""
+    if method == "hybrid":
         scored = [obj.HybridResult(c["id"], "", {}, c["vector"], c["text"], 0.0) for c in candidates]
         return [r.id for r in obj.normalize_scores(scored, w, 1 - w)][:10]
     return rank(candidates, method, w)
@@ -259,13 +261,13 @@ if judged:
     weights = [round(w, 1) for w in np.linspace(0, 1, 11)]
     sweep = {
         m: [evaluate({j["query"]: ranking(m, pools[j["query"]], w) for j in tune}, tune)["nDCG@10"] for w in weights]
-        for m in ("hybrid", "normalized")
+        for m in ("raw", "hybrid")
     }
     chosen = {m: weights[int(np.argmax(sweep[m]))] for m in sweep}
     results = pd.DataFrame(
         {
             m: evaluate({j["query"]: ranking(m, pools[j["query"]], chosen.get(m, 0.7)) for j in holdout}, holdout)
-            for m in ("vector", "text", "hybrid", "normalized", "rrf")
+            for m in ("vector", "text", "raw", "hybrid", "rrf")
         }
     ).T
     fig, (left, right) = plt.subplots(1, 2, figsize=(12, 3.8))
@@ -273,7 +275,7 @@ if judged:
     left.set_ylabel("score (higher is better)")
     left.set_ylim(0, 0.85)
     left.legend(loc="upper left", ncol=3)
-    for m, marker in (("hybrid", "o-"), ("normalized", "s-")):
+    for m, marker in (("raw", "o-"), ("hybrid", "s-")):
         right.plot(weights, sweep[m], marker, label=f"{m} (best {chosen[m]:.1f})")
     right.axvline(0.7, color="grey", ls="--", label="the course default, 0.7")
     right.set_xlabel("vector weight (text weight = 1 − it)")
@@ -285,9 +287,9 @@ if judged:
     ndcg = results["nDCG@10"]
     per_query = {
         m: [ndcg_at_k(ranking(m, pools[j["query"]], chosen.get(m, 0.7)), j["relevant"]) for j in holdout]
-        for m in ("vector", "hybrid", "normalized", "rrf")
+        for m in ("vector", "raw", "hybrid", "rrf")
     }
-    top = ndcg[["hybrid", "normalized", "rrf"]].sort_values(ascending=False).index
+    top = ndcg[["raw", "hybrid", "rrf"]].sort_values(ascending=False).index
     print(f"Paired over the {len(holdout)} held-out queries (95% bootstrap intervals):")
     for m in top:
         print("  " + paired_difference(m, per_query[m], "vector", per_query["vector"], "nDCG@10").sentence)
@@ -316,13 +318,14 @@ if judged:
 # way (the GIN index keeps it cheap) but scores every candidate by `ts_rank` against *any* of the question's words.
 
 # %%
-from course.quality import fuse, load_natural_questions, page_scores, pages_of
+from course.quality import load_natural_questions, page_scores, pages_of
+from course.ranking import fuse
 
 if judged:
     natural = load_natural_questions()
     natural_pools = await candidates(pool, embedder, [q["query"] for q in natural])
     asked = [q for q in natural if q["split"] == "holdout"]
-    methods = ("vector", "text", "normalized", "rrf")
+    methods = ("vector", "text", "hybrid", "rrf")
 
     def top_pages(method, found):
         return pages_of([c for c, _ in fuse(found, method)[:10]])
@@ -342,9 +345,9 @@ if judged:
     plt.show()
     mrr = {m: [s["MRR@10"] for s in v] for m, v in page_level.items()}
     print(f"Paired over the {len(asked)} held-out questions (MRR@10, 95% bootstrap intervals):")
-    for m in ("rrf", "normalized", "text"):
+    for m in ("rrf", "hybrid", "text"):
         print("  " + paired_difference(m, mrr[m], "vector", mrr["vector"], "MRR@10").sentence)
-    print("  " + paired_difference("rrf", mrr["rrf"], "normalized", mrr["normalized"], "MRR@10").sentence)
+    print("  " + paired_difference("rrf", mrr["rrf"], "hybrid", mrr["hybrid"], "MRR@10").sentence)
     kinds = pd.DataFrame(
         [
             {"kind": kind, "questions": len(part), **{k: np.mean([s[k] for s in part]) for k in ("hit@5", "MRR@10")}}
