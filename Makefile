@@ -64,14 +64,14 @@ test: install browser lint
 	$(PY) -m pytest tests -p no:nbval -n 2 $$($(PY) tools/release.py --pytest-ignore-shipped)
 	@# every notebook twice: on the PostgreSQL manual, then on the fallback corpus a machine without apt gets (CPython's
 	@# docs, in its own database). Both runs must pass, and no comparison a notebook prints ("PLAIN is 2.4x faster")
-	@# may change direction between them (course/measure.py). Neither run grades (check(N) in the notebooks): the
-	@# checks use databases of their own, not the corpus, and tests/test_grade.py grades the reference in full above
+	@# may change direction between them (course/experiments/measure.py). Neither run grades (check(N) in the notebooks):
+	@# the checks use databases of their own, not the corpus, and tests/test_grade.py grades the reference in full above
 	COURSE_CORPUS=python-docs COURSE_DATABASE=course_fallback $(PY) -m course setup
 	rm -rf .notebook-runs && mkdir -p .notebook-runs
 	COURSE_COMPARISONS=$(CURDIR)/.notebook-runs/manual.jsonl COURSE_NOTEBOOK_CHECKS=0 $(NBVAL) notebooks
 	COURSE_COMPARISONS=$(CURDIR)/.notebook-runs/fallback.jsonl COURSE_CORPUS=python-docs COURSE_DATABASE=course_fallback \
 	  COURSE_NOTEBOOK_CHECKS=0 $(NBVAL) notebooks
-	$(PY) -m course.measure .notebook-runs/manual.jsonl .notebook-runs/fallback.jsonl
+	$(PY) -m course.experiments.measure .notebook-runs/manual.jsonl .notebook-runs/fallback.jsonl
 	@# the student release: written without the reference (and checked for it), then its own `make test`, on its own
 	@# database server; this .venv and the corpus already built are reused, everything else is the release's
 	$(PY) tools/release.py $(RELEASE_TEST) --force

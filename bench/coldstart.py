@@ -56,7 +56,7 @@ def _restart() -> None:
 
 async def run() -> dict[str, float]:
     banner("Cold start: the first search after a restart vs warm ones (pg_prewarm autoprewarm on / off)")
-    from course.corpus import ensure_search_index, load_corpus, prewarm
+    from course.table import ensure_search_index, load_corpus, prewarm
 
     saved = {name: os.environ.get(name) for name in ("COURSE_PGDATA", "COURSE_CORPUS_LIMIT")}
     workdir = Path(tempfile.mkdtemp(prefix="bench-coldstart-"))

@@ -7,7 +7,7 @@ import os
 import numpy as np
 
 from course import database
-from course.corpus import clone_corpus
+from course.table import clone_corpus
 from course.embeddings import get_embedder
 
 

@@ -22,7 +22,7 @@ import pandas as pd
 
 from bench.common import size
 from course.quality import load_judgments
-from course.scale import plan_of, timed_ids
+from course.experiments.scale import plan_of, timed_ids
 from solutions import objective2 as obj
 
 EF_SEARCH = (10, 20, 40, 60, 100, 200, 400, 800)

@@ -18,7 +18,7 @@ from sqlalchemy.dialects.postgresql import JSONB
 
 from bench.common import banner, size
 from course import database
-from course.corpus import EMBEDDINGS_TABLE_DDL
+from course.table import EMBEDDINGS_TABLE_DDL
 from solutions import objective5 as obj
 
 ROWS = size(10_000, 300)

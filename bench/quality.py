@@ -137,7 +137,7 @@ async def run() -> dict[str, float]:
         results[f"natural_{mode}_mrr_holdout"] = evaluate_pages(natural_pages[mode], natural_holdout)["MRR@10"]
         results[f"natural_{mode}_hit5_holdout"] = evaluate_pages(natural_pages[mode], natural_holdout)["hit@5"]
 
-    from course.measure import paired_difference
+    from course.experiments.measure import paired_difference
 
     before_pages = {
         q: pages_of([c for c, _ in fuse([c for c in p if c["vector"] >= floor], "rrf")[:10]])
@@ -185,7 +185,7 @@ def default_mode_by_evidence(per_query: dict[str, dict[str, list[float]]], curre
     mode's per-query scores (same queries, same order). A mode is beaten when another mode's paired 95% interval
     excludes 0 on any set; among the unbeaten, the cheapest; between unbeaten modes of the same cost, the current
     default stays (a tie is no reason to change)."""
-    from course.measure import paired_difference
+    from course.experiments.measure import paired_difference
 
     modes = list(MODES)
     beaten, sentences = set(), []

@@ -1,4 +1,4 @@
-"""At scale, bounded: what changes when the table grows (course/scale.py explains each part).
+"""At scale, bounded: what changes when the table grows (course/experiments/scale.py explains each part).
 
     python -m bench scale        # ~8 minutes on 2 cores; BENCH_SMOKE=1 runs it on a few hundred rows
 
@@ -20,18 +20,18 @@ import pandas as pd
 
 from bench.common import SMOKE, banner, size, title_queries
 from course import database
-from course.corpus import clone_corpus, load_corpus, read_corpus
+from course.corpus import read_corpus
+from course.table import clone_corpus, load_corpus
 from course.embeddings import get_embedder
-from course.scale import (
+from course.experiments.scale import (
     build_hnsw,
     filtered_search,
     grow,
     measure_table,
-    memory_bytes,
-    memory_for,
     partition_by_topic,
     rechunked,
 )
+from course.index_memory import memory_bytes, memory_for
 
 #: In smoke runs the graph must still overflow its memory, so the notice is parsed: 1MB holds ~150 tuples.
 SMALL_MEMORY = "1MB" if SMOKE else "64MB"

@@ -418,7 +418,7 @@ async def provider_down() -> dict[str, float]:
     server that is down (503, Retry-After: 2) or hung: how long an uncached search takes to fail, how fast it fails
     once the breaker is open, and how many provider calls 10 concurrent identical misses make. Beside each, the
     same client without the deadline, breaker and coalescing (what the service did before)."""
-    from course.corpus import EMBEDDINGS_TABLE_DDL
+    from course.table import EMBEDDINGS_TABLE_DDL
     from course.database import connect, scratch_database
     from course.embeddings import EmbeddingUnavailable, OpenAIEmbedder
     from course.fake_providers import FakeProviderServer, Step

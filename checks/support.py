@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 from pgvector.asyncpg import register_vector
 
-from course.corpus import EMBEDDINGS_TABLE_DDL
+from course.table import EMBEDDINGS_TABLE_DDL
 from course.embeddings import EmbeddingUnavailable, HashingEmbedder, check_kind
 from course.target import load_objective
 

@@ -63,7 +63,7 @@ async def _corpus_status() -> dict:
 
 
 async def _load() -> int:
-    from course.corpus import ensure_search_index, ensure_text_index, load_corpus, prewarm
+    from course.table import ensure_search_index, ensure_text_index, load_corpus, prewarm
 
     conn = await database.connect()
     try:

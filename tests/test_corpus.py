@@ -7,7 +7,7 @@ import json
 import pytest
 
 from tests.databases import temporary_connection
-from course import corpus, database
+from course import corpus, database, table
 from course.corpus import chunks_from_manual_page, split_text
 from course.embeddings import HashingEmbedder, LocalEmbedder
 
@@ -74,11 +74,11 @@ def test_the_built_corpus_is_about_ten_thousand_chunks():
 
 async def test_loading_is_idempotent_and_replaces_another_models_rows():
     async with temporary_connection("test_corpus") as conn:
-        assert await corpus.load_corpus(conn, HashingEmbedder(), limit=40, progress=False) == 40
-        assert await corpus.load_corpus(conn, HashingEmbedder(), limit=40, progress=False) == 0
+        assert await table.load_corpus(conn, HashingEmbedder(), limit=40, progress=False) == 40
+        assert await table.load_corpus(conn, HashingEmbedder(), limit=40, progress=False) == 0
         assert await conn.fetchval("SELECT count(*) FROM embeddings") == 40
         # a different model: its vectors are not comparable, so the corpus rows are replaced
-        assert await corpus.load_corpus(conn, LocalEmbedder(), limit=40, progress=False) == 40
+        assert await table.load_corpus(conn, LocalEmbedder(), limit=40, progress=False) == 40
         models = await conn.fetch("SELECT DISTINCT metadata->>'model' AS m FROM embeddings")
         assert [r["m"] for r in models] == [LocalEmbedder.model_id]
 
@@ -102,7 +102,7 @@ class _BrokenEmbedder(HashingEmbedder):
 async def test_a_bad_vector_fails_its_batch_before_anything_of_it_is_written():
     async with temporary_connection("test_corpus_bad") as conn:
         with pytest.raises(ValueError, match="NaN"):
-            await corpus.load_corpus(conn, _BrokenEmbedder(), limit=600, progress=False)
+            await table.load_corpus(conn, _BrokenEmbedder(), limit=600, progress=False)
         # the first batch of 500 landed whole, the second batch not at all
         assert await conn.fetchval("SELECT count(*) FROM embeddings") == 500
 

@@ -97,7 +97,7 @@ def test_psql_in_a_fresh_shell_sees_the_index_plan_the_notebooks_teach():
     import sys
     from pathlib import Path
 
-    from course.corpus import SEARCH_INDEX
+    from course.table import SEARCH_INDEX
 
     root = Path(__file__).resolve().parent.parent
     env = {"PATH": f"{Path(sys.executable).parent}:/usr/bin:/bin", "HOME": os.environ.get("HOME", "/root")}

@@ -1,4 +1,4 @@
-"""course.measure: the sentence follows the numbers, and a flipped comparison between two runs fails."""
+"""course.experiments.measure: the sentence follows the numbers, and a flipped comparison between two runs fails."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from course import measure
+from course.experiments import measure
 
 
 def test_faster_only_when_every_round_agrees():
@@ -68,7 +68,7 @@ def test_a_comparison_missing_from_a_run_or_no_comparisons_at_all_fails(tmp_path
 
 
 def test_paired_difference_calls_a_tie_a_tie():
-    from course.measure import paired_difference
+    from course.experiments.measure import paired_difference
 
     clear = paired_difference("a", [0.9, 0.8, 0.85, 0.95, 0.9, 0.88], "b", [0.5, 0.4, 0.6, 0.5, 0.45, 0.55], "MRR")
     assert clear.direction == "higher" and clear.low > 0 and "higher MRR" in clear.sentence
@@ -81,7 +81,7 @@ def test_paired_difference_calls_a_tie_a_tie():
 
 def test_every_round_on_one_side_is_a_verdict():
     """Rounds of 1.05–2.51× all favour the subject: that is "faster", not "no reliable difference"."""
-    from course.measure import compare
+    from course.experiments.measure import compare
 
     result = compare("t", "PLAIN", [1.0, 1.0, 1.0, 1.0, 1.0], "TOAST", [1.05, 1.7, 2.51, 1.9, 1.6])
     assert result.direction == "faster", result.sentence

@@ -120,7 +120,7 @@ async def test_a_candidate_is_scored_by_any_word_of_a_natural_question():
     import numpy as np
 
     from course import database
-    from course.corpus import EMBEDDINGS_TABLE_DDL
+    from course.table import EMBEDDINGS_TABLE_DDL
 
     with database.temporary_database("anyword") as url:
         conn = await database.connect(url)

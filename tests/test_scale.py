@@ -1,21 +1,14 @@
-"""course/scale.py: the pieces of Objective 2's at-scale section that are arithmetic and text, on real data where
-there is data (`python -m bench scale` in tests/test_bench.py runs the database parts on a small table)."""
+"""course/experiments/scale.py and course/index_memory.py: the pieces of Objective 2's at-scale section that are
+arithmetic and text, on real data where there is data (`python -m bench scale` in tests/test_bench.py runs the
+database parts on a small table)."""
 
 from __future__ import annotations
 
 import pytest
 
 from course.corpus import read_corpus
-from course.scale import (
-    HNSW_BYTES_PER_TUPLE,
-    NO_LONGER_FITS,
-    SMALL_CHUNK_CHARS,
-    build_memory,
-    memory_bytes,
-    memory_for,
-    rechunked,
-    recall,
-)
+from course.experiments.scale import NO_LONGER_FITS, SMALL_CHUNK_CHARS, rechunked, recall
+from course.index_memory import HNSW_BYTES_PER_TUPLE, build_memory, memory_bytes, memory_for
 
 GB = 1024**3
 

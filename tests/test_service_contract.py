@@ -14,7 +14,7 @@ import httpx
 import pytest
 
 from course import database
-from course.corpus import clone_corpus, ensure_search_index, ensure_text_index
+from course.table import clone_corpus, ensure_search_index, ensure_text_index
 from course.settings import Settings
 from solutions.objective6 import create_app
 from tests.servers import uvicorn_in_thread

@@ -15,7 +15,7 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from course import database
-from course.corpus import EMBEDDINGS_TABLE_DDL
+from course.table import EMBEDDINGS_TABLE_DDL
 from course.embeddings import HashingEmbedder, OpenAIEmbedder
 from course.fake_providers import FakeProviderServer, Step
 from course.settings import Settings

@@ -3,6 +3,7 @@
     bench, tools, tests          on top: may import anything below
     labs, solutions, checks      the objectives and their checks: may import course, not each other's layer above
     course                       the runtime, at the bottom: imports none of the packages above
+    course.experiments           helpers for notebooks and benchmarks: only tools, bench, tests and itself import it
 
 and no import circle between the modules of `course`. It reads the source with `ast` instead of importing it, so it
 costs nothing and cannot be fooled by a lazy import: every import statement counts, at module level or inside a
@@ -60,6 +61,13 @@ def breaches() -> list[str]:
                 top = module.split(".")[0]
                 if top in FIRST_PARTY and top != package and top not in allowed:
                     problems.append(f"{path.relative_to(ROOT)}:{line}: {package} imports {module} ({top} is above it)")
+    for path in sorted(ROOT.rglob("*.py")):
+        parts = path.relative_to(ROOT).parts
+        if parts[0] not in ("course", "labs", "solutions", "checks") or parts[:2] == ("course", "experiments"):
+            continue
+        for line, module in imports(path):
+            if module == "course.experiments" or module.startswith("course.experiments."):
+                problems.append(f"{path.relative_to(ROOT)}:{line}: {module} is for notebooks and benchmarks only")
     problems += [f"import circle in course: {' -> '.join(cycle)}" for cycle in course_cycles()]
     return sorted(set(problems))
 

@@ -40,8 +40,8 @@ from IPython.display import display
 import matplotlib.pyplot as plt
 from pgvector.asyncpg import register_vector
 from course import database
-from course.corpus import clone_corpus, ensure_search_index
-from course.measure import compare, paired_difference
+from course.table import clone_corpus, ensure_search_index
+from course.experiments.measure import compare, paired_difference
 from course.embeddings import get_embedder
 from course.target import load_objective
 from checks import check
@@ -705,8 +705,10 @@ AT_SCALE = os.environ.get("COURSE_AT_SCALE") == "1"
 if not AT_SCALE:
     print("Section 12 skipped: set AT_SCALE = True in this cell (about three minutes), or run `python -m bench scale`.")
 else:
-    from course import scale
-    from course.corpus import load_corpus, read_corpus
+    from course.experiments import scale
+    from course.index_memory import memory_bytes, memory_for
+    from course.corpus import read_corpus
+    from course.table import load_corpus
 
     started = time.perf_counter()
     small_rows = scale.rechunked(read_corpus())
@@ -728,9 +730,9 @@ else:
             f"With 64MB the graph stopped fitting after {tight['fits_until']:,} tuples: {per_tuple:,.0f} bytes per "
             f"tuple (the 1536 float4 numbers are 6,144 of them). The build took "
             f"{tight['seconds'] / roomy['seconds']:.1f}× as long as with {course_memory}, which holds "
-            f"{scale.memory_bytes(course_memory) / per_tuple:,.0f} tuples. "
-            f"This table needs {scale.memory_for(len(small_rows), per_tuple)}; 1M rows would need "
-            f"{scale.memory_for(1_000_000, per_tuple)} (or halfvec, section 9)."
+            f"{memory_bytes(course_memory) / per_tuple:,.0f} tuples. "
+            f"This table needs {memory_for(len(small_rows), per_tuple)}; 1M rows would need "
+            f"{memory_for(1_000_000, per_tuple)} (or halfvec, section 9)."
         )
 
 # %%

@@ -38,7 +38,8 @@ import numpy as np
 import pandas as pd
 import matplotlib.pyplot as plt
 from course import database
-from course.corpus import corpus_guide, ensure_search_index
+from course.corpus import corpus_guide
+from course.table import ensure_search_index
 from course.embeddings import get_embedder
 from course.target import load_objective
 from checks import check
@@ -178,7 +179,7 @@ pd.DataFrame(
 
 # %%
 from pgvector.asyncpg import register_vector
-from course.corpus import EMBEDDINGS_TABLE_DDL
+from course.table import EMBEDDINGS_TABLE_DDL
 
 url = database.scratch_database("objective3", reset=True)
 async with pool.acquire() as src:

@@ -39,7 +39,8 @@ import pandas as pd
 from IPython.display import display
 import matplotlib.pyplot as plt
 from course import database
-from course.corpus import corpus_guide, ensure_search_index
+from course.corpus import corpus_guide
+from course.table import ensure_search_index
 from course.embeddings import get_embedder
 from course.target import load_objective
 from checks import check
@@ -208,7 +209,7 @@ pd.DataFrame(overlap)
 # both scores to 0..1 per query (*hybrid* — your `normalize_scores()`, and the service's `mode=hybrid`), and *rrf*.
 
 # %%
-from course.measure import paired_difference
+from course.experiments.measure import paired_difference
 from course.quality import evaluate, load_judgments, ndcg_at_k
 from course.ranking import candidates, rank
 

@@ -36,7 +36,7 @@ import httpx
 from sqlalchemy import delete, event, func, select
 from course import database
 from course.embeddings import get_embedder
-from course.measure import compare
+from course.experiments.measure import compare
 from course.corpus import corpus_guide
 from course.target import load_objective
 from checks import check

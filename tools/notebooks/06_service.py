@@ -49,8 +49,9 @@ from IPython.display import display
 import matplotlib.pyplot as plt
 from prometheus_client.parser import text_string_to_metric_families
 from course import database
-from course.corpus import corpus_guide, ensure_search_index
-from course.measure import compare
+from course.corpus import corpus_guide
+from course.table import ensure_search_index
+from course.experiments.measure import compare
 from course.target import load_objective
 from checks import check
 
@@ -351,7 +352,7 @@ for params, payload in [
 # Five different searches in a row (an empty practice table, so only the provider matters):
 
 # %%
-from course.corpus import EMBEDDINGS_TABLE_DDL
+from course.table import EMBEDDINGS_TABLE_DDL
 from course.embeddings import OpenAIEmbedder
 from course.fake_providers import FakeProviderServer
 from course.settings import Settings

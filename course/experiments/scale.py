@@ -25,8 +25,9 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from course.corpus import binary_jsonb, split_text
-from course.index_memory import HNSW_BYTES_PER_TUPLE, build_memory, memory_bytes, memory_for  # noqa: F401 (re-export)
+from course.corpus import split_text
+from course.table import binary_jsonb
+from course.index_memory import memory_bytes
 
 #: The small chunks' size limit, in characters (the course corpus uses 1,000).
 SMALL_CHUNK_CHARS = 300

@@ -6,8 +6,8 @@ hits both alike), and says "faster" only when every round agrees, "slower" only 
 otherwise that there is no reliable difference. The sentence is generated from the ratio, never written by hand.
 
 With `COURSE_COMPARISONS=path` set (relative to the repository root), each comparison is also appended to that
-JSON-lines file. `make test` runs the notebooks twice and `python -m course.measure run1.jsonl run2.jsonl` fails if
-any comparison changed direction.
+JSON-lines file. `make test` runs the notebooks twice and `python -m course.experiments.measure run1.jsonl
+run2.jsonl` fails if any comparison changed direction.
 """
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ from pathlib import Path
 
 from course.settings import get_settings
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 
 #: A ratio within ±5 % of 1 in any round is too close to call.
 TOLERANCE = 0.05
@@ -148,7 +148,7 @@ def flips(*runs: dict[str, dict]) -> list[str]:
 def main(argv: list[str] | None = None) -> int:
     paths = sys.argv[1:] if argv is None else argv
     if len(paths) < 2:
-        print("usage: python -m course.measure RUN1.jsonl RUN2.jsonl [...]", file=sys.stderr)
+        print("usage: python -m course.experiments.measure RUN1.jsonl RUN2.jsonl [...]", file=sys.stderr)
         return 2
     runs = [_read(p) for p in paths]
     names = sorted(set().union(*runs))
