@@ -82,14 +82,14 @@ test: install browser lint
 
 # Format the code, then regenerate what is generated from it (labs/ and notebooks/ come out formatted).
 format: install
-	$(VENV)/bin/ruff format course solutions checks bench tools tests
+	$(VENV)/bin/ruff format course solutions checks grading bench tools tests
 	$(PY) tools/make_labs.py
 	$(PY) tools/notebooks/build.py
 
 lint: install
 	$(PY) tools/layers.py
-	$(VENV)/bin/ruff check course solutions checks bench tools tests labs
-	$(VENV)/bin/ruff format --check course solutions checks bench tools tests labs
+	$(VENV)/bin/ruff check course solutions checks grading bench tools tests labs
+	$(VENV)/bin/ruff format --check course solutions checks grading bench tools tests labs
 	$(VENV)/bin/mypy
 
 # The search page's test drives Debian's Chromium; install it when we can (root on Debian/Ubuntu).
@@ -107,7 +107,7 @@ bench: install
 	$(PY) -m bench
 
 grade: install
-	$(PY) -m checks.grade $(SUBMISSIONS) --out scores.json $(GRADE_ARGS)
+	$(PY) -m grading $(SUBMISSIONS) --out scores.json $(GRADE_ARGS)
 
 labs: install
 	$(PY) tools/make_labs.py

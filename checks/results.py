@@ -1,7 +1,8 @@
 """One result per check, one way to fold pytest's reports into it, one way to add results up.
 
-Used by the learner CLI (`python -m checks`, in-process) and the class grader (`python -m checks.grade`, from the
-JSON lines its subprocess streams), so a check scores the same wherever it runs.
+Used by the learner CLI (`python -m checks`, in-process) and the class grader (`python -m grading`, from the JSON
+lines its subprocess streams): both fold the records of checks.reporting.ResultStream with `fold()`, so a check
+scores the same wherever it runs.
 """
 
 from __future__ import annotations
@@ -39,6 +40,26 @@ class CheckResult:
         elif when == "call":
             self.outcome = "passed"
         self.points = self.max_points if self.passed else 0.0
+
+
+def fold(records: Iterable[dict]) -> list[CheckResult]:
+    """ResultStream's records (in order) as one CheckResult per collected check; checks that never reported stay
+    "not run". Records for checks that were not collected are ignored (a forged or stray line cannot add a check)."""
+    checks: dict[str, CheckResult] = {}
+    for record in records:
+        if record.get("event") == "collected":
+            checks[record["nodeid"]] = CheckResult(
+                record["nodeid"], record["title"], float(record["points"]), int(record.get("objective", 0))
+            )
+        elif record.get("event") == "report" and record.get("nodeid") in checks:
+            checks[record["nodeid"]].record(
+                record["when"],
+                record["outcome"],
+                message=record.get("message", ""),
+                hint=record.get("hint", ""),
+                more=record.get("more", ""),
+            )
+    return list(checks.values())
 
 
 def shown_message(message: str, max_lines: int = 30) -> str:

@@ -1,48 +1,18 @@
-"""Run one objective's checks in-process and collect a result per check (used by the CLI and the grader)."""
+"""Run one objective's checks in-process and fold a result per check (the learner CLI; `check(N)` in notebooks)."""
 
 from __future__ import annotations
 
 import contextlib
 import functools
 import io
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
 
-from checks.reporting import check_info, failure_message
-from checks.results import CheckResult
+from checks.reporting import ResultStream
+from checks.results import CheckResult, fold
 
 CHECKS_DIR = Path(__file__).resolve().parent
-
-
-@dataclass
-class Collector:
-    """A pytest plugin that keeps one CheckResult per test, whatever phase failed."""
-
-    results: dict[str, CheckResult] = field(default_factory=dict)
-    info: dict[str, dict] = field(default_factory=dict)
-
-    def pytest_collection_modifyitems(self, items):
-        for item in items:
-            self.info[item.nodeid] = check_info(item)
-
-    def pytest_runtest_logreport(self, report):
-        props = dict(report.user_properties)
-        result = self.results.get(report.nodeid)
-        if result is None:
-            info = self.info.get(report.nodeid, {"title": report.nodeid.split("::")[-1], "points": 1.0})
-            result = self.results[report.nodeid] = CheckResult(
-                report.nodeid, info["title"], float(props.get("points", info["points"]))
-            )
-        outcome = "failed" if report.failed else "skipped" if report.skipped else "passed"
-        result.record(
-            report.when,
-            outcome,
-            message=failure_message(report) if report.failed else "",
-            hint=props.get("hint", ""),
-            more=props.get("more", ""),
-        )
 
 
 def run_checks(
@@ -55,15 +25,13 @@ def run_checks(
     if target:
         args += ["--target", target]
     args += extra_args or []
-    collector = Collector()
+    records: list[dict] = []
     out = io.StringIO()
     with contextlib.redirect_stdout(out) if quiet else contextlib.nullcontext():
-        code = pytest.main(args, plugins=[collector])
-    if code not in (pytest.ExitCode.OK, pytest.ExitCode.TESTS_FAILED) and not collector.results:
+        code = pytest.main(args, plugins=[ResultStream(records.append)])
+    results = fold(records)
+    if code not in (pytest.ExitCode.OK, pytest.ExitCode.TESTS_FAILED) and not results:
         raise RuntimeError(f"pytest could not run the checks (exit {int(code)}):\n{out.getvalue()[-3000:]}")
-    results = list(collector.results.values())
-    for result in results:
-        result.objective = objective
     return results
 
 
@@ -71,8 +39,8 @@ def run_checks(
 def declared_points(objective: int) -> float:
     """What an objective's checks are worth in all, from their markers (collected, not run): the maximum a report
     needs for a submission that could not be graded at all."""
-    collector = Collector()
+    records: list[dict] = []
     args = [str(CHECKS_DIR / f"test_objective{objective}.py"), "--collect-only", "-q", "-p", "no:cacheprovider"]
     with contextlib.redirect_stdout(io.StringIO()):
-        pytest.main([*args, "-p", "no:nbval"], plugins=[collector])
-    return float(sum(info["points"] for info in collector.info.values()))
+        pytest.main([*args, "-p", "no:nbval"], plugins=[ResultStream(records.append)])
+    return float(sum(r.max_points for r in fold(records)))

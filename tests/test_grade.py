@@ -32,7 +32,7 @@ def variant(base: Path, name: str, edits: dict[str, tuple[str, str]]) -> Path:
 
 def grade(paths: list[Path], out: Path, *extra: str) -> dict:
     result = subprocess.run(
-        [sys.executable, "-m", "checks.grade", *map(str, paths), "--out", str(out), *extra],
+        [sys.executable, "-m", "grading", *map(str, paths), "--out", str(out), *extra],
         cwd=ROOT,
         capture_output=True,
         text=True,
@@ -68,7 +68,7 @@ def test_reference_scores_full_marks_with_every_output(tmp_path):
     assert len(ref["similar"]) >= 20 and all("reference" in f["same_as"] for f in ref["similar"])
     assert int(rows["reference"]["same_code_as_reference"]) == len(ref["similar"])
 
-    from checks.grade import _db_prefix
+    from grading.grade import _db_prefix
     from course import database
 
     # this submission's prefix only: other tests (the mutation suite's own test) grade on the same server meanwhile
@@ -213,7 +213,7 @@ def test_a_missing_submission_is_an_error_and_keeps_the_old_scores(tmp_path):
     scores = tmp_path / "scores.json"
     scores.write_text('{"kept": true}')
     result = subprocess.run(
-        [sys.executable, "-m", "checks.grade", str(tmp_path / "no-such-folder"), "--out", str(scores)],
+        [sys.executable, "-m", "grading", str(tmp_path / "no-such-folder"), "--out", str(scores)],
         cwd=ROOT,
         capture_output=True,
         text=True,
@@ -232,7 +232,7 @@ def test_an_upload_of_loose_files_is_graded_as_itself_and_names_must_differ(tmp_
     shutil.copy(ROOT / "solutions" / "objective1.py", upload / "objective1.py")
     env = {**os.environ, "DATABASE_URL": "postgresql://nobody:nothing@127.0.0.1:9/none"}  # a server that is not there
     result = subprocess.run(
-        [sys.executable, "-m", "checks.grade", str(upload), "--objectives", "1", "--out", str(tmp_path / "s.json")],
+        [sys.executable, "-m", "grading", str(upload), "--objectives", "1", "--out", str(tmp_path / "s.json")],
         cwd=ROOT,
         env=env,
         capture_output=True,
@@ -245,7 +245,7 @@ def test_an_upload_of_loose_files_is_graded_as_itself_and_names_must_differ(tmp_
     twin = tmp_path / "other" / "upload"
     twin.mkdir(parents=True)
     refused = subprocess.run(
-        [sys.executable, "-m", "checks.grade", str(upload), str(twin), "--out", str(tmp_path / "t.json")],
+        [sys.executable, "-m", "grading", str(upload), str(twin), "--out", str(tmp_path / "t.json")],
         cwd=ROOT,
         capture_output=True,
         text=True,
@@ -280,7 +280,7 @@ def test_hidden_checks_stay_hidden_from_students(tmp_path):
     )
     out = tmp_path / "gs.json"
     result = subprocess.run(
-        [sys.executable, "-m", "checks.grade", str(quoting), "--objectives", "1", "--hidden", str(hidden),
+        [sys.executable, "-m", "grading", str(quoting), "--objectives", "1", "--hidden", str(hidden),
          "--format", "gradescope", "--out", str(out)],
         cwd=ROOT, capture_output=True, text=True, timeout=600,
     )  # fmt: skip

@@ -68,12 +68,12 @@ def test_each_expected_killer_is_a_check_of_that_objective():
 
 def test_a_grading_that_runs_no_check_is_broken_not_a_kill(monkeypatch, tmp_path):
     """If the grader itself fails (no check ran), every mutant would look killed: the suite must say broken."""
-    import checks.grade
+    import grading.grade
     from tests.mutants import __main__ as suite
 
     mutant = load_mutants()[0]
-    failed = checks.grade.SubmissionScore(name="x", path="x", error="the checks ended abnormally (exit 4)")
-    monkeypatch.setattr(checks.grade, "grade_submission", lambda *args, **kwargs: failed)
+    failed = grading.grade.SubmissionScore(name="x", path="x", error="the checks ended abnormally (exit 4)")
+    monkeypatch.setattr(grading.grade, "grade_submission", lambda *args, **kwargs: failed)
     outcome, why, _ = suite.grade(mutant, tmp_path)
     assert (outcome, why) == ("broken", "the checks ended abnormally (exit 4)")
 
@@ -82,12 +82,13 @@ def test_forked_grading_gives_what_a_new_interpreter_gives(tmp_path):
     """The suite grades in processes forked from a preloaded server: the same scores as a fresh interpreter's."""
     import shutil
 
-    from checks.grade import grade_submission
+    from grading.grade import grade_submission, run_process
+    from tests.mutants.forked import run_forked
 
     shutil.copytree(SOLUTIONS, tmp_path / "labs", ignore=shutil.ignore_patterns("__pycache__"))
     lab = tmp_path / "labs" / "objective3.py"
     lab.write_text(lab.read_text(encoding="utf-8").replace("return 1.0 - distance", "return distance", 1))
-    scores = [grade_submission(tmp_path, objectives=[3], forked=forked) for forked in (False, True)]
+    scores = [grade_submission(tmp_path, objectives=[3], run=run) for run in (run_process, run_forked)]
     assert [s.error for s in scores] == [None, None]
     assert [(c.nodeid, c.outcome) for c in scores[0].checks] == [(c.nodeid, c.outcome) for c in scores[1].checks]
     assert 0 < scores[1].total < scores[1].max_points

@@ -106,7 +106,7 @@ def test_the_classroom_workflow_is_a_valid_github_workflow(student):
     runners = reporter["with"]["runners"].split(",")
     assert runners == [f"objective{n}" for n in available()]
     assert set(reporter["env"]) == {f"OBJECTIVE{n}_RESULTS" for n in available()}
-    assert any(".venv/bin/python -m checks.grade . --format classroom" in s.get("run", "") for s in steps)
+    assert any(".venv/bin/python -m grading . --format classroom" in s.get("run", "") for s in steps)
 
 
 @pytest.fixture(scope="module")
@@ -124,7 +124,7 @@ def test_gradescope_results_follow_the_documented_shape(graded_reference, tmp_pa
         [
             sys.executable,
             "-m",
-            "checks.grade",
+            "grading",
             str(graded_reference),
             "--objectives",
             "1",
@@ -153,7 +153,7 @@ def test_classroom_outputs_are_what_the_reporter_reads(graded_reference, tmp_pat
         [
             sys.executable,
             "-m",
-            "checks.grade",
+            "grading",
             str(graded_reference),
             "--objectives",
             "1,5",
@@ -195,7 +195,7 @@ def test_an_ungradable_repository_gets_zero_with_a_message_in_classroom(tmp_path
     outputs = tmp_path / "outputs"
     env = {**os.environ, "GITHUB_OUTPUT": str(outputs), "GITHUB_STEP_SUMMARY": str(tmp_path / "summary.md")}
     subprocess.run(
-        [sys.executable, "-m", "checks.grade", str(repo), "--objectives", "1,3", "--format", "classroom",
+        [sys.executable, "-m", "grading", str(repo), "--objectives", "1,3", "--format", "classroom",
          "--out", str(tmp_path / "grade.json")],
         cwd=ROOT, env=env, check=True, capture_output=True, timeout=300,
     )  # fmt: skip

@@ -1,6 +1,7 @@
 """The architecture as an import contract, checked in well under a second (`make lint`):
 
     bench, tools, tests          on top: may import anything below
+    grading                      the class grader: runs the checks, may import course and checks
     labs, solutions, checks      the objectives and their checks: may import course, not each other's layer above
     course                       the runtime, at the bottom: imports none of the packages above
     course.experiments           helpers for notebooks and benchmarks: only tools, bench, tests and itself import it
@@ -26,9 +27,10 @@ ALLOWED = {
     "labs": {"course"},
     "solutions": {"course"},
     "checks": {"course"},
+    "grading": {"course", "checks"},
     "bench": {"course", "solutions", "checks"},
-    "tools": {"course", "checks", "solutions"},
-    "tests": {"course", "labs", "solutions", "checks", "bench", "tools"},
+    "tools": {"course", "checks", "grading", "solutions"},
+    "tests": {"course", "labs", "solutions", "checks", "grading", "bench", "tools"},
 }
 FIRST_PARTY = set(ALLOWED)
 

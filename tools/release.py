@@ -25,6 +25,7 @@ ROOT = Path(__file__).resolve().parent.parent
 SHIPPED = [
     "course",
     "checks",
+    "grading",
     "labs",
     "notebooks",
     ".jupyter",
@@ -91,7 +92,7 @@ jobs:
         run: make install
       - name: Grade every objective
         id: grade
-        run: .venv/bin/python -m checks.grade . --format classroom --out grade.json
+        run: .venv/bin/python -m grading . --format classroom --out grade.json
       - name: Autograding Reporter
         uses: classroom-resources/autograding-grading-reporter@v1
         env:
@@ -132,10 +133,10 @@ def release_makefile(text: str) -> str:
     text = text.replace("(course, labs, solutions, checks)", "(course, labs, checks)")
     # the learner's lint: the given code and the learner's labs by the labs' rules; formatting is the learner's choice
     text = text.replace(
-        "ruff check course solutions checks bench tools tests labs", "ruff check course checks tests labs"
+        "ruff check course solutions checks grading bench tools tests labs", "ruff check course checks grading tests labs"
     )
     text = text.replace(
-        "ruff format --check course solutions checks bench tools tests labs", "ruff format --check course"
+        "ruff format --check course solutions checks grading bench tools tests labs", "ruff format --check course"
     )
     text = text.replace("$(VENV)/bin/mypy\n", "$(VENV)/bin/mypy course\n")
     # the architecture guard is the authors' (tools/ is not shipped)

@@ -6,7 +6,7 @@
 
 Each mutant (tests/mutants/objectiveN.toml) is one textual change of solutions/, with a reason. It is applied to a
 scratch copy of solutions/ laid out as a learner's labs/ folder, and graded with the course's own grader
-(`checks.grade.grade_submission`, that objective's checks only, stopping at the first failure, in a process forked
+(`grading.grade.grade_submission`, that objective's checks only, stopping at the first failure, in a process forked
 from a server that has the dependencies imported). A grading that runs no check at all is *broken*, not a kill: the
 suite fails on it. A mutant is killed when it scores less than full marks; a survivor means the checks cannot tell
 that mistake from the lesson.
@@ -87,7 +87,8 @@ def apply(mutant: Mutant, workdir: Path) -> Path:
 def grade(mutant: Mutant, workdir: Path) -> tuple[str, str, float]:
     """(killed | survived | broken, what killed or broke it, seconds). Broken: no check ran at all (the grading
     itself failed), which says nothing about the checks — never counted as a kill."""
-    from checks.grade import grade_submission
+    from grading.grade import grade_submission
+    from tests.mutants.forked import run_forked
 
     started = time.perf_counter()
     score = grade_submission(
@@ -95,9 +96,10 @@ def grade(mutant: Mutant, workdir: Path) -> tuple[str, str, float]:
         objectives=[mutant.objective],
         timeout=120,
         total_timeout=600,
-        stop_at_first_failure=True,
-        forked=True,
-        run_first=(mutant.expect,) if mutant.expect else (),
+        run=run_forked,
+        # stop at the first failure, the expected killer first: a killed mutant costs one check, not the file
+        pytest_args=["-x", "-p", "tests.mutants.ordering"],
+        env={"COURSE_RUN_FIRST": mutant.expect or ""},
     )
     seconds = time.perf_counter() - started
     if score.error and not score.checks:

@@ -1,8 +1,8 @@
 """A pytest plugin that runs some checks first: `COURSE_RUN_FIRST=test_a,test_b` (function names).
 
-The mutation suite uses it with the grader's stop-at-first-failure mode: each mutant's expected check runs first,
-so a killed mutant costs one check, not every check before it in the file. The set of checks is unchanged; only
-their order is (stable otherwise)."""
+The mutation suite (`-p tests.mutants.ordering`) uses it with pytest's stop-at-first-failure (-x): each mutant's
+expected check runs first, so a killed mutant costs one check, not every check before it in the file. The set of
+checks is unchanged; only their order is (stable otherwise)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Grade a whole class: `python -m checks.grade SUBMISSION... --out scores.json` (or `make grade`).
+"""Grade a whole class: `python -m grading SUBMISSION... --out scores.json` (or `make grade`).
 
 A submission is a learner's labs/ folder, or a copy of the whole repository (its labs/ is used). Each one is graded
 in its own process against the course's checks (plus instructor-only checks from --hidden), with:
@@ -13,7 +13,7 @@ Points per check come from `@pytest.mark.points(n)` next to the check (default 1
 named `test_objective<N>_<anything>.py` in the --hidden folder; they use the same fixtures as the shipped checks.
 
 Graded functions that are the same code as the reference or as another submission are flagged (`similar`, see
-checks/similarity.py) for a person to look at; the score is not changed. `--format gradescope` writes Gradescope's
+grading/similarity.py) for a person to look at; the score is not changed. `--format gradescope` writes Gradescope's
 results.json; `--format classroom` writes GitHub Classroom's per-objective results to $GITHUB_OUTPUT and a points
 table to $GITHUB_STEP_SUMMARY (the release's .github/workflows/classroom.yml uses it).
 """
@@ -36,12 +36,13 @@ import tempfile
 import threading
 import time
 import xml.etree.ElementTree as ET
+from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from checks.results import CheckResult, totals
-from checks.similarity import flag_copies
+from checks.results import CheckResult, fold, totals
+from grading.similarity import flag_copies
 
 ROOT = Path(__file__).resolve().parent.parent
 CHECKS = ROOT / "checks"
@@ -126,15 +127,14 @@ def grade_submission(
     timeout: float = 60.0,
     total_timeout: float = 1200.0,
     isolated: bool = False,
-    stop_at_first_failure: bool = False,
-    run_first: tuple[str, ...] = (),
-    forked: bool = False,
+    run: Runner | None = None,
+    pytest_args: Sequence[str] = (),
+    env: Mapping[str, str] | None = None,
 ) -> SubmissionScore:
     """Grade one submission in its own process (and, if isolated, against its own PostgreSQL server).
-    forked=True forks that process from a server that has imported the course's dependencies already (`PRELOAD`),
-    instead of starting a new interpreter: ~1 s less per submission, for callers that grade many (the mutation suite).
-    stop_at_first_failure (pytest -x) is for callers that only need to know whether everything passes, such as the
-    mutation suite: the unrun checks score 0. run_first names checks (function names) to run before the others."""
+    `run` starts that process (default `run_process`: a new interpreter); `pytest_args` and `env` are added to the
+    checks' pytest command and environment (the mutation suite's stop-at-first-failure, check order and forked
+    processes live with it, in tests/mutants)."""
     started = time.perf_counter()
     score = SubmissionScore(name=path.name if path.name != "labs" else path.parent.name, path=str(path))
     try:
@@ -144,7 +144,7 @@ def grade_submission(
         return score
     with tempfile.TemporaryDirectory(prefix="grade-") as tmp:
 
-        def grade_with(env: dict[str, str]) -> None:
+        def grade_with(database_env: dict[str, str]) -> None:
             """Run the checks with `env` naming the database: an isolated server's URL, or a name prefix."""
             _grade(
                 score,
@@ -154,10 +154,9 @@ def grade_submission(
                 objectives,
                 timeout,
                 total_timeout,
-                stop_at_first_failure,
-                run_first,
-                env,
-                forked,
+                {**(env or {}), **database_env},
+                run or run_process,
+                pytest_args,
             )
 
         if isolated:
@@ -189,10 +188,9 @@ def _grade(
     objectives: list[int] | None,
     timeout: float,
     total_timeout: float,
-    stop_at_first_failure: bool,
-    run_first: tuple[str, ...],
     extra_env: dict[str, str],
-    forked: bool = False,
+    run: Runner,
+    pytest_args: Sequence[str],
 ) -> None:
     """Run the checks on `labs` in a pytest process of their own; results into `score`."""
     workdir.mkdir()
@@ -214,17 +212,15 @@ def _grade(
         "COURSE_TARGET": "labs",
         "COURSE_RESULTS_FILE": str(results),
         "PYTHONDONTWRITEBYTECODE": "1",
-        "COURSE_RUN_FIRST": ",".join(run_first),
         **extra_env,
     }
     # the submission's rootdir has no pyproject.toml, so its addopts do not apply: the same plugins are turned off
     # here (schemathesis' and hypothesis' pytest plugins alone cost ~2 s per process, i.e. per graded submission)
-    plugins = ["checks.reporting", "checks.ordering", "no:cacheprovider", "no:schemathesis", "no:hypothesispytest"]
+    plugins = ["checks.reporting", "no:cacheprovider", "no:schemathesis", "no:hypothesispytest"]
     plugins += ["no:xdist", "no:nbval"]
     command = [sys.executable, "-m", "pytest", *map(str, files), *(arg for p in plugins for arg in ("-p", p))]
     command += ["-q", "--tb=no", "--target", "labs", "-o", f"timeout={timeout}", "--rootdir", str(workdir)]
-    command += ["-x"] if stop_at_first_failure else []
-    run = _run_forked if forked else _run_process
+    command += list(pytest_args)
     returncode, output, finished = run(command, workdir, env, total_timeout)
     if not finished:
         score.error = f"stopped after {total_timeout:g} s"
@@ -237,7 +233,11 @@ def _grade(
         score.error = f"no checks ran: {output.strip()[-800:]}"
 
 
-def _run_process(command: list[str], cwd: Path, env: dict[str, str], timeout: float) -> tuple[int, str, bool]:
+#: Starts the checks' process: (command, cwd, env, timeout) -> (exit code, output, finished in time)
+Runner = Callable[[list[str], Path, dict[str, str], float], tuple[int, str, bool]]
+
+
+def run_process(command: list[str], cwd: Path, env: dict[str, str], timeout: float) -> tuple[int, str, bool]:
     """(exit code, output, finished in time) of `command` in a new interpreter and a session of its own."""
     process = subprocess.Popen(
         command, cwd=cwd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True
@@ -251,95 +251,19 @@ def _run_process(command: list[str], cwd: Path, env: dict[str, str], timeout: fl
         return process.returncode, output, False
 
 
-#: What a forked grading process finds imported already: third-party packages and the course runtime's database
-#: layer (~1 s of imports per process otherwise). Never labs/ or solutions/, and nothing that reads settings on import.
-PRELOAD = [
-    "numpy",
-    "pandas",
-    "asyncpg",
-    "psycopg",
-    "sqlalchemy.ext.asyncio",
-    "fastapi",
-    "httpx",
-    "pytest",
-    "pytest_asyncio",
-    "pgvector.asyncpg",
-    "course.database",
-]
-_fork_lock = threading.Lock()
-
-
-def _run_forked(command: list[str], cwd: Path, env: dict[str, str], timeout: float) -> tuple[int, str, bool]:
-    """`_run_process` for `python -m pytest ...`, forked from multiprocessing's fork server (single-threaded, with
-    `PRELOAD` imported) instead of a new interpreter. The child takes the command's environment, directory and
-    session as a new process would; its output goes to a file."""
-    import multiprocessing
-
-    assert command[1:3] == ["-m", "pytest"], command
-    context = multiprocessing.get_context("forkserver")
-    output = cwd / "pytest-output.txt"
-    with _fork_lock:  # the fork server starts once, with the preload list set first
-        context.set_forkserver_preload(PRELOAD)
-        child = context.Process(target=_pytest_child, args=(command[3:], str(cwd), env, str(output)))
-        child.start()
-    child.join(timeout)
-    finished = not child.is_alive()
-    if not finished:
-        with contextlib.suppress(ProcessLookupError):
-            if child.pid is not None:  # started, so it has one
-                os.killpg(child.pid, signal.SIGKILL)
-        child.join()
-    text = output.read_text(encoding="utf-8", errors="replace") if output.exists() else ""
-    return child.exitcode if child.exitcode is not None else -9, text, finished
-
-
-def _pytest_child(args: list[str], cwd: str, env: dict[str, str], output: str) -> None:
-    """In the forked process: become what `python -m pytest args` started with `env` in `cwd` would be."""
-    os.setsid()
-    os.chdir(cwd)
-    os.environ.clear()
-    os.environ.update(env)
-    # `python -m` puts the directory first, then PYTHONPATH; the grader's own `checks` package (imported to run this
-    # function) must give way to the copy of the checks in `cwd`, as in a new interpreter
-    sys.path[:0] = [cwd, *(p for p in env.get("PYTHONPATH", "").split(os.pathsep) if p)]
-    for name in [m for m in sys.modules if m == "checks" or m.startswith("checks.")]:
-        del sys.modules[name]
-    sys.dont_write_bytecode = env.get("PYTHONDONTWRITEBYTECODE") == "1"
-    fd = os.open(output, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
-    os.dup2(fd, 1)
-    os.dup2(fd, 2)
-    from course.settings import get_settings
-
-    get_settings.cache_clear()  # settings come from this process's environment, not the fork server's
-    import pytest
-
-    code = pytest.main(args)
-    sys.stdout.flush()
-    sys.stderr.flush()
-    os._exit(int(code))
-
-
 def _read_results(score: SubmissionScore, results: Path) -> None:
-    checks: dict[str, CheckResult] = {}
-    if not results.exists():
-        return
-    for line in results.read_text(encoding="utf-8").splitlines():
-        try:
-            record = json.loads(line)
-        except ValueError:
-            continue  # a line cut short by a crash
-        if record["event"] == "collected":
-            checks[record["nodeid"]] = CheckResult(
-                record["nodeid"], record["title"], record["points"], record["objective"]
-            )
-        elif record["nodeid"] in checks:
-            checks[record["nodeid"]].record(
-                record["when"], record["outcome"], message=record.get("message", ""), hint=record.get("hint", "")
-            )
-    for check in checks.values():
+    """The streamed records, folded as the CLI folds them; a check that never reported did not finish."""
+    records = []
+    if results.exists():
+        for line in results.read_text(encoding="utf-8").splitlines():
+            try:
+                records.append(json.loads(line))
+            except ValueError:
+                continue  # a line cut short by a crash
+    score.checks = fold(records)
+    for check in score.checks:
         if check.outcome == "not run":
             check.message = "did not finish (the submission hung past the time limit or crashed)"
-    score.checks = list(checks.values())
 
 
 def _total(score: SubmissionScore) -> None:
@@ -510,7 +434,7 @@ def write_classroom(
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m checks.grade", description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(prog="python -m grading", description=__doc__.split("\n\n")[0])
     parser.add_argument("submissions", nargs="+", type=Path, help="labs/ folders or repository copies")
     parser.add_argument("--out", type=Path, default=Path("scores.json"))
     parser.add_argument("--csv", type=Path)
