@@ -133,7 +133,8 @@ def release_makefile(text: str) -> str:
     text = text.replace("(course, labs, solutions, checks)", "(course, labs, checks)")
     # the learner's lint: the given code and the learner's labs by the labs' rules; formatting is the learner's choice
     text = text.replace(
-        "ruff check course solutions checks grading bench tools tests labs", "ruff check course checks grading tests labs"
+        "ruff check course solutions checks grading bench tools tests labs",
+        "ruff check course checks grading tests labs",
     )
     text = text.replace(
         "ruff format --check course solutions checks grading bench tools tests labs", "ruff format --check course"
