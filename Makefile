@@ -13,7 +13,7 @@ RELEASE_TEST ?= $(or $(TMPDIR),/tmp)/pgvector-course-release
 NBVAL  = COURSE_TARGET=solutions COURSE_STRICT_CHECKS=1 $(PY) -m pytest --nbval-lax --nbval-cell-timeout=600 -n 2 --dist loadfile
 export PYTHONDONTWRITEBYTECODE := 1
 
-.PHONY: help install lock lab serve test lint format check grade labs release bench browser db-start db-stop clean
+.PHONY: help install lock lab serve test lint format check grade labs release bench browser sandbox db-start db-stop clean
 help:
 	@echo "make lab [OBJ=N]  install, start the database, load the corpus, open JupyterLab on objective N (default 1)"
 	@echo "make serve        install, start the database, load the corpus, serve the search API on $(HOST):$(PORT)"
@@ -56,7 +56,7 @@ serve: install
 	$(PY) -m course setup
 	$(PY) -m course serve --target $(or $(COURSE_TARGET),solutions) --host $(HOST) --port $(PORT)
 
-test: install browser lint
+test: install browser sandbox lint
 	$(PY) tools/make_labs.py --check
 	$(PY) tools/notebooks/build.py --check
 	$(PY) -m course setup
@@ -99,6 +99,14 @@ browser:
 	    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; } || \
 	  echo "note: Chromium is not installed; the search-page test will fail until it is (apt-get install chromium)"
 
+# The grader runs each submission's checks in bubblewrap (grading/sandbox.py); install it when we can (root on
+# Debian/Ubuntu). Without it the grader still grades, unsandboxed, and says so in every report.
+sandbox:
+	@command -v bwrap >/dev/null || \
+	  { [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null && \
+	    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq bubblewrap >/dev/null; } || \
+	  echo "note: bubblewrap is not installed; make grade will run submissions unsandboxed (apt-get install bubblewrap)"
+
 check: install
 	@$(PY) -m checks $(OBJ) $(if $(MORE),--more-hints) || true  # the table says what failed; make's "Error 1" would only add noise
 
@@ -106,7 +114,7 @@ bench: install
 	$(PY) -m course setup
 	$(PY) -m bench
 
-grade: install
+grade: install sandbox
 	$(PY) -m grading $(SUBMISSIONS) --out scores.json $(GRADE_ARGS)
 
 labs: install

@@ -2,13 +2,16 @@
 collected check and one per test report, to a sink.
 
 The learner CLI (checks.runner) runs the checks in-process with a list as the sink; the class grader (grading/)
-loads this module with `-p checks.reporting`, and its module-level hooks append each record, flushed, to the file
-named by $COURSE_RESULTS_FILE — so the results of the checks that ran survive a submission that hangs, is killed, or
-crashes the interpreter. Either way the records are folded by checks.results.fold().
+loads this module with `-p checks.reporting`, which streams each record, signed, down a pipe as it happens — so the
+results of the checks that ran survive a submission that hangs, is killed, or crashes the interpreter. Either way
+the records are folded by checks.results.fold().
 """
 
 from __future__ import annotations
 
+import contextlib
+import hashlib
+import hmac
 import json
 import os
 import re
@@ -68,17 +71,38 @@ class ResultStream:
             )
 
 
-def _append_to_results_file(record: dict) -> None:
-    path = os.environ.get("COURSE_RESULTS_FILE")
-    if not path:
+# `-p checks.reporting` (the class grader): this module is the plugin. The grader hands the process two pipe ends:
+# one to read a key from (once, at start-up, before any submission code is imported; then closed) and one to write
+# the records to, each signed with that key (HMAC-SHA256). A file or an environment variable a submission writes
+# reaches nothing, and a line it writes to the pipe without the key is dropped by the grader.
+def pytest_addoption(parser):
+    group = parser.getgroup("course results")
+    group.addoption("--course-results-fd", type=int, default=None, help="pipe the grader reads signed results from")
+    group.addoption("--course-key-fd", type=int, default=None, help="pipe the grader sends the signing key on")
+
+
+def pytest_configure(config):
+    results_fd, key_fd = config.getoption("--course-results-fd"), config.getoption("--course-key-fd")
+    if results_fd is None or key_fd is None:
         return
-    with open(path, "a", encoding="utf-8") as fh:
-        fh.write(json.dumps(record) + "\n")
-        fh.flush()
-        os.fsync(fh.fileno())
+    with os.fdopen(key_fd, "rb") as pipe:
+        key = pipe.read()
+
+    def send(record: dict) -> None:
+        payload = json.dumps(record).encode()
+        line = hmac.new(key, payload, hashlib.sha256).hexdigest().encode() + b" " + payload + b"\n"
+        os.write(results_fd, line)
+
+    config.pluginmanager.register(ResultStream(send), "course-results")
 
 
-# `-p checks.reporting`: this module itself is the plugin, streaming to $COURSE_RESULTS_FILE
-_file_stream = ResultStream(_append_to_results_file)
-pytest_collection_modifyitems = _file_stream.pytest_collection_modifyitems
-pytest_runtest_logreport = _file_stream.pytest_runtest_logreport
+def signed_records(data: bytes, key: bytes) -> list[dict]:
+    """The records of a results stream whose signature checks out, in order (anything else is dropped)."""
+    records = []
+    for line in data.splitlines():
+        signature, _, payload = line.partition(b" ")
+        expected = hmac.new(key, payload, hashlib.sha256).hexdigest().encode()
+        if hmac.compare_digest(signature, expected):
+            with contextlib.suppress(ValueError):
+                records.append(json.loads(payload))
+    return records

