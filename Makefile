@@ -13,7 +13,7 @@ RELEASE_TEST ?= $(or $(TMPDIR),/tmp)/pgvector-course-release
 NBVAL  = COURSE_TARGET=solutions COURSE_STRICT_CHECKS=1 $(PY) -m pytest --nbval-lax --nbval-cell-timeout=600 -n 2 --dist loadfile
 export PYTHONDONTWRITEBYTECODE := 1
 
-.PHONY: help install lock lab serve test lint format check grade labs release bench browser sandbox db-start db-stop clean
+.PHONY: help install lock lab serve test lint format check grade gradescope labs release bench browser sandbox db-start db-stop clean
 help:
 	@echo "make lab [OBJ=N]  install, start the database, load the corpus, open JupyterLab on objective N (default 1)"
 	@echo "make serve        install, start the database, load the corpus, serve the search API on $(HOST):$(PORT)"
@@ -24,6 +24,7 @@ help:
 	@echo "make labs         regenerate labs/ from solutions/ (keeps labs you edited)"
 	@echo "make format       ruff format the code, then regenerate labs/ and notebooks/ (make lint checks all of it)"
 	@echo "make release DEST=dir  the student repository: no solutions/, a GitHub Classroom workflow, its own make test"
+	@echo "make gradescope   the Gradescope autograder zip (HIDDEN=dir: instructor-only checks; OBJECTIVES=1,3: some only)"
 	@echo "make db-stop      stop the embedded PostgreSQL (data is kept in .pgdata/)"
 
 $(VENV)/.installed: requirements.lock pyproject.toml
@@ -120,9 +121,13 @@ grade: install sandbox
 labs: install
 	$(PY) tools/make_labs.py
 
+# The Gradescope autograder (setup.sh, run_autograder, the student release and HIDDEN=dir's checks) as one zip.
+gradescope: install
+	$(PY) tools/gradescope.py autograder.zip $(if $(HIDDEN),--hidden $(HIDDEN)) $(if $(OBJECTIVES),--objectives $(OBJECTIVES))
+
 release: install
 	@test -n "$(DEST)" || { echo 'usage: make release DEST=/path/to/student-repo'; exit 2; }
-	$(PY) tools/release.py $(DEST)
+	$(PY) tools/release.py $(DEST) $(if $(CHECKS_FROM),--checks-from $(CHECKS_FROM))
 
 db-start: install
 	$(PY) -m course db start

@@ -15,13 +15,15 @@ import hmac
 import json
 import os
 import re
+from collections import Counter
 from collections.abc import Callable
 
 _OBJECTIVE = re.compile(r"test_objective(\d+)")
 
 
-def check_info(item) -> dict:
-    """What a check is worth and how to show it: nodeid, objective, title (docstring), points (marker, default 1)."""
+def check_info(item, cases: int = 1) -> dict:
+    """What a check is worth and how to show it: nodeid, objective, title (docstring), points. A check's points are
+    its marker's (default 1) whatever its parametrisation: each of its `cases` is worth an equal share."""
     doc = (getattr(getattr(item, "function", None), "__doc__", None) or "").strip().splitlines()
     title = doc[0] if doc else item.name
     if "[" in item.name:  # the case of a parametrised check; ids a check left empty leave a leading "-"
@@ -32,8 +34,13 @@ def check_info(item) -> dict:
         "nodeid": item.nodeid,
         "objective": int(match.group(1)) if match else 0,
         "title": title,
-        "points": float(points.args[0]) if points else 1.0,
+        "points": (float(points.args[0]) if points else 1.0) / cases,
     }
+
+
+def _function(item) -> tuple[str, str]:
+    """The check a (possibly parametrised) test item is a case of."""
+    return item.nodeid.split("::", 1)[0], getattr(item, "originalname", item.name)
 
 
 def failure_message(report) -> str:
@@ -50,8 +57,9 @@ class ResultStream:
         self.sink = sink
 
     def pytest_collection_modifyitems(self, items):
+        cases = Counter(_function(item) for item in items)
         for item in items:
-            self.sink({"event": "collected", **check_info(item)})
+            self.sink({"event": "collected", **check_info(item, cases[_function(item)])})
 
     def pytest_runtest_logreport(self, report):
         if report.when == "call" or report.failed or report.skipped:

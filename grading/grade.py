@@ -9,8 +9,9 @@ in its own process against the course's checks (plus instructor-only checks from
 * a time limit per check (--timeout) and for the whole submission, so a hang costs only that submission's points;
 * results streamed as they happen, so a crash keeps the points already earned.
 
-Points per check come from `@pytest.mark.points(n)` next to the check (default 1). Hidden checks are test files
-named `test_objective<N>_<anything>.py` in the --hidden folder; they use the same fixtures as the shipped checks.
+Points per check come from `@pytest.mark.points(n)` next to the check (default 1; a parametrised check's cases
+share them). Hidden checks are test files named `test_objective<N>_<anything>.py` in the --hidden folder; they use
+the same fixtures as the shipped checks.
 
 Graded functions that are the same code as the reference or as another submission are flagged (`similar`, see
 grading/similarity.py) for a person to look at; the score is not changed. `--format gradescope` writes Gradescope's
@@ -26,6 +27,7 @@ import contextlib
 import csv
 import hashlib
 import json
+import math
 import os
 import re
 import shutil
@@ -429,7 +431,7 @@ def classroom_results(score: SubmissionScore, secret: set[str] = frozenset()) ->
         ]
         runners[f"objective{number}"] = {
             "version": 1,
-            "max_score": sum(c.max_points for c in checks),
+            "max_score": math.fsum(c.max_points for c in checks),
             "status": "pass" if all(c.outcome == "passed" for c in checks) else "fail",
             "tests": tests,
         }

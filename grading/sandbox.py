@@ -77,8 +77,16 @@ def command(
     wrapped = ["bwrap", "--ro-bind", "/", "/", "--dev", "/dev", "--proc", "/proc"]
     wrapped += ["--perms", "1777", "--size", str(TMP_BYTES), "--tmpfs", "/tmp"]
     for closed, inside in _closed_ancestors([Path(sys.base_prefix).resolve(), *readonly]):
-        # e.g. /root (0700) above pyenv's Python: an empty folder there, and only the interpreter bound back
-        wrapped += ["--tmpfs", str(closed), "--ro-bind", str(inside), str(inside)]
+        # e.g. /root (0700) above pyenv's Python: an empty folder there, folders others may pass through down to
+        # it (bubblewrap would make them 0700), and only the interpreter bound back
+        wrapped += ["--perms", "0755", "--tmpfs", str(closed)]
+        for step in reversed(inside.relative_to(closed).parents[:-1]):
+            wrapped += ["--perms", "0755", "--dir", str(closed / step)]
+        wrapped += ["--ro-bind", str(inside), str(inside)]
+    for path in [*readonly, *writable]:  # folders others may pass through down to each bound path in the new /tmp
+        if Path("/tmp") in path.parents:
+            for step in reversed(path.relative_to("/tmp").parents[:-1]):
+                wrapped += ["--perms", "0755", "--dir", str(Path("/tmp") / step)]
     for path in readonly:
         wrapped += ["--ro-bind", str(path), str(path)]
     for path in writable:

@@ -1,12 +1,17 @@
-"""Copied work, flagged for a person to look at (never a penalty): graded functions that are the same code as the
-reference or as another submission once names, whitespace, comments and docstrings are set aside.
+"""Copied work, flagged for a person to look at (never a penalty): graded functions that are essentially the same
+code as the reference or as another submission, whatever the names, formatting, comments, docstrings — or a few
+statements added to hide the copy.
 
-Each graded function (one that holds a `BEGIN SOLUTION` region in solutions/) is reduced to a fingerprint: its AST
-with docstrings and annotations dropped and every local name (arguments, variables, loop and comprehension targets)
-replaced by the same placeholder, so renaming variables, reusing a name or reformatting does not hide a copy. A
-function is compared only if the learner wrote at least MIN_NODES AST nodes of it (beyond the starter's version,
-whose given code everyone shares): short answers converge honestly (there are few ways to write
-`return table.get(key, default)`), and an untouched starter is not work.
+Each graded function (one that holds a `BEGIN SOLUTION` region in solutions/) is reduced to its AST with docstrings
+and annotations dropped and every local name (arguments, variables, loop and comprehension targets) replaced by the
+same placeholder, so renaming variables, reusing a name or reformatting does not hide a copy. That tree, walked in
+order, is a token stream; its K-token windows are hashed and winnowed (the fingerprinting MOSS uses: the smallest
+hash of every WINDOW consecutive ones), and the fingerprints the starter's version of the function already has
+(given code everyone shares) are set aside. Two functions are flagged when at least SIMILAR of the smaller one's
+fingerprints are in the other: a no-op statement per function changes only the few windows that cross it. A
+function is compared only if the learner wrote at least MIN_NODES AST nodes of it beyond the starter's: short
+answers converge honestly (there are few ways to write `return table.get(key, default)`), and an untouched starter
+is not work.
 """
 
 from __future__ import annotations
@@ -14,11 +19,13 @@ from __future__ import annotations
 import ast
 import hashlib
 import re
-from collections import defaultdict
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 MIN_NODES = 40
+K = 8  # tokens per hashed window
+WINDOW = 4  # winnowing window: one fingerprint per WINDOW consecutive hashes at least
+SIMILAR = 0.8  # share of the smaller function's fingerprints found in the other
 BEGIN = re.compile(r"^\s*# BEGIN SOLUTION")
 
 
@@ -58,12 +65,43 @@ def _locals(function: ast.AST) -> set[str]:
     return names
 
 
-def fingerprint(function: ast.FunctionDef | ast.AsyncFunctionDef) -> tuple[str, int]:
-    """A hash of the function's normalised code, and its size in AST nodes."""
+def _canonical(function: ast.FunctionDef | ast.AsyncFunctionDef) -> ast.AST:
     body = ast.Module(body=function.body, type_ignores=[])
-    canonical = _Canonical(_locals(function)).visit(ast.parse(ast.unparse(body)))
-    text = ast.dump(canonical, annotate_fields=False, include_attributes=False)
-    return hashlib.sha256(text.encode()).hexdigest()[:16], sum(1 for _ in ast.walk(canonical))
+    return _Canonical(_locals(function)).visit(ast.parse(ast.unparse(body)))
+
+
+def _tokens(tree: ast.AST) -> list[str]:
+    """The tree in walk order: each node's type, with the names, attributes and constants it carries."""
+    tokens = []
+    for node in ast.walk(tree):
+        tokens.append(type(node).__name__)
+        for field in ("id", "attr", "arg", "name"):
+            value = getattr(node, field, None)
+            if isinstance(value, str):
+                tokens.append(value)
+        if isinstance(node, ast.Constant):
+            tokens.append(repr(node.value)[:40])
+    return tokens
+
+
+def fingerprint(function: ast.FunctionDef | ast.AsyncFunctionDef) -> tuple[frozenset[int], int]:
+    """The function's winnowed fingerprints (hashes of K-token windows of its normalised code), and its size in AST
+    nodes."""
+    tree = _canonical(function)
+    tokens = _tokens(tree)
+    hashes = [
+        int.from_bytes(hashlib.blake2b("\x1f".join(tokens[i : i + K]).encode(), digest_size=8).digest(), "big")
+        for i in range(max(1, len(tokens) - K + 1))
+    ]
+    chosen = {min(hashes[i : i + WINDOW]) for i in range(max(1, len(hashes) - WINDOW + 1))}
+    return frozenset(chosen), sum(1 for _ in ast.walk(tree))
+
+
+def resemblance(a: frozenset[int], b: frozenset[int]) -> float:
+    """The share of the smaller set's fingerprints that are in the other (0 when either is empty)."""
+    if not a or not b:
+        return 0.0
+    return len(a & b) / min(len(a), len(b))
 
 
 def _functions(path: Path) -> dict[str, ast.FunctionDef | ast.AsyncFunctionDef]:
@@ -97,10 +135,10 @@ def graded_functions(solutions: Path = ROOT / "solutions") -> dict[str, set[str]
 
 
 def fingerprints(
-    code_root: Path, graded: dict[str, set[str]], starter: dict[str, tuple[str, int]] | None = None
-) -> dict[str, tuple[str, int]]:
-    """{"objective1.py:validate_embedding": (fingerprint, size)} for the graded functions under code_root; with the
-    starter's own, only functions that differ from it and add at least MIN_NODES nodes to it."""
+    code_root: Path, graded: dict[str, set[str]], starter: dict[str, tuple[frozenset[int], int]] | None = None
+) -> dict[str, tuple[frozenset[int], int]]:
+    """{"objective1.py:validate_embedding": (fingerprints, size)} for the graded functions under code_root; with the
+    starter's own, only functions that add at least MIN_NODES nodes to it, and without the starter's fingerprints."""
     prints = {}
     for relative, names in graded.items():
         path = code_root / relative
@@ -112,9 +150,9 @@ def fingerprints(
             continue
         for name in sorted(names & set(functions)):
             key, (value, size) = f"{relative}:{name}", fingerprint(functions[name])
-            base_value, base_size = (starter or {}).get(key, (None, 0))
-            if value != base_value and size - base_size >= MIN_NODES:
-                prints[key] = (value, size)
+            base_value, base_size = (starter or {}).get(key, (frozenset(), 0))
+            if size - base_size >= MIN_NODES and (value - base_value):
+                prints[key] = (value - base_value, size)
     return prints
 
 
@@ -137,15 +175,15 @@ def flag_copies(
     }
     reference = fingerprints(solutions, graded, base)
     prints = {name: fingerprints(labs, graded, base) for name, labs in submissions.items()}
-    holders: dict[tuple[str, tuple[str, int]], list[str]] = defaultdict(list)
-    for name, found in prints.items():
-        for function, value in found.items():
-            holders[(function, value)].append(name)
     flags: dict[str, list[dict]] = {name: [] for name in submissions}
     for name, found in prints.items():
-        for function, value in sorted(found.items()):
-            same = sorted(other for other in holders[(function, value)] if other != name)
-            if reference.get(function) == value:
+        for function, (value, _) in sorted(found.items()):
+            same = sorted(
+                other
+                for other, theirs in prints.items()
+                if other != name and function in theirs and resemblance(value, theirs[function][0]) >= SIMILAR
+            )
+            if function in reference and resemblance(value, reference[function][0]) >= SIMILAR:
                 flags[name].append({"function": function, "same_as": ["reference", *same]})
             elif same:
                 flags[name].append({"function": function, "same_as": same})

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import base64
 import json
+import math
 import shutil
 import subprocess
 import sys
@@ -142,7 +143,8 @@ def test_gradescope_results_follow_the_documented_shape(graded_reference, tmp_pa
     jsonschema.validate(results, json.loads((ROOT / "tests/schemas/gradescope-results.schema.json").read_text()))
     failed = [t for t in results["tests"] if t["status"] == "failed"]
     assert failed and all(t["score"] == 0 and "Hint:" in t["output"] for t in failed)
-    assert results["score"] == sum(t["score"] for t in results["tests"]) < sum(t["max_score"] for t in results["tests"])
+    scored = math.fsum(t["score"] for t in results["tests"])  # a parametrised check's cases share its points
+    assert results["score"] == pytest.approx(scored) and scored < math.fsum(t["max_score"] for t in results["tests"])
     assert "same code as the reference" in results["output"]
 
 
@@ -176,7 +178,7 @@ def test_classroom_outputs_are_what_the_reporter_reads(graded_reference, tmp_pat
         # what autograding-grading-reporter does with it: points = sum of test scores, out of max_score
         part = scores["objectives"][name.removeprefix("objective")]
         assert payload["version"] == 1 and payload["max_score"] == part["max_points"]
-        assert sum(t["score"] for t in payload["tests"]) == part["points"]
+        assert math.fsum(t["score"] for t in payload["tests"]) == pytest.approx(part["points"])
         assert all(
             t["status"] in ("pass", "fail") and set(t) >= {"name", "message", "line_no"} for t in payload["tests"]
         )
@@ -206,3 +208,47 @@ def test_an_ungradable_repository_gets_zero_with_a_message_in_classroom(tmp_path
         assert payload["status"] == "fail" and payload["max_score"] > 0
         assert sum(t["score"] for t in payload["tests"]) == 0
         assert "neither a labs/ folder" in payload["tests"][0]["message"]
+
+
+def test_pinned_classroom_grading_ignores_the_students_own_checks(student, tmp_path):
+    """A student who edits checks/ so that every check passes: with --checks-from the workflow grades with the
+    instructor's checks (a second checkout) and the starter's true score comes out; the workflow's own steps are
+    simulated in order (the two checkouts as copies, setup-python and make install as this .venv), then the grade
+    step's command runs as written, restricted to one objective to keep the test short. (The instructor's course
+    is the module's release; the student's is built pinned.)"""
+    import os
+
+    instructor, student = student, tmp_path / "student"
+    pin = ["--checks-from", "teacher/pgvector-course@0123abc"]
+    subprocess.run([sys.executable, "tools/release.py", str(student), *pin], cwd=ROOT, check=True, timeout=300)
+    for check in (student / "checks").glob("test_objective*.py"):  # the student's edit: every check passes
+        check.write_text('"""mine"""\n\n\ndef test_everything_is_fine():\n    """all good"""\n')
+    steps = yaml.safe_load((student / ".github/workflows/classroom.yml").read_text())["jobs"]["run-autograding-tests"][
+        "steps"
+    ]
+    checkouts = [s for s in steps if s.get("uses", "").startswith("actions/checkout")]
+    assert [c["with"]["path"] for c in checkouts] == ["submission", "course"]
+    assert checkouts[1]["with"]["repository"] == "teacher/pgvector-course" and checkouts[1]["with"]["ref"] == "0123abc"
+    work = tmp_path / "work"
+    shutil.copytree(student, work / "submission")
+    shutil.copytree(instructor, work / "course", ignore=shutil.ignore_patterns(".venv", ".pgdata", "data"))
+    (work / "course" / ".venv").symlink_to(ROOT / ".venv")
+    grade_step = next(s for s in steps if s.get("id") == "grade")
+    outputs = tmp_path / "outputs"
+    env = {**os.environ, "GITHUB_OUTPUT": str(outputs), "GITHUB_STEP_SUMMARY": str(tmp_path / "summary.md")}
+    subprocess.run(
+        ["bash", "-c", grade_step["run"] + " --objectives 1"],
+        cwd=work / grade_step["working-directory"],
+        env=env,
+        check=True,
+        capture_output=True,
+        timeout=600,
+    )
+    results = {
+        name: json.loads(base64.b64decode(value))
+        for name, value in (line.split("=", 1) for line in outputs.read_text().splitlines())
+    }
+    assert set(results) == {"objective1"}
+    for payload in results.values():
+        assert payload["status"] == "fail" and sum(t["score"] for t in payload["tests"]) == 0
+        assert len(payload["tests"]) > 1, "the instructor's checks ran, not the student's one stub"

@@ -65,6 +65,8 @@ RELEASE_TEST_RECIPE = """test: install browser
 """
 
 #: The workflow GitHub Classroom runs on every push: one grading run, points per objective to the official reporter.
+#: {course} is how the course's checks and grader arrive: pinned (the instructor's repository at a fixed commit,
+#: checked out beside the student's), or the student repository's own (which its owner can edit: not for marks).
 CLASSROOM_WORKFLOW = """\
 # Grades every push with the course's checks and reports the points to GitHub Classroom (and the job summary).
 name: Autograding Tests
@@ -82,17 +84,11 @@ jobs:
     if: github.actor != 'github-classroom[bot]'
     timeout-minutes: 30
     steps:
-      - uses: actions/checkout@v4
-      - uses: actions/setup-python@v5
-        with:
-          python-version: "3.11"
-          cache: pip
-          cache-dependency-path: requirements.lock
-      - name: Install the course
-        run: make install
+{course}
       - name: Grade every objective
         id: grade
-        run: .venv/bin/python -m grading . --format classroom --out grade.json
+        working-directory: course
+        run: .venv/bin/python -m grading {submission} --format classroom --out ../grade.json
       - name: Autograding Reporter
         uses: classroom-resources/autograding-grading-reporter@v1
         env:
@@ -101,11 +97,58 @@ jobs:
           runners: {runners}
 """
 
+#: The course from the instructor's repository at a fixed commit; the student's repository only provides labs/.
+PINNED_COURSE = """\
+      - uses: actions/checkout@v4
+        with:
+          path: submission
+      - name: The course's checks and grader, pinned (the student's copy of checks/ is not used)
+        uses: actions/checkout@v4
+        with:
+          repository: {repository}
+          ref: {ref}
+          path: course
+          token: ${{{{ secrets.COURSE_CHECKS_TOKEN || github.token }}}}
+      - uses: actions/setup-python@v5
+        with:
+          python-version: "3.11"
+          cache: pip
+          cache-dependency-path: course/requirements.lock
+      - name: Install the course
+        run: make -C course install"""
 
-def classroom_workflow(objectives: list[int]) -> str:
+#: Without --checks-from: the student repository grades itself, and the summary says so.
+OWN_COURSE = """\
+      - uses: actions/checkout@v4
+        with:
+          path: course
+      - uses: actions/setup-python@v5
+        with:
+          python-version: "3.11"
+          cache: pip
+          cache-dependency-path: course/requirements.lock
+      - name: Install the course
+        run: make -C course install
+      - name: Note that the checks are this repository's own
+        run: >-
+          echo "Graded with this repository's own checks/ (not pinned; see the course README)."
+          >> "$GITHUB_STEP_SUMMARY"
+"""
+
+
+def classroom_workflow(objectives: list[int], checks_from: str | None = None) -> str:
+    """The Classroom workflow; `checks_from` ("owner/repository@commit") pins the checks and grader."""
     runners = [f"objective{n}" for n in objectives]
     env = "\n".join(f'          {r.upper()}_RESULTS: "${{{{ steps.grade.outputs.{r} }}}}"' for r in runners)
-    return CLASSROOM_WORKFLOW.format(env=env, runners=",".join(runners))
+    if checks_from:
+        match = re.fullmatch(r"([\w.-]+/[\w.-]+)@([0-9a-f]{7,40}|v?[\w.-]+)", checks_from)
+        if not match:
+            raise SystemExit(f"--checks-from needs owner/repository@commit, not {checks_from!r}")
+        course = PINNED_COURSE.format(repository=match.group(1), ref=match.group(2))
+        submission = "../submission"
+    else:
+        course, submission = OWN_COURSE.rstrip("\n"), "."
+    return CLASSROOM_WORKFLOW.format(course=course, submission=submission, env=env, runners=",".join(runners))
 
 
 def learner_readme(text: str) -> str:
@@ -242,7 +285,7 @@ def generated_are_current() -> list[str]:
     return stale
 
 
-def build(dest: Path, *, force: bool = False) -> Path:
+def build(dest: Path, *, force: bool = False, checks_from: str | None = None) -> Path:
     if stale := generated_are_current():
         raise SystemExit("the release would ship stale generated files (run `make format`):\n  " + "\n  ".join(stale))
     dest = dest.resolve()
@@ -272,7 +315,7 @@ def build(dest: Path, *, force: bool = False) -> Path:
         for p in (ROOT / "checks").glob("test_objective*.py")
         if (m := re.fullmatch(r"test_objective(\d+)\.py", p.name))
     )
-    (workflows / "classroom.yml").write_text(classroom_workflow(objectives), encoding="utf-8")
+    (workflows / "classroom.yml").write_text(classroom_workflow(objectives, checks_from), encoding="utf-8")
     problems = leaks(dest, reference_lines())
     if problems:
         shutil.rmtree(dest)
@@ -285,6 +328,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("dest", type=Path, nargs="?", help="an empty or new folder")
     parser.add_argument("--force", action="store_true", help="replace DEST if it is not empty")
     parser.add_argument(
+        "--checks-from",
+        metavar="OWNER/REPO@COMMIT",
+        help="grade on GitHub Classroom with the checks and grader of this repository at this commit",
+    )
+    parser.add_argument(
         "--pytest-ignore-shipped",
         action="store_true",
         help="print --ignore options for the shipped tests (make test runs those in the release)",
@@ -295,7 +343,7 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     if args.dest is None:
         parser.error("DEST is required")
-    dest = build(args.dest, force=args.force)
+    dest = build(args.dest, force=args.force, checks_from=args.checks_from)
     files = [p for p in dest.rglob("*") if p.is_file()]
     size = sum(p.stat().st_size for p in files)
     print(
