@@ -83,6 +83,8 @@ def command(
         for step in reversed(inside.relative_to(closed).parents[:-1]):
             wrapped += ["--perms", "0755", "--dir", str(closed / step)]
         wrapped += ["--ro-bind", str(inside), str(inside)]
+    # the Python environment the checks run in (a venv reached through a link may live elsewhere under /tmp)
+    readonly = [*readonly, Path(sys.prefix).resolve()]
     for path in [*readonly, *writable]:  # folders others may pass through down to each bound path in the new /tmp
         if Path("/tmp") in path.parents:
             for step in reversed(path.relative_to("/tmp").parents[:-1]):

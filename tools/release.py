@@ -97,6 +97,16 @@ jobs:
           runners: {runners}
 """
 
+#: Python and the course, installed from the lock of the checkout in course/.
+INSTALL = """\
+      - uses: actions/setup-python@v5
+        with:
+          python-version: "3.11"
+          cache: pip
+          cache-dependency-path: course/requirements.lock
+      - name: Install the course
+        run: make -C course install"""
+
 #: The course from the instructor's repository at a fixed commit; the student's repository only provides labs/.
 PINNED_COURSE = """\
       - uses: actions/checkout@v4
@@ -109,26 +119,14 @@ PINNED_COURSE = """\
           ref: {ref}
           path: course
           token: ${{{{ secrets.COURSE_CHECKS_TOKEN || github.token }}}}
-      - uses: actions/setup-python@v5
-        with:
-          python-version: "3.11"
-          cache: pip
-          cache-dependency-path: course/requirements.lock
-      - name: Install the course
-        run: make -C course install"""
+{install}"""
 
 #: Without --checks-from: the student repository grades itself, and the summary says so.
 OWN_COURSE = """\
       - uses: actions/checkout@v4
         with:
           path: course
-      - uses: actions/setup-python@v5
-        with:
-          python-version: "3.11"
-          cache: pip
-          cache-dependency-path: course/requirements.lock
-      - name: Install the course
-        run: make -C course install
+{install}
       - name: Note that the checks are this repository's own
         run: >-
           echo "Graded with this repository's own checks/ (not pinned; see the course README)."
@@ -144,10 +142,10 @@ def classroom_workflow(objectives: list[int], checks_from: str | None = None) ->
         match = re.fullmatch(r"([\w.-]+/[\w.-]+)@([0-9a-f]{7,40}|v?[\w.-]+)", checks_from)
         if not match:
             raise SystemExit(f"--checks-from needs owner/repository@commit, not {checks_from!r}")
-        course = PINNED_COURSE.format(repository=match.group(1), ref=match.group(2))
+        course = PINNED_COURSE.format(repository=match.group(1), ref=match.group(2), install=INSTALL)
         submission = "../submission"
     else:
-        course, submission = OWN_COURSE.rstrip("\n"), "."
+        course, submission = OWN_COURSE.format(install=INSTALL).rstrip("\n"), "."
     return CLASSROOM_WORKFLOW.format(course=course, submission=submission, env=env, runners=",".join(runners))
 
 
