@@ -315,7 +315,7 @@ if judged:
 # (an answer page among the first five) and **MRR@10** (1 / rank of the first answer page).
 #
 # One detail of the candidates matters here. `websearch_to_tsquery` requires *every* word, so a natural question
-# rarely matches any passage and its text score is 0 nearly everywhere. `course.quality` finds text candidates that
+# rarely matches any passage and its text score is 0 nearly everywhere. `course.ranking` finds text candidates that
 # way (the GIN index keeps it cheap) but scores every candidate by `ts_rank` against *any* of the question's words.
 
 # %%
