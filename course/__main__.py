@@ -5,6 +5,7 @@ python -m course corpus build|load|status         the document set in data/ and 
 python -m course setup                            start the database, build and load the corpus (make lab)
 python -m course lab [--objective N] [jupyter args]  JupyterLab on one objective's notebook and lab file
 python -m course serve [--target T] [--host H] [--port P]  the search API (make serve) with the course's limits
+python -m course cluster start --replicas N|stop|status   hot standbys of the course's server (streaming replication)
 """
 
 from __future__ import annotations
@@ -110,6 +111,9 @@ def main(argv: list[str] | None = None) -> int:
     db.add_argument("action", choices=["start", "stop", "status", "url", "psql"])
     corpus = sub.add_parser("corpus", help="the course documents")
     corpus.add_argument("action", choices=["build", "load", "status"])
+    cluster = sub.add_parser("cluster", help="hot standbys of the course's server (streaming replication)")
+    cluster.add_argument("action", choices=["start", "stop", "status"])
+    cluster.add_argument("--replicas", type=int, default=1, help="standbys to run (start; default 1)")
     sub.add_parser("setup", help="start the database, build and load the corpus")
     sub.add_parser("lab", help="JupyterLab opened on one objective (--objective N), extra arguments go to jupyter lab")
     sub.add_parser("serve", help="the search API under uvicorn with the course's limits (--target, --host, --port)")
@@ -127,10 +131,14 @@ def main(argv: list[str] | None = None) -> int:
             return _db(args.action)
         if args.command == "corpus":
             return _corpus(args.action)
+        if args.command == "cluster":
+            from course import cluster as local_cluster
+
+            return local_cluster.main(args.action, args.replicas)
         _db("start")
         _corpus("build")
         return _corpus("load")
-    except database.DatabaseError as exc:
+    except (database.DatabaseError, ValueError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
 

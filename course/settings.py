@@ -24,6 +24,18 @@ Provider = Literal["local", "openai", "gemini", "hashing"]
 Target = Literal["labs", "solutions"]
 
 
+def postgres_url(value: str | None) -> str | None:
+    """Every URL form the course meets, as one: `postgres://` (Heroku, Render, Supabase) is `postgresql://`; any
+    `+driver` suffix is dropped (each helper in course.database adds the one its driver needs); blank is unset."""
+    if value is None or not value.strip():
+        return None
+    value = value.strip()
+    scheme, sep, rest = value.partition("://")
+    if not sep or scheme.split("+")[0] not in ("postgres", "postgresql"):
+        raise ValueError(f"DATABASE_URL must start with postgresql:// (got {scheme or value[:20]!r}).")
+    return f"postgresql://{rest}"
+
+
 class Settings(BaseSettings):
     """Course configuration. Field names map to upper-case environment variables (e.g. DATABASE_URL)."""
 
@@ -37,15 +49,30 @@ class Settings(BaseSettings):
     @field_validator("database_url")
     @classmethod
     def _one_url_form(cls, value: str | None) -> str | None:
-        """Every URL form the course meets, as one: `postgres://` (Heroku, Render, Supabase) is `postgresql://`; any
-        `+driver` suffix is dropped (each helper in course.database adds the one its driver needs); blank is unset."""
+        return postgres_url(value)
+
+    database_read_urls: str | None = Field(
+        None,
+        description="Comma-separated URLs of hot standbys the search service reads from (writes go to the primary); "
+        "unset: the running standbys of `python -m course cluster` (embedded server), else none (the primary "
+        "serves reads).",
+    )
+    read_max_lag: float = Field(
+        10.0, gt=0, description="Seconds a standby may be behind the primary and still take reads."
+    )
+    read_after_wait: float = Field(
+        0.5,
+        ge=0,
+        description="Seconds a search carrying X-Read-After-LSN waits for a standby to replay that write before "
+        "reading from the primary instead.",
+    )
+
+    @field_validator("database_read_urls")
+    @classmethod
+    def _read_urls(cls, value: str | None) -> str | None:
         if value is None or not value.strip():
             return None
-        value = value.strip()
-        scheme, sep, rest = value.partition("://")
-        if not sep or scheme.split("+")[0] not in ("postgres", "postgresql"):
-            raise ValueError(f"DATABASE_URL must start with postgresql:// (got {scheme or value[:20]!r}).")
-        return f"postgresql://{rest}"
+        return ",".join(str(postgres_url(url)) for url in value.split(",") if url.strip())
 
     course_pgdata: Path = Field(REPO_ROOT / ".pgdata", description="Data directory of the embedded server.")
     course_database: str = Field(

@@ -20,6 +20,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from course import database
 from course.embeddings import Embedder, get_embedder
 from course.budgets import deadline as request_deadline
+from course.replicas import ReadAfter, Reads
 from course.resilience import GuardedEmbedder
 from course.settings import Settings, get_settings
 from course.text import check_json, check_text
@@ -46,7 +47,10 @@ class HealthPart(BaseModel):
 
 
 class Health(BaseModel):
-    status: str = Field(description="ok, or unavailable when a part is not ready.")
+    status: str = Field(
+        description="ok; degraded when searches are served but the primary does not answer (writes get 503) or a "
+        "standby takes no reads; unavailable when a part is not ready."
+    )
     embedder: HealthPart = Field(
         description="The model, and the provider's state from recent calls: `breaker` "
         "closed, open or half-opened, `retries`: allowed or throttled (the process's retry "
@@ -55,7 +59,14 @@ class Health(BaseModel):
     database: HealthPart = Field(
         description="Reachable, the table's estimated rows, `models`: which embedding "
         "models its rows were made with (all must be the configured one), and whether the "
-        "vector index and the full-text index (hybrid and rrf modes) exist."
+        "vector index and the full-text index (hybrid and rrf modes) exist; with read replicas, `writes`: "
+        "whether the primary answers."
+    )
+    replicas: HealthPart | None = Field(
+        None,
+        description="With read replicas only: each standby, whether it takes reads (reachable, replaying, at most "
+        "`max_lag_seconds` behind), its replay position and lag, and how many reads it served; "
+        "`reads_on_primary`: reads no standby could take.",
     )
     search: HealthPart = Field(
         description="`default_mode`: how a search without `mode` ranks, and `chosen_by`: SEARCH_MODE, or the "
@@ -67,6 +78,16 @@ async def release_without_reset(conn) -> None:
     """The service's connections hold no session state (planner settings only with SET LOCAL inside a transaction; no
     cursors, advisory locks, LISTEN or temporary tables: tests/test_service_contract.py proves it), so a connection
     goes back to the pool without asyncpg's reset query — one round trip less per request."""
+
+
+async def primary_reachable(service: SearchServiceBase) -> bool:
+    """Whether the primary answers (so POST /documents can write)."""
+    try:
+        async with service.pool.acquire(timeout=1) as conn:
+            await conn.fetchval("SELECT 1", timeout=1)
+        return True
+    except Exception:  # noqa: BLE001 — any failure means "cannot write now"
+        return False
 
 
 def query_embedder(settings: Settings, embedding_client: Callable[..., Embedder] | None) -> tuple[Embedder, Any]:
@@ -96,12 +117,15 @@ def create_service_app(
     embedding_client: Callable[..., Embedder] | None = None,
     embedder: Embedder | None = None,
     database_url: str | None = None,
+    read_urls: list[str] | None = None,
     settings: Settings | None = None,
 ) -> FastAPI:
     """The search service: `router` (the objective's POST /search) with the course's plumbing around it.
     `service_class(pool, embedder, settings, metrics)` makes the one service the routes share (app.state.service).
     Queries are embedded by `embedder` if given, else as `query_embedder()` says (through `embedding_client`, the
-    objective's httpx client); the database is the course's unless `database_url` names another."""
+    objective's httpx client); the database is the course's unless `database_url` names another. Searches read from
+    the standbys at `read_urls` (default: course.database.read_urls() for the course's database, none for another),
+    else from the primary."""
     settings = settings or get_settings()
     metrics = Metrics()
     write_key = settings.search_api_key.get_secret_value() if settings.search_api_key else None
@@ -123,18 +147,30 @@ def create_service_app(
             reset_seconds=settings.embedding_breaker_reset,
         )
         metrics.watch(app.state.embedder)
-        pool = await database.create_pool(
-            database_url,
-            min_size=0,
-            max_size=10,
-            command_timeout=settings.search_db_timeout,
-            server_settings={"hnsw.iterative_scan": "relaxed_order"},
-            reset=release_without_reset,
-        )
-        app.state.service = service_class(pool, app.state.embedder, settings, metrics)
+        pool_options: dict[str, Any] = {
+            "min_size": 0,
+            "max_size": 10,
+            "command_timeout": settings.search_db_timeout,
+            "server_settings": {"hnsw.iterative_scan": "relaxed_order"},
+            "reset": release_without_reset,
+        }
+        pool = await database.create_pool(database_url, **pool_options)
+        app.state.service = service = service_class(pool, app.state.embedder, settings, metrics)
+        standbys = read_urls if read_urls is not None else (database.read_urls() if database_url is None else [])
+        if standbys:
+            # a pool per standby; none is opened yet (min_size 0), so a standby that is down does not stop the start
+            service.reads = Reads(
+                pool,
+                {f"standby{n}": await database.create_pool(url, **pool_options) for n, url in enumerate(standbys, 1)},
+                max_lag=settings.read_max_lag,
+                read_after_wait=settings.read_after_wait,
+            )
+            log.info("reads go to %d standby(s), writes to the primary", len(standbys))
+        await service.reads.start()
         try:
             yield
         finally:
+            await service.reads.close()
             await pool.close()
             if own_embedder:
                 await app.state.embedder.aclose()
@@ -152,6 +188,7 @@ def create_service_app(
     )
     app.state.metrics = metrics
     error = error_factory(metrics.errors)
+    app.add_middleware(ReadAfter, on_error=error)  # inside the guard (added last, the guard runs first)
     app.add_middleware(
         Guard,
         max_body_bytes=settings.search_max_body_bytes,
@@ -193,7 +230,7 @@ def create_service_app(
         service: SearchServiceBase = request.app.state.service
         async with asyncio.timeout(settings.document_deadline + DEADLINE_GRACE):
             with request_deadline(settings.document_deadline):
-                return DocumentCreated(id=await service.add_document(doc))
+                return await service.add_document(doc)
 
     @app.get(
         "/healthz",
@@ -215,17 +252,18 @@ def create_service_app(
                 "chosen_by": "SEARCH_MODE" if service.settings.search_mode else "measured default for the model",
             },
         }
+
+        async def table_facts(conn) -> tuple[int | None, list[str]]:
+            rows = await conn.fetchval(
+                "SELECT reltuples::bigint FROM pg_class WHERE oid = to_regclass('embeddings')", timeout=2
+            )
+            indexes = await conn.fetch("SELECT indexdef FROM pg_indexes WHERE tablename = 'embeddings'", timeout=2)
+            return rows, [r[0] for r in indexes]
+
+        degraded = False
         try:
-            async with service.pool.acquire(timeout=2) as conn:
-                rows = await conn.fetchval(
-                    "SELECT reltuples::bigint FROM pg_class WHERE oid = to_regclass('embeddings')", timeout=2
-                )
-                indexes = [
-                    r[0]
-                    for r in await conn.fetch(
-                        "SELECT indexdef FROM pg_indexes WHERE tablename = 'embeddings'", timeout=2
-                    )
-                ]
+            # where searches read (a standby, when there are any); writes need the primary
+            rows, indexes = await service.reads.run(table_facts, within=2)
             if rows is None:
                 raise LookupError("the embeddings table does not exist")
             report["database"] = {
@@ -246,11 +284,18 @@ def create_service_app(
                     "full-text index is missing: every search would read every row. `python -m course setup` builds "
                     "it (or set SEARCH_MODE=vector).",
                 )
+            if service.reads.nodes:
+                report["database"]["writes"] = await primary_reachable(service)
+                report["replicas"] = service.reads.health()
+                degraded = not report["database"]["writes"] or not all(
+                    s["taking_reads"] for s in report["replicas"]["standbys"]
+                )
         except Exception as exc:  # noqa: BLE001 — any failure means "not ready", reported, not raised
             log.warning("healthz: database not ready: %s", exc)
             report["database"] = {"ready": False, "error": type(exc).__name__}
         ready = all(part["ready"] for part in report.values())
-        return JSONResponse({"status": "ok" if ready else "unavailable", **report}, status_code=200 if ready else 503)
+        state = ("degraded" if degraded else "ok") if ready else "unavailable"
+        return JSONResponse({"status": state, **report}, status_code=200 if ready else 503)
 
     @app.get("/metrics", include_in_schema=False)
     async def prometheus() -> Response:

@@ -1,13 +1,14 @@
-"""What every search service needs beside its search: the pool, the guarded embedder, the settings and metrics, the
-database timeout within the request's deadline, which models made the table's vectors, and adding a document."""
+"""What every search service needs beside its search: the pool (the primary, for writes) and the read path (standbys
+when there are any, course.replicas), the guarded embedder, the settings and metrics, the database timeout within the
+request's deadline, which models made the table's vectors, and adding a document."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
 import time
-from collections.abc import AsyncIterator
-from typing import Any
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any, TypeVar
 
 import asyncpg
 import numpy as np
@@ -26,7 +27,10 @@ from course.web.errors import (
     database_failure,
     error_kind,
 )
+from course.replicas import Reads
 from course.web.metrics import Metrics
+
+T = TypeVar("T")
 
 
 class DocumentIn(BaseModel):
@@ -43,6 +47,11 @@ class DocumentIn(BaseModel):
 
 class DocumentCreated(BaseModel):
     id: str
+    lsn: str | None = Field(
+        None,
+        description="Where the write ended in the primary's write-ahead log. Send it back as the X-Read-After-LSN "
+        "header and the search reads from a copy that has replayed it (read-your-writes with read replicas).",
+    )
 
 
 class SearchServiceBase:
@@ -50,7 +59,14 @@ class SearchServiceBase:
 
     def __init__(self, pool: asyncpg.Pool, embedder: Embedder, settings: Settings, metrics: Metrics):
         self.pool, self.embedder, self.settings, self.metrics = pool, embedder, settings, metrics
+        #: where reads go: the primary alone, unless the app gives the service its standbys (Reads(pool, standbys))
+        self.reads = Reads(pool)
         self._models: tuple[float, dict[str, int]] | None = None
+
+    async def read(self, work: Callable[[asyncpg.Connection], Awaitable[T]]) -> T:
+        """Run the read-only `work(conn)` within the database timeout on a standby that can serve it (or the primary);
+        a standby lost mid-read costs a retry on another node, not an error."""
+        return await self.reads.run(work, within=self.db_timeout())
 
     def db_timeout(self) -> float:
         """SEARCH_DB_TIMEOUT, or less: what is left of the request's deadline."""
@@ -79,12 +95,13 @@ class SearchServiceBase:
         now = time.monotonic()
         if self._models is None or now - self._models[0] > 30:
             try:
-                async with self.pool.acquire(timeout=self.db_timeout()) as conn:
-                    rows = await conn.fetch(
+                rows = await self.read(
+                    lambda conn: conn.fetch(
                         "SELECT metadata->>'model' AS model, count(*) AS n FROM embeddings "
                         "WHERE metadata ? 'model' GROUP BY 1",
                         timeout=self.db_timeout(),
                     )
+                )
             except asyncpg.UndefinedTableError:
                 return {}  # no table yet: the search itself reports it
             except DATABASE_ERRORS as exc:
@@ -112,8 +129,9 @@ class SearchServiceBase:
     def forget_results(self) -> None:
         """Called after a write: cached answers may now be wrong. A service with a result cache clears it here."""
 
-    async def add_document(self, doc: DocumentIn) -> str:
-        """Embed and store a document, then forget cached results."""
+    async def add_document(self, doc: DocumentIn) -> DocumentCreated:
+        """Embed and store a document on the primary, then forget cached results. The answer carries the write's
+        position in the WAL (read after the commit, so the commit is before it)."""
         [vector] = await self.embedder.embed([doc.content])
         try:
             async with self.pool.acquire(timeout=self.db_timeout()) as conn:
@@ -122,11 +140,13 @@ class SearchServiceBase:
                     doc.content,
                     {**doc.metadata, "model": self.embedder.model_id},
                     np.asarray(vector, dtype=np.float32),
+                    timeout=self.db_timeout(),
                 )
+                lsn = await conn.fetchval("SELECT pg_current_wal_insert_lsn()::text", timeout=self.db_timeout())
         except DATABASE_ERRORS as exc:
             raise database_failure(exc) from exc
         self.forget_results()
-        return str(row_id)
+        return DocumentCreated(id=str(row_id), lsn=lsn)
 
 
 async def search_service(request: Request) -> Any:

@@ -212,34 +212,30 @@ class SearchService(SearchServiceBase):
         mode: str = "vector",
         text: str = "",
     ) -> list[SearchHit]:
-        """The database part of a search (given, but for vector_search()): a pooled connection within the deadline,
-        the database's failures as DatabaseUnavailable, and its time in search_query_seconds{mode}.
+        """The database part of a search (given, but for vector_search()): a pooled connection within the deadline
+        (on a standby when the service has read replicas: self.read()), the database's failures as
+        DatabaseUnavailable, and its time in search_query_seconds{mode}.
 
         hybrid, rrf: the candidate pool of course.ranking (the 100 nearest and the 100 best full-text matches of
         `text`, filtered alike), rows below min_score similarity dropped, then ranked by fusion — the computation
         the held-out evaluation measured."""
-        timeout = self.db_timeout()
+
+        async def on(conn: asyncpg.Connection) -> list[SearchHit]:
+            if mode == "vector":
+                return await self.vector_search(conn, embedding, top_k, min_score, filters)
+            args = [embedding, text, POOL_SIZE] + ([filters] if filters else [])
+            async with conn.transaction():
+                await conn.execute(f"SET LOCAL hnsw.ef_search = {POOL_EF_SEARCH}", timeout=self.db_timeout())
+                rows = await conn.fetch(candidates_sql(bool(filters)), *args, timeout=self.db_timeout())
+            pool = [dict(r) for r in rows if r["vector"] >= min_score]
+            return [
+                SearchHit(id=c["id"], content=c["content"], metadata=c["metadata"], score=score, similarity=c["vector"])
+                for c, score in fuse(pool, mode)[:top_k]
+            ]
+
         started = time.perf_counter()
         try:
-            async with self.pool.acquire(timeout=timeout) as conn:
-                if mode == "vector":
-                    hits = await self.vector_search(conn, embedding, top_k, min_score, filters)
-                else:
-                    args = [embedding, text, POOL_SIZE] + ([filters] if filters else [])
-                    async with conn.transaction():
-                        await conn.execute(f"SET LOCAL hnsw.ef_search = {POOL_EF_SEARCH}", timeout=self.db_timeout())
-                        rows = await conn.fetch(candidates_sql(bool(filters)), *args, timeout=self.db_timeout())
-                    pool = [dict(r) for r in rows if r["vector"] >= min_score]
-                    hits = [
-                        SearchHit(
-                            id=c["id"],
-                            content=c["content"],
-                            metadata=c["metadata"],
-                            score=score,
-                            similarity=c["vector"],
-                        )
-                        for c, score in fuse(pool, mode)[:top_k]
-                    ]
+            hits = await self.read(on)
         except (*DATABASE_ERRORS, asyncpg.UndefinedTableError) as exc:
             raise database_failure(exc) from exc
         self.metrics.query_seconds.labels(mode).observe(time.perf_counter() - started)
