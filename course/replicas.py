@@ -107,6 +107,11 @@ class Reads:
         self.nodes = [Node(name, pool) for name, pool in (standbys or {}).items()]
         self.max_lag, self.read_after_wait, self.interval = max_lag, read_after_wait, interval
         self.primary_lsn: str | None = None
+        #: the WAL position of this process's last write: its own reads must see it (a result computed on a standby
+        #: that has not replayed it would be cached as the answer, stale, until the cache entry expires)
+        self.written: str | None = None
+        #: the newest write position a client told us of (X-Read-After-LSN) or this process made
+        self.noticed: str | None = None
         self.primary_reads = 0
         self._turn = 0
         self._monitor: asyncio.Task | None = None
@@ -172,6 +177,38 @@ class Reads:
         await asyncio.gather(*(node.pool.close() for node in self.nodes), return_exceptions=True)
 
     # --- reads ----------------------------------------------------------------------------------------------------
+    def wrote(self, lsn: str | None) -> None:
+        """A write of this process ended at `lsn`: reads from now on must see it."""
+        if lsn is not None and (self.written is None or lsn_value(lsn) > lsn_value(self.written)):
+            self.written = lsn
+        if lsn is not None and (self.noticed is None or lsn_value(lsn) > lsn_value(self.noticed)):
+            self.noticed = lsn
+
+    async def notice(self, lsn: str) -> bool:
+        """A client says a write ended at `lsn` (its X-Read-After-LSN). False if that position is past the primary's
+        (no write is there: a made-up value would send every read to the primary). True if it is news to this
+        process — a write it did not make, newer than any it knew of: results cached before it may be stale."""
+        if self.primary_lsn is None or lsn_value(lsn) > lsn_value(self.primary_lsn):
+            try:
+                async with self.primary.acquire(timeout=1) as conn:
+                    self.primary_lsn = await conn.fetchval(
+                        "SELECT CASE WHEN pg_is_in_recovery() THEN NULL ELSE pg_current_wal_lsn()::text END",
+                        timeout=1,
+                    )
+            except (*NODE_LOST, TimeoutError):
+                pass  # the primary is away: trust the value for this request only
+        if self.primary_lsn is not None and lsn_value(lsn) > lsn_value(self.primary_lsn):
+            return False
+        if self.noticed is None or lsn_value(lsn) > lsn_value(self.noticed):
+            self.noticed = lsn
+            return True
+        return False
+
+    def must_see(self) -> str | None:
+        """The WAL position this read must see: the request's X-Read-After-LSN or this process's last write."""
+        positions = [p for p in (read_after.get(), self.written) if p is not None]
+        return max(positions, key=lsn_value) if positions else None
+
     def _candidates(self) -> list[Node]:
         """Usable standbys, least busy first (round robin among equals)."""
         usable = [n for n in self.nodes if n.usable(self.max_lag)]
@@ -195,7 +232,7 @@ class Reads:
         """`work(conn)` on a standby that can serve it, else on the primary, within `within` seconds in all. A node
         lost mid-read is marked down and the read tried on the next; the last node's failure is raised."""
         deadline = time.monotonic() + within
-        lsn = read_after.get()
+        lsn = self.must_see()
         failure: BaseException | None = None
         for node in self._candidates():
             left = deadline - time.monotonic()
@@ -234,8 +271,10 @@ class Reads:
 
 
 class ReadAfter:
-    """Pure ASGI middleware: a request's `X-Read-After-LSN: <lsn>` header (what POST /documents answered) becomes the
-    position its reads must see (`read_after`); a value that is not an LSN gets a 400."""
+    """Pure ASGI middleware: a request's `X-Read-After-LSN: <lsn>` header (what POST /documents answered) is the
+    position its reads must see (`read_after`). A write this process did not know of also empties its result cache
+    (results cached before that write could be stale). A value that is not an LSN, or is past the primary's WAL
+    position, gets a 400."""
 
     header = b"x-read-after-lsn"
 
@@ -248,11 +287,18 @@ class ReadAfter:
         value = next((v for k, v in scope.get("headers") or [] if k == self.header), None)
         if value is None:
             return await self.app(scope, receive, send)
-        lsn = value.decode("latin-1").strip()
+        lsn = value.decode("latin-1").strip().upper()
+        service = getattr(scope["app"].state, "service", None)
         if not LSN_PATTERN.match(lsn):
             message = "X-Read-After-LSN must be a WAL position like 0/16B3748 (what POST /documents answered)."
             return await self.on_error(400, "bad_request", message)(scope, receive, send)
-        token = read_after.set(lsn.upper())
+        if service is not None:
+            if await service.reads.notice(lsn):
+                service.forget_results()
+            elif service.reads.primary_lsn and lsn_value(lsn) > lsn_value(service.reads.primary_lsn):
+                message = f"X-Read-After-LSN {lsn} is past the primary's WAL position: no write ended there."
+                return await self.on_error(400, "bad_request", message)(scope, receive, send)
+        token = read_after.set(lsn)
         try:
             await self.app(scope, receive, send)
         finally:

@@ -145,6 +145,7 @@ class SearchServiceBase:
                 lsn = await conn.fetchval("SELECT pg_current_wal_insert_lsn()::text", timeout=self.db_timeout())
         except DATABASE_ERRORS as exc:
             raise database_failure(exc) from exc
+        self.reads.wrote(lsn)
         self.forget_results()
         return DocumentCreated(id=str(row_id), lsn=lsn)
 
