@@ -63,6 +63,17 @@ class SearchServiceBase:
         self.reads = Reads(pool)
         self._models: tuple[float, dict[str, int]] | None = None
 
+    @property
+    def pool(self) -> asyncpg.Pool:
+        """The primary's pool: every write, and the reads no standby takes (replacing it replaces both)."""
+        return self._pool
+
+    @pool.setter
+    def pool(self, pool: asyncpg.Pool) -> None:
+        self._pool = pool
+        if hasattr(self, "reads"):
+            self.reads.primary = pool
+
     async def read(self, work: Callable[[asyncpg.Connection], Awaitable[T]]) -> T:
         """Run the read-only `work(conn)` within the database timeout on a standby that can serve it (or the primary);
         a standby lost mid-read costs a retry on another node, not an error."""
