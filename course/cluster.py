@@ -25,6 +25,7 @@ import tempfile
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import Any
 
 import psycopg
 
@@ -239,7 +240,7 @@ def running_standby_urls() -> list[str]:
     return [standby_url(_socket_dir(p)) for p in _existing() if _running(p)]
 
 
-def status() -> dict[str, object]:
+def status() -> dict[str, Any]:
     """The primary's WAL position and, per standby, whether it runs and how far behind it is: bytes of WAL not yet
     replayed, and seconds since the last transaction it replayed when it is behind (0 when it has replayed all)."""
     primary_lsn = None
@@ -247,8 +248,8 @@ def status() -> dict[str, object]:
     try:
         with psycopg.connect(database.libpq_url("postgres"), autocommit=True, connect_timeout=5) as conn:
             primary_lsn = conn.execute("SELECT pg_current_wal_lsn()::text").fetchone()[0]  # type: ignore[index]
-            for row in conn.execute("SELECT application_name, state, replay_lag FROM pg_stat_replication").fetchall():
-                replication[row[0]] = {"state": row[1]}
+            for name, state in conn.execute("SELECT application_name, state FROM pg_stat_replication").fetchall():
+                replication[name] = {"state": state}
     except (database.DatabaseError, psycopg.OperationalError):
         pass
     standbys = []
@@ -308,5 +309,5 @@ def main(action: str, replicas: int) -> int:
     elif action == "status":
         report = status()
         print(json.dumps(report, indent=2))
-        return 0 if all(s["running"] for s in report["standbys"]) else 1  # type: ignore[index, union-attr]
+        return 0 if all(s["running"] for s in report["standbys"]) else 1
     return 0

@@ -75,19 +75,6 @@ def sqlalchemy_url(database: str | None = None) -> str:
     return _url(database).set(drivername="postgresql+asyncpg").render_as_string(hide_password=False)
 
 
-def read_urls() -> list[str]:
-    """The hot standbys the search service reads from: DATABASE_READ_URLS; else, on the embedded server, the running
-    standbys of `python -m course cluster`; else none (the primary serves reads)."""
-    settings = get_settings()
-    if settings.database_read_urls:
-        return settings.database_read_urls.split(",")
-    if not is_embedded():
-        return []
-    from course import cluster
-
-    return cluster.running_standby_urls()
-
-
 def database_name(url: str | None = None) -> str:
     """The database a URL names (`postgres` when it names none); without a URL, the course database's name."""
     return (make_url(url) if url else _url()).database or "postgres"

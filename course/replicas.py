@@ -30,8 +30,10 @@ import asyncpg
 log = logging.getLogger("course.replicas")
 T = TypeVar("T")
 
-#: A WAL position as PostgreSQL prints one (pg_lsn): two hexadecimal numbers.
-LSN_PATTERN = re.compile(r"^[0-9A-Fa-f]{1,8}/[0-9A-Fa-f]{1,8}$")
+#: A WAL position as PostgreSQL prints one (pg_lsn): two hexadecimal numbers (each at most 8 digits, so at most 17
+#: characters; a longer number is past any real position, and is read as "every write so far").
+LSN_PATTERN = re.compile(r"^[0-9A-Fa-f]+/[0-9A-Fa-f]+$")
+LSN_MAX_CHARS = 17
 
 #: The WAL position a request's reads must see (set from the X-Read-After-LSN header by the request guard).
 read_after: contextvars.ContextVar[str | None] = contextvars.ContextVar("read_after", default=None)
@@ -48,6 +50,18 @@ NODE_LOST = (
     asyncpg.InternalClientError,
     asyncpg.SerializationError,
 )
+
+
+def read_urls() -> list[str]:
+    """The hot standbys the search service reads from: DATABASE_READ_URLS; else, on the embedded server, the running
+    standbys of `python -m course cluster`; else none (the primary serves reads)."""
+    from course import cluster, database
+    from course.settings import get_settings
+
+    settings = get_settings()
+    if settings.database_read_urls:
+        return settings.database_read_urls.split(",")
+    return cluster.running_standby_urls() if database.is_embedded() else []
 
 
 def lsn_value(lsn: str) -> int:
@@ -184,10 +198,11 @@ class Reads:
         if lsn is not None and (self.noticed is None or lsn_value(lsn) > lsn_value(self.noticed)):
             self.noticed = lsn
 
-    async def notice(self, lsn: str) -> bool:
-        """A client says a write ended at `lsn` (its X-Read-After-LSN). False if that position is past the primary's
-        (no write is there: a made-up value would send every read to the primary). True if it is news to this
-        process — a write it did not make, newer than any it knew of: results cached before it may be stale."""
+    async def notice(self, lsn: str) -> tuple[str, bool]:
+        """A client says a write ended at `lsn` (its X-Read-After-LSN). Returns the position its reads must see —
+        `lsn`, or the primary's current position if `lsn` is past it (no write is there yet; a made-up value must
+        not send this process's reads to the primary) — and whether that is news: a write this process did not make,
+        newer than any it knew of, so results cached before it may be stale."""
         if self.primary_lsn is None or lsn_value(lsn) > lsn_value(self.primary_lsn):
             try:
                 async with self.primary.acquire(timeout=1) as conn:
@@ -196,13 +211,13 @@ class Reads:
                         timeout=1,
                     )
             except (*NODE_LOST, TimeoutError):
-                pass  # the primary is away: trust the value for this request only
+                pass  # the primary is away: the value holds for this request only
         if self.primary_lsn is not None and lsn_value(lsn) > lsn_value(self.primary_lsn):
-            return False
-        if self.noticed is None or lsn_value(lsn) > lsn_value(self.noticed):
+            lsn = self.primary_lsn
+        news = self.noticed is None or lsn_value(lsn) > lsn_value(self.noticed)
+        if news and self.primary_lsn is not None:
             self.noticed = lsn
-            return True
-        return False
+        return lsn, news
 
     def must_see(self) -> str | None:
         """The WAL position this read must see: the request's X-Read-After-LSN or this process's last write."""
@@ -268,38 +283,3 @@ class Reads:
             "reads_on_primary": self.primary_reads,
             "standbys": [node.report(self.max_lag) for node in self.nodes],
         }
-
-
-class ReadAfter:
-    """Pure ASGI middleware: a request's `X-Read-After-LSN: <lsn>` header (what POST /documents answered) is the
-    position its reads must see (`read_after`). A write this process did not know of also empties its result cache
-    (results cached before that write could be stale). A value that is not an LSN, or is past the primary's WAL
-    position, gets a 400."""
-
-    header = b"x-read-after-lsn"
-
-    def __init__(self, app, on_error):
-        self.app, self.on_error = app, on_error
-
-    async def __call__(self, scope, receive, send):
-        if scope["type"] != "http":
-            return await self.app(scope, receive, send)
-        value = next((v for k, v in scope.get("headers") or [] if k == self.header), None)
-        if value is None:
-            return await self.app(scope, receive, send)
-        lsn = value.decode("latin-1").strip().upper()
-        service = getattr(scope["app"].state, "service", None)
-        if not LSN_PATTERN.match(lsn):
-            message = "X-Read-After-LSN must be a WAL position like 0/16B3748 (what POST /documents answered)."
-            return await self.on_error(400, "bad_request", message)(scope, receive, send)
-        if service is not None:
-            if await service.reads.notice(lsn):
-                service.forget_results()
-            elif service.reads.primary_lsn and lsn_value(lsn) > lsn_value(service.reads.primary_lsn):
-                message = f"X-Read-After-LSN {lsn} is past the primary's WAL position: no write ended there."
-                return await self.on_error(400, "bad_request", message)(scope, receive, send)
-        token = read_after.set(lsn)
-        try:
-            await self.app(scope, receive, send)
-        finally:
-            read_after.reset(token)

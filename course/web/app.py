@@ -4,14 +4,15 @@ request guard, error handlers, POST /documents, /healthz, /metrics, the search p
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import secrets
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
-from fastapi import APIRouter, Depends, FastAPI, Request, status
+from fastapi import APIRouter, Depends, FastAPI, Header, Request, status
 from fastapi.responses import FileResponse, JSONResponse, Response
 from fastapi.security import APIKeyHeader, HTTPAuthorizationCredentials, HTTPBearer
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
@@ -20,7 +21,8 @@ from pydantic import BaseModel, ConfigDict, Field
 from course import database
 from course.embeddings import Embedder, get_embedder
 from course.budgets import deadline as request_deadline
-from course.replicas import ReadAfter, Reads
+from course.replicas import LSN_MAX_CHARS, LSN_PATTERN, Reads, read_after
+from course.replicas import read_urls as read_replica_urls
 from course.resilience import GuardedEmbedder
 from course.settings import Settings, get_settings
 from course.text import check_json, check_text
@@ -80,6 +82,43 @@ async def release_without_reset(conn) -> None:
     goes back to the pool without asyncpg's reset query — one round trip less per request."""
 
 
+class InvalidReadAfter(ValueError):
+    """An X-Read-After-LSN header that is not a WAL position (the API answers 400)."""
+
+
+async def read_after_write(
+    request: Request,
+    lsn: str = Header(  # str, not str | None: the document then says "a string" (None is "not sent")
+        None,
+        alias="X-Read-After-LSN",
+        description="The `lsn` a POST /documents answered: what this request reads includes that write (from a "
+        "standby that has replayed it, or from the primary). A position past the primary's means every write so far.",
+        json_schema_extra={"pattern": LSN_PATTERN.pattern, "maxLength": LSN_MAX_CHARS},
+    ),
+) -> AsyncIterator[None]:
+    """Read-your-writes, on the objective's (search) routes: the position this request's reads must see
+    (course.replicas.read_after). A write this process did not know of also empties the result cache, whose entries
+    may predate it."""
+    if lsn is None:
+        yield
+        return
+    lsn = lsn.strip().upper()
+    if len(lsn) > LSN_MAX_CHARS or not LSN_PATTERN.match(lsn):
+        raise InvalidReadAfter(
+            "X-Read-After-LSN must be a WAL position like 0/16B3748 (what POST /documents answered)."
+        )
+    service: SearchServiceBase = request.app.state.service
+    lsn, news = await service.reads.notice(lsn)
+    if news:
+        service.forget_results()
+    token = read_after.set(lsn)
+    try:
+        yield
+    finally:
+        with contextlib.suppress(ValueError):  # ended in another context: that context ends with its request
+            read_after.reset(token)
+
+
 async def primary_reachable(service: SearchServiceBase) -> bool:
     """Whether the primary answers (so POST /documents can write)."""
     try:
@@ -124,7 +163,7 @@ def create_service_app(
     `service_class(pool, embedder, settings, metrics)` makes the one service the routes share (app.state.service).
     Queries are embedded by `embedder` if given, else as `query_embedder()` says (through `embedding_client`, the
     objective's httpx client); the database is the course's unless `database_url` names another. Searches read from
-    the standbys at `read_urls` (default: course.database.read_urls() for the course's database, none for another),
+    the standbys at `read_urls` (default: course.replicas.read_urls() for the course's database, none for another),
     else from the primary."""
     settings = settings or get_settings()
     metrics = Metrics()
@@ -156,7 +195,7 @@ def create_service_app(
         }
         pool = await database.create_pool(database_url, **pool_options)
         app.state.service = service = service_class(pool, app.state.embedder, settings, metrics)
-        standbys = read_urls if read_urls is not None else (database.read_urls() if database_url is None else [])
+        standbys = read_urls if read_urls is not None else (read_replica_urls() if database_url is None else [])
         if standbys:
             # a pool per standby; none is opened yet (min_size 0), so a standby that is down does not stop the start
             service.reads = Reads(
@@ -188,7 +227,6 @@ def create_service_app(
     )
     app.state.metrics = metrics
     error = error_factory(metrics.errors)
-    app.add_middleware(ReadAfter, on_error=error)  # inside the guard (added last, the guard runs first)
     app.add_middleware(
         Guard,
         max_body_bytes=settings.search_max_body_bytes,
@@ -197,7 +235,13 @@ def create_service_app(
         write_key=write_key,
     )
     install_handlers(app, error)
-    app.include_router(router)
+
+    @app.exception_handler(InvalidReadAfter)
+    async def invalid_read_after(request: Request, exc: InvalidReadAfter):
+        return error(400, "bad_request", str(exc))
+
+    # the objective's routes read: each may name a write its answer must include
+    app.include_router(router, dependencies=[Depends(read_after_write)])
 
     bearer = HTTPBearer(auto_error=False, description="SEARCH_API_KEY, as `Authorization: Bearer <key>`.")
     header_key = APIKeyHeader(name="X-API-Key", auto_error=False, description="SEARCH_API_KEY, as `X-API-Key`.")
