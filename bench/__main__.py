@@ -6,7 +6,7 @@ import asyncio
 import importlib
 import sys
 
-BENCHMARKS = ["indexes", "orm", "service", "quality", "scale", "coldstart"]
+BENCHMARKS = ["indexes", "orm", "service", "quality", "scale", "coldstart", "cluster"]
 
 
 def main(argv: list[str]) -> int:

@@ -30,7 +30,14 @@ def test_every_benchmark_runs_on_a_small_table():
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     ratios = [line for line in result.stdout.splitlines() if line.startswith("RATIO")]
     assert len(ratios) >= 10, result.stdout[-3000:]
-    banners = ("indexes on the corpus", "batch insert", "search service in-process", "Search quality", "At scale")
+    banners = (
+        "indexes on the corpus",
+        "batch insert",
+        "search service in-process",
+        "Search quality",
+        "At scale",
+        "Streaming replicas",
+    )
     for banner in banners:
         assert banner in result.stdout or (banner == "Search quality" and "quality" not in names), banner
     # the scale benchmark's smoke run still overflows the graph's memory (1MB), so pgvector's notice is parsed
