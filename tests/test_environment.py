@@ -61,6 +61,18 @@ def test_compose_db_and_devcontainer_agree():
     assert any("initdb" in v for v in db["volumes"]) and (ROOT / "deploy/initdb/01-vector.sql").exists()
     assert "CREATE EXTENSION IF NOT EXISTS vector" in (ROOT / "deploy/initdb/01-vector.sql").read_text()
     assert compose["services"]["prometheus"]["profiles"] == ["monitoring"]
+    # the replicas profile: a standby of db, copied by pg_basebackup through the role db's init script creates
+    standby = compose["services"]["db-standby"]
+    assert standby["profiles"] == ["replicas"] and standby["image"] == db["image"]
+    assert standby["depends_on"]["db"]["condition"] == "service_healthy"
+    script = standby["command"][0].replace("$$", "$")
+    assert "pg_basebackup -h db -U replicator" in script and " -R " in script and "hot_standby=on" in script
+    syntax = subprocess.run(["bash", "-n"], input=script, capture_output=True, text=True)
+    assert syntax.returncode == 0, syntax.stderr
+    init = (ROOT / "deploy/initdb/02-replication.sh").read_text()
+    assert "REPLICATION LOGIN PASSWORD 'replicator'" in init and standby["environment"]["PGPASSWORD"] == "replicator"
+    assert "host replication replicator" in init
+    assert subprocess.run(["bash", "-n", str(ROOT / "deploy/initdb/02-replication.sh")]).returncode == 0
     assert (ROOT / "deploy/prometheus.yml").exists()
     # the devcontainer opens a service that exists, next to the db it points DATABASE_URL at
     services = set(compose["services"]) | set(devc_compose["services"])
