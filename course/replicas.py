@@ -8,7 +8,8 @@ error. With no standby usable the primary serves the read (libpq's `target_sessi
 same); only when no node at all can serve it does the caller get the error (503 + Retry-After).
 
 A monitor polls each standby every `interval` seconds: is it reachable, still in recovery, and how far its replay is
-behind the primary (bytes of WAL, and seconds since the last transaction it replayed while it is behind). A standby
+behind the primary (bytes of WAL, and seconds since it was last seen caught up: an upper bound on how stale its
+answers can be). A standby
 more than `max_lag` seconds behind takes no reads until it catches up; a standby that went away rejoins on the first
 poll that reaches it.
 """
@@ -85,6 +86,8 @@ class Node:
     in_flight: int = 0
     reads: int = 0
     checked_at: float = field(default_factory=time.monotonic)
+    #: when a poll last found it caught up: it then held every write committed before that poll began
+    caught_up_at: float | None = None
 
     def usable(self, max_lag: float) -> bool:
         return self.reachable and self.in_recovery and (self.lag_seconds is None or self.lag_seconds <= max_lag)
@@ -147,6 +150,7 @@ class Reads:
 
     async def poll(self) -> None:
         """One look at the primary's WAL position and at every standby."""
+        polled_at = time.monotonic()
         try:
             async with self.primary.acquire(timeout=1) as conn:
                 self.primary_lsn = await conn.fetchval(
@@ -154,15 +158,14 @@ class Reads:
                 )
         except (*NODE_LOST, TimeoutError):
             self.primary_lsn = None
-        await asyncio.gather(*(self._check(node) for node in self.nodes))
+        await asyncio.gather(*(self._check(node, polled_at) for node in self.nodes))
 
-    async def _check(self, node: Node) -> None:
+    async def _check(self, node: Node, polled_at: float) -> None:
         try:
             async with node.pool.acquire(timeout=1) as conn:
                 row = await conn.fetchrow(
                     "SELECT pg_is_in_recovery() AS in_recovery, pg_last_wal_replay_lsn()::text AS replay, "
-                    "pg_last_wal_receive_lsn()::text AS received, "
-                    "extract(epoch FROM now() - pg_last_xact_replay_timestamp())::float8 AS since_replay",
+                    "pg_last_wal_receive_lsn()::text AS received",
                     timeout=1,
                 )
         except (*NODE_LOST, TimeoutError) as exc:
@@ -181,7 +184,12 @@ class Reads:
             node.lag_bytes, node.lag_seconds = None, None
             return
         node.lag_bytes = max(0, lsn_value(target) - lsn_value(node.replay_lsn))
-        node.lag_seconds = 0.0 if node.lag_bytes == 0 else round(max(0.0, row["since_replay"] or 0.0), 3)
+        # seconds behind: since the standby was last seen holding every write (not now() minus the last replayed
+        # commit's time, which on an idle primary is minutes for a standby one housekeeping record behind)
+        if node.lag_bytes == 0:
+            node.caught_up_at, node.lag_seconds = polled_at, 0.0
+        else:
+            node.lag_seconds = round(time.monotonic() - (node.caught_up_at or polled_at), 3)
 
     async def close(self) -> None:
         if self._monitor is not None:

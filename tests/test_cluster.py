@@ -125,7 +125,11 @@ def test_the_service_on_streaming_replicas(monkeypatch):
         # --- make serve: reads on the standbys, writes on the primary ----------------------------------------------
         with (
             make_serve(
-                ROOT, COURSE_PGDATA=env["COURSE_PGDATA"], COURSE_CORPUS_LIMIT="300", SEARCH_MODE="vector"
+                ROOT,
+                COURSE_PGDATA=env["COURSE_PGDATA"],
+                COURSE_CORPUS_LIMIT="300",
+                SEARCH_MODE="vector",
+                READ_MAX_LAG="3",
             ) as url,
             httpx.Client(base_url=url, timeout=30) as client,
         ):
@@ -138,9 +142,19 @@ def test_the_service_on_streaming_replicas(monkeypatch):
             assert all(s["reads"] > 0 for s in health["replicas"]["standbys"]), health
             assert health["replicas"]["reads_on_primary"] == 0, health
 
-            # read-your-writes: with replay paused on both standbys, a write made elsewhere is invisible to a plain
-            # search, and visible to one that names its position; the service's own write is visible at once
+            def standbys_taking_reads() -> list[bool]:
+                return [s["taking_reads"] for s in client.get("/healthz").json()["replicas"]["standbys"]]
+
+            def reads_on_primary() -> int:
+                return client.get("/healthz").json()["replicas"]["reads_on_primary"]
+
+            # read-your-writes: with replay paused on both standbys (just caught up, so within READ_MAX_LAG), a write
+            # made elsewhere is invisible to a plain search, and visible to one that names its position
+            with psycopg.connect(primary, autocommit=True) as conn:
+                conn.execute("CREATE TABLE IF NOT EXISTS tick (t timestamptz); INSERT INTO tick VALUES (now())")
+                caught_up = conn.execute("SELECT pg_current_wal_lsn()::text").fetchone()[0]
             for url_ in cluster.running_standby_urls():
+                cluster.wait_for_replay(url_, caught_up)
                 with psycopg.connect(url_, autocommit=True) as conn:
                     conn.execute("SELECT pg_wal_replay_pause()")
             with psycopg.connect(primary, autocommit=True) as conn:
@@ -155,20 +169,25 @@ def test_the_service_on_streaming_replicas(monkeypatch):
             assert found["count"] == 1, found
             bad = client.post("/search", headers={"X-Read-After-LSN": "yesterday"}, json={"query": "x"})
             assert bad.status_code == 400 and bad.json()["error"] == "bad_request", bad.text
+            # past READ_MAX_LAG (3 s) behind, the standbys take no reads: the primary serves them
+            wait_for(lambda: standbys_taking_reads() == [False, False], timeout=30, what="lagging standbys out")
+            on_primary = reads_on_primary()
+            assert client.post("/search", json={"query": "while the standbys lag"}).status_code == 200
+            assert reads_on_primary() > on_primary
+            for url_ in cluster.running_standby_urls():
+                with psycopg.connect(url_, autocommit=True) as conn:
+                    conn.execute("SELECT pg_wal_replay_resume()")
+            wait_for(lambda: standbys_taking_reads() == [True, True], what="caught-up standbys back in")
+            # the service's own write is visible to its next search at once
             created = client.post("/documents", json={"content": "own write", "metadata": {"tag": "own"}})
             assert created.status_code == 201 and created.json()["lsn"], created.text
             own = client.post(
                 "/search", json={"query": "own write"}, params={"min_score": -1, "filter": '{"tag": "own"}'}
             )
             assert own.json()["count"] == 1, own.text
-            for url_ in cluster.running_standby_urls():
-                with psycopg.connect(url_, autocommit=True) as conn:
-                    conn.execute("SELECT pg_wal_replay_resume()")
-
-            def standbys_taking_reads() -> list[bool]:
-                return [s["taking_reads"] for s in client.get("/healthz").json()["replicas"]["standbys"]]
 
             recovery: dict[str, float] = {}
+            on_primary = reads_on_primary()
             with Load(url) as load:
                 wait_for(lambda: len(load.answers) > 20, what="the load to start")
                 # one standby stopped under load: every search still answers
@@ -191,7 +210,7 @@ def test_the_service_on_streaming_replicas(monkeypatch):
                 during = load.since(t0)
                 assert Counter(a[1] for a in during) == {200: len(during)}, Counter(a[1] for a in during)
                 health = client.get("/healthz").json()
-                assert health["replicas"]["reads_on_primary"] > 0, health
+                assert health["replicas"]["reads_on_primary"] > on_primary, health
                 assert health["status"] == "ok", health
 
                 # the primary stopped: searches go on from the standbys, writes get 503 + Retry-After
