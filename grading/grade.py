@@ -545,9 +545,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--processes",
         type=int,
-        help="processes each submission's objectives are split over (default: twice the cores per job: the checks "
-        "wait on the database and on time limits for much of their run, so one submission alone, as on Gradescope "
-        "or Classroom, is graded in about half the time)",
+        help="processes each submission's objectives are split over (default: the cores per job, so one submission "
+        "alone, as on Gradescope or Classroom, uses every core; the checks wait on the database and on time limits "
+        "for much of their run, so more can help on an otherwise idle machine)",
     )
     parser.add_argument("--objectives", help="comma-separated objectives to grade (default: all)")
     parser.add_argument("--timeout", type=float, default=60.0, help="seconds per check")
@@ -586,7 +586,8 @@ def main(argv: list[str] | None = None) -> int:
     jobs = max(1, min(args.jobs, len(args.submissions)))
     # measured on 2 cores, the reference alone: 1 process 68–71 s, 2 processes 44–47 s, 3 processes 36–40 s (the
     # checks' own CPU was 16 s of a 69 s run: they wait on the database, on timeouts and on retries)
-    processes = args.processes or max(1, 2 * (os.cpu_count() or 1) // jobs)
+    # (more than the cores per job only slowed a machine that was busy anyway: make test's own suite)
+    processes = args.processes or max(1, (os.cpu_count() or 1) // jobs)
     if not isolated:
         database.start()
     scores: list[SubmissionScore] = []
