@@ -9,9 +9,8 @@ same); only when no node at all can serve it does the caller get the error (503 
 
 A monitor polls each standby every `interval` seconds: is it reachable, still in recovery, and how far its replay is
 behind the primary (bytes of WAL, and seconds since it was last seen caught up: an upper bound on how stale its
-answers can be). A standby
-more than `max_lag` seconds behind takes no reads until it catches up; a standby that went away rejoins on the first
-poll that reaches it.
+answers can be). A standby more than `max_lag` seconds behind takes no reads until it catches up; a standby that went
+away rejoins on the first poll that reaches it.
 """
 
 from __future__ import annotations
@@ -36,7 +35,8 @@ T = TypeVar("T")
 LSN_PATTERN = re.compile(r"^[0-9A-Fa-f]+/[0-9A-Fa-f]+$")
 LSN_MAX_CHARS = 17
 
-#: The WAL position a request's reads must see (set from the X-Read-After-LSN header by the request guard).
+#: The WAL position a request's reads must see (set from its X-Read-After-LSN header by the search routes' dependency,
+#: course.web.app.read_after_write).
 read_after: contextvars.ContextVar[str | None] = contextvars.ContextVar("read_after", default=None)
 
 #: Failures after which the same read may be tried on another node: the node went away or cancelled the query
@@ -256,6 +256,7 @@ class Reads:
         lost mid-read is marked down and the read tried on the next; the last node's failure is raised."""
         deadline = time.monotonic() + within
         lsn = self.must_see()
+        wait_until = time.monotonic() + self.read_after_wait  # one wait for a replay, shared by every standby tried
         failure: BaseException | None = None
         for node in self._candidates():
             left = deadline - time.monotonic()
@@ -264,7 +265,8 @@ class Reads:
             node.in_flight += 1
             try:
                 async with node.pool.acquire(timeout=left) as conn:
-                    if lsn is not None and not await self._replayed(node, conn, lsn, min(self.read_after_wait, left)):
+                    wait = max(0.0, min(wait_until - time.monotonic(), left))
+                    if lsn is not None and not await self._replayed(node, conn, lsn, wait):
                         continue  # not there yet: another standby, or the primary, which has every write
                     result = await work(conn)
                     node.reads += 1
