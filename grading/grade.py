@@ -557,7 +557,8 @@ def main(argv: list[str] | None = None) -> int:
         choices=["server", "shared"],
         default="server",
         help="server (default): a fresh PostgreSQL per submission, whatever DATABASE_URL says; shared: the "
-        "configured server (DATABASE_URL or the course's), each submission in databases of its own",
+        "configured server (DATABASE_URL or the course's), each submission in databases of its own but as its "
+        "superuser (pgvector is not a trusted extension) - for code you trust only",
     )
     parser.add_argument(
         "--format",
