@@ -174,9 +174,91 @@ async def run() -> dict[str, float]:
     )
     results["best_mode_agrees"] = float(best == current)
     try:
+        results.update(await context_in_chunks(conn, embedder, natural_holdout, holdout, floor))
         results.update(await text_ranking_cost(conn, embedder))
     finally:
         await conn.close()
+    return results
+
+
+async def context_in_chunks(conn, embedder, natural: list[dict], judged: list[dict], floor: float) -> dict[str, float]:
+    """Chunks that carry their context (issue 32): each chunk embedded after its page title and section heading, and
+    the title and heading weighted above the body (`setweight` A vs D) in its full-text document. Measured against
+    the course's chunks on both holdout sets, in the default mode (rrf) and vector mode, paired over queries."""
+    from course.experiments.measure import paired_difference
+
+    banner("Chunks that carry their context: title and section embedded with the text, and weighted in full text")
+    rows = await conn.fetch("SELECT id, content, metadata->>'title' AS t, metadata->>'section' AS s FROM embeddings")
+    heading = [r["t"] if r["s"] in (None, r["t"]) else f"{r['t']} — {r['s']}" for r in rows]
+    vectors = await embedder.embed([f"{h}\n{r['content']}" for h, r in zip(heading, rows)])
+    await conn.execute("ALTER TABLE embeddings ADD COLUMN ctx_embedding vector(1536), ADD COLUMN ctx_text tsvector")
+    await conn.executemany(
+        "UPDATE embeddings SET ctx_embedding = $2 WHERE id = $1",
+        [(r["id"], np.asarray(v, dtype=np.float32)) for r, v in zip(rows, vectors)],
+    )
+    await conn.execute(
+        "UPDATE embeddings SET ctx_text = setweight(to_tsvector('english', coalesce(metadata->>'title', '') || ' ' "
+        "|| coalesce(metadata->>'section', '')), 'A') || setweight(to_tsvector('english', content), 'D')"
+    )
+    await conn.execute("CREATE INDEX ON embeddings USING hnsw (ctx_embedding vector_cosine_ops)")
+    await conn.execute("CREATE INDEX ON embeddings USING gin (ctx_text)")
+    await conn.execute("ANALYZE embeddings")
+    base = candidates_sql()
+    in_vector = base.replace("e.embedding <=>", "e.ctx_embedding <=>").replace(
+        "ORDER BY embedding <=>", "ORDER BY ctx_embedding <=>"
+    )
+    variants = {
+        "the course's chunks": base,
+        "context embedded": in_vector,
+        "context weighted in full text": base.replace("to_tsvector('english', e.content)", "e.ctx_text"),
+        "both": in_vector.replace("to_tsvector('english', e.content)", "e.ctx_text"),
+    }
+    assert len(set(variants.values())) == len(variants)
+    pool = await database.create_pool(database.scratch_database("bench_quality"), max_size=2)
+    scores: dict[str, dict[str, list[float]]] = {}
+    try:
+        for name, sql in variants.items():
+            questions = await candidates(pool, embedder, [q["query"] for q in natural], sql=sql)
+            terms = await candidates(pool, embedder, [j["query"] for j in judged], sql=sql)
+            for mode in ("rrf", "vector"):
+                asked = {q: [c for c in p if c["vector"] >= floor] for q, p in questions.items()}
+                looked_up = {q: [c for c in p if c["vector"] >= floor] for q, p in terms.items()}
+                scores[f"{name}|{mode}|questions"] = [
+                    page_scores(pages_of([c for c, _ in fuse(asked[q["query"]], mode)[:10]]), q["pages"])["MRR@10"]
+                    for q in natural
+                ]
+                scores[f"{name}|{mode}|terms"] = [
+                    ndcg_at_k(rank(looked_up[j["query"]], mode), j["relevant"]) for j in judged
+                ]
+    finally:
+        await pool.close()
+    frame = pd.DataFrame(
+        [
+            {
+                "chunks": name,
+                "mode": mode,
+                "natural questions MRR@10": float(np.mean(scores[f"{name}|{mode}|questions"])),
+                "index terms nDCG@10": float(np.mean(scores[f"{name}|{mode}|terms"])),
+            }
+            for name in variants
+            for mode in ("rrf", "vector")
+        ]
+    ).set_index(["chunks", "mode"])
+    print(f"holdout: {len(natural)} natural questions, {len(judged)} index terms, min_score {floor}")
+    print(frame.to_string(float_format=lambda x: f"{x:.3f}"))
+    results = {}
+    for name in list(variants)[1:]:
+        for mode in ("rrf", "vector"):
+            for judged_set, metric in (("questions", "natural questions MRR@10"), ("terms", "index terms nDCG@10")):
+                comparison = paired_difference(
+                    name,
+                    scores[f"{name}|{mode}|{judged_set}"],
+                    "the course's chunks",
+                    scores[f"the course's chunks|{mode}|{judged_set}"],
+                    f"{metric}, {mode}",
+                )
+                print("  " + comparison.sentence)
+                results[f"context_{name}_{mode}_{judged_set}"] = comparison.mean
     return results
 
 
