@@ -175,9 +175,51 @@ async def run() -> dict[str, float]:
     results["best_mode_agrees"] = float(best == current)
     try:
         results.update(await context_in_chunks(conn, embedder, natural_holdout, holdout, floor))
+        results.update(await without_the_manuals_name(embedder, natural_holdout, floor))
         results.update(await text_ranking_cost(conn, embedder))
     finally:
         await conn.close()
+    return results
+
+
+async def without_the_manuals_name(embedder, natural: list[dict], floor: float) -> dict[str, float]:
+    """Questions that name PostgreSQL ("how do I … in PostgreSQL?") with that word taken out before searching: every
+    page of the manual is about PostgreSQL, and the word pulls the preface and the history pages up (issue 32)."""
+    import re
+
+    from course.experiments.measure import paired_difference
+
+    def without(question: str) -> str:
+        stripped = re.sub(r"(?i)\b(in |with |on |for |does |do |of )?postgre(s|sql)('s)?\b", "", question).strip()
+        return re.sub(r"\s+", " ", stripped) or question
+
+    named = sum(without(q["query"]) != q["query"] for q in natural)
+    pool = await database.create_pool(database.scratch_database("bench_quality"), max_size=2)
+    try:
+        asked = await candidates(pool, embedder, [q["query"] for q in natural])
+        stripped = await candidates(pool, embedder, sorted({without(q["query"]) for q in natural}))
+    finally:
+        await pool.close()
+    banner(f"Questions without the manual's own name ({named} of {len(natural)} holdout questions say PostgreSQL)")
+
+    def scores(found: dict[str, list[dict]], mode: str, text=lambda q: q) -> list[float]:
+        top = {q["query"]: [c for c in found[text(q["query"])] if c["vector"] >= floor] for q in natural}
+        return [
+            page_scores(pages_of([c for c, _ in fuse(top[q["query"]], mode)[:10]]), q["pages"])["MRR@10"]
+            for q in natural
+        ]
+
+    results = {}
+    for mode in ("rrf", "vector"):
+        comparison = paired_difference(
+            "without the word PostgreSQL",
+            scores(stripped, mode, without),
+            "as asked",
+            scores(asked, mode),
+            f"MRR@10, {mode}",
+        )
+        print("  " + comparison.sentence)
+        results[f"without_name_{mode}"] = comparison.mean
     return results
 
 
