@@ -257,7 +257,7 @@ async def context_in_chunks(conn, embedder, natural: list[dict], judged: list[di
     }
     assert len(set(variants.values())) == len(variants)
     pool = await database.create_pool(database.scratch_database("bench_quality"), max_size=2)
-    scores: dict[str, dict[str, list[float]]] = {}
+    scores: dict[str, list[float]] = {}
     try:
         for name, sql in variants.items():
             questions = await candidates(pool, embedder, [q["query"] for q in natural], sql=sql)
