@@ -19,6 +19,7 @@ Only the embedded server is managed here. With DATABASE_URL the course does not 
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import subprocess
 import tempfile
@@ -108,7 +109,8 @@ def _existing() -> list[Path]:
     root = standbys_dir()
     if not root.exists():
         return []
-    return sorted((p for p in root.iterdir() if (p / "PG_VERSION").exists()), key=lambda p: int(p.name[7:] or 0))
+    found = [p for p in root.iterdir() if re.fullmatch(r"standby\d+", p.name) and (p / "PG_VERSION").exists()]
+    return sorted(found, key=lambda p: int(p.name[len("standby") :]))
 
 
 def _running(pgdata: Path) -> bool:
@@ -116,9 +118,9 @@ def _running(pgdata: Path) -> bool:
     return bool(info and info.is_running())
 
 
-def standby_url(pgdata: Path, dbname: str | None = None) -> str:
-    """The course database on the standby in `pgdata` (its socket is in its data directory)."""
-    return f"postgresql://postgres@/{dbname or get_settings().course_database}?host={pgdata}"
+def standby_url(socket_dir: Path, dbname: str | None = None) -> str:
+    """The course database on the standby whose socket is in `socket_dir` (its data directory, see _socket_dir)."""
+    return f"postgresql://postgres@/{dbname or get_settings().course_database}?host={socket_dir}"
 
 
 def _primary_admin_url() -> str:
