@@ -148,14 +148,18 @@ class Reads:
             except Exception:  # noqa: BLE001 — the monitor must outlive any one failed poll
                 log.exception("standby monitor: poll failed")
 
+    async def _primary_position(self) -> str | None:
+        """The primary's current WAL position (None if the server in its place is a standby); raises if unreachable."""
+        async with self.primary.acquire(timeout=1) as conn:
+            return await conn.fetchval(
+                "SELECT CASE WHEN pg_is_in_recovery() THEN NULL ELSE pg_current_wal_lsn()::text END", timeout=1
+            )
+
     async def poll(self) -> None:
         """One look at the primary's WAL position and at every standby."""
         polled_at = time.monotonic()
         try:
-            async with self.primary.acquire(timeout=1) as conn:
-                self.primary_lsn = await conn.fetchval(
-                    "SELECT CASE WHEN pg_is_in_recovery() THEN NULL ELSE pg_current_wal_lsn()::text END", timeout=1
-                )
+            self.primary_lsn = await self._primary_position()
         except (*NODE_LOST, TimeoutError):
             self.primary_lsn = None
         await asyncio.gather(*(self._check(node, polled_at) for node in self.nodes))
@@ -213,11 +217,7 @@ class Reads:
         newer than any it knew of, so results cached before it may be stale."""
         if self.primary_lsn is None or lsn_value(lsn) > lsn_value(self.primary_lsn):
             try:
-                async with self.primary.acquire(timeout=1) as conn:
-                    self.primary_lsn = await conn.fetchval(
-                        "SELECT CASE WHEN pg_is_in_recovery() THEN NULL ELSE pg_current_wal_lsn()::text END",
-                        timeout=1,
-                    )
+                self.primary_lsn = await self._primary_position()
             except (*NODE_LOST, TimeoutError):
                 pass  # the primary is away: the value holds for this request only
         if self.primary_lsn is not None and lsn_value(lsn) > lsn_value(self.primary_lsn):
