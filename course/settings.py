@@ -20,7 +20,7 @@ REPO_ROOT = Path(__file__).resolve().parent.parent
 #: Every vector in the course is stored with this many dimensions (the `vector(1536)` column).
 EMBEDDING_DIMENSIONS = 1536
 
-Provider = Literal["local", "openai", "gemini", "hashing"]
+Provider = Literal["local", "minilm", "openai", "gemini", "hashing"]
 Target = Literal["labs", "solutions"]
 
 
@@ -99,7 +99,7 @@ class Settings(BaseSettings):
     )
 
     # --- embeddings -----------------------------------------------------------------------------------------------
-    embedding_provider: Provider = Field("local", description="local | openai | gemini | hashing")
+    embedding_provider: Provider = Field("local", description="local | minilm | openai | gemini | hashing")
     embedding_timeout: float = Field(30.0, description="Seconds per HTTP request to an embedding API.")
     embedding_max_retries: int = Field(4, ge=0, le=10, description="Retries on 429/5xx/timeouts before giving up.")
     embedding_batch_size: int = Field(256, ge=1, le=2048, description="Texts per embedding API request.")

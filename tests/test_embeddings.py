@@ -18,6 +18,7 @@ from course.embeddings import (
     GeminiEmbedder,
     HashingEmbedder,
     LocalEmbedder,
+    MiniLMEmbedder,
     OpenAIEmbedder,
     estimate_tokens,
     get_embedder,
@@ -58,6 +59,37 @@ async def test_local_model_batches_through_a_thread_and_matches_small_calls():
     assert np.allclose(big[:3], small, atol=1e-6)
 
 
+async def test_minilm_is_semantic_normalised_384_wide_and_the_same_in_any_batch():
+    e = MiniLMEmbedder()
+    texts = [
+        "How do I create an index on a table?",
+        "Building an index for a database table",
+        "The weather is sunny at the beach today",
+        "word " * 400,  # past the 128 tokens the model reads: truncated, not refused
+    ]
+    v = np.asarray(await e.embed(texts, "query"))
+    assert v.shape == (4, 1536) and np.allclose(np.linalg.norm(v, axis=1), 1.0, atol=1e-5)
+    assert np.any(v[:, 256:384]) and not np.any(v[:, 384:]), "384 dimensions of its own, then zero padding"
+    assert cos(v[0], v[1]) > cos(v[0], v[2]) + 0.4
+    # a batch pads its texts to the longest; the padding must not change anyone's vector
+    alone = [np.asarray(await e.embed([t]))[0] for t in texts[:3]]
+    assert np.allclose(alone, v[:3], atol=1e-5)
+
+
+async def test_minilm_without_its_wheel_says_how_to_install_it(monkeypatch):
+    import importlib.util
+
+    from course import embeddings
+
+    embeddings._minilm.cache_clear()
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name: None)
+    try:
+        with pytest.raises(EmbeddingRequestError, match="make install-minilm"):
+            await MiniLMEmbedder().embed(["a question"])
+    finally:
+        embeddings._minilm.cache_clear()
+
+
 def test_padding_preserves_cosine_l2_and_inner_product_exactly():
     rng = np.random.default_rng(0)
     a, b = rng.normal(size=(2, 256)).astype(np.float32)
@@ -70,7 +102,7 @@ def test_padding_preserves_cosine_l2_and_inner_product_exactly():
         pad_to(np.zeros((1, 2000), dtype=np.float32))
 
 
-@pytest.mark.parametrize("provider", ["local", "hashing"])
+@pytest.mark.parametrize("provider", ["local", "minilm", "hashing"])
 @pytest.mark.parametrize("bad", [[""], ["ok", "   \n\t"], "a bare string", [None]])
 async def test_empty_or_wrong_input_is_refused(provider, bad):
     with pytest.raises(ValueError):
