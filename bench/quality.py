@@ -18,6 +18,7 @@ import pandas as pd
 
 from bench.common import banner, scratch_copy, size
 from course import database
+from course.corpus import corpus_guide
 from course.embeddings import get_embedder
 from course.quality import (
     evaluate,
@@ -98,6 +99,16 @@ async def run() -> dict[str, float]:
 
     # the service's modes, as it runs them: rows below the model's calibrated min_score dropped before ranking
     floor = default_min_score(embedder.model_id)
+    natural_tune = [q for q in natural if q["split"] == "tune"]
+    rule = calibrated_floor(natural_pools, natural_tune)
+    off_topic = corpus_guide().off_topic
+    off_tops = [max(c["vector"] for c in p) for p in (await candidates_on(embedder, list(off_topic))).values()]
+    print(
+        f"min_score for {embedder.model_id}: {floor} in CALIBRATED_MIN_SCORE; the rule (5th percentile of the tune "
+        f"questions' best answer-chunk similarity, rounded down to 0.05) gives {rule:.2f}; off-topic questions' best "
+        f"match: {', '.join(f'{t:.2f}' for t in sorted(off_tops))}"
+    )
+    results["min_score_rule_agrees"] = float(abs(rule - floor) < 1e-9)
     floored = {q: [c for c in p if c["vector"] >= floor] for q, p in pools.items()}
     service = pd.DataFrame(
         [
@@ -180,6 +191,26 @@ async def run() -> dict[str, float]:
     finally:
         await conn.close()
     return results
+
+
+def calibrated_floor(pools: dict[str, list[dict]], questions: list[dict]) -> float:
+    """A model's min_score, from its own similarity scale: the 5th percentile, over the questions, of the best cosine
+    similarity any chunk of an answer page reaches, rounded down to 0.05 (WordLlama: 0.35). Questions with no answer
+    chunk among their candidates do not count."""
+    best = [
+        max(c["vector"] for c in answer)
+        for q in questions
+        if (answer := [c for c in pools[q["query"]] if c["metadata"]["page"] in q["pages"]])
+    ]
+    return float(np.floor(np.percentile(best, 5) * 20) / 20) if best else float("nan")
+
+
+async def candidates_on(embedder, queries: list[str]) -> dict[str, list[dict]]:
+    pool = await database.create_pool(database.scratch_database("bench_quality"), max_size=1)
+    try:
+        return await candidates(pool, embedder, queries)
+    finally:
+        await pool.close()
 
 
 async def without_the_manuals_name(embedder, natural: list[dict], floor: float) -> dict[str, float]:

@@ -48,6 +48,7 @@ from .embedding_client import EmbeddingClient
 #: ranges (ada-002 scores sit around 0.7-0.9 even for loosely related text).
 CALIBRATED_MIN_SCORE = {
     "wordllama/l2_supercat_256": 0.35,
+    "sentence-transformers/all-MiniLM-L6-v2": 0.35,
     "hashing/words-1536": 0.2,
     "openai/text-embedding-ada-002": 0.78,
     "openai/text-embedding-3-small": 0.4,
@@ -62,7 +63,7 @@ FALLBACK_MIN_SCORE = 0.5
 #: sets (`python -m bench quality`; the local model: on index terms rrf beats hybrid and vector, nDCG@10 0.413 vs
 #: 0.382 and 0.322; on natural questions the three tie, MRR@10 0.561 · 0.537 · 0.512). Models nobody could evaluate
 #: here default to vector, the brief's search; SEARCH_MODE overrides both.
-BEST_MODE: dict[str, Mode] = {"wordllama/l2_supercat_256": "rrf"}
+BEST_MODE: dict[str, Mode] = {"wordllama/l2_supercat_256": "rrf", "sentence-transformers/all-MiniLM-L6-v2": "hybrid"}
 
 
 def default_mode(model_id: str, configured: str | None = None) -> Mode:
