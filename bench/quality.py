@@ -64,6 +64,7 @@ async def run() -> dict[str, float]:
         pools = await candidates(pool, embedder, [j["query"] for j in judged])
         print(f"candidates for {len(judged)} queries in {time.perf_counter() - started:.1f} s")
         natural_pools = await candidates(pool, embedder, [q["query"] for q in natural])
+        off_topic_pools = await candidates(pool, embedder, list(corpus_guide().off_topic))
         # what the text score was before: ts_rank against every word of the question (0 unless all of them match)
         every_word = candidates_sql().replace("q.any_word", "q.tsq")
         assert every_word != candidates_sql()
@@ -101,8 +102,7 @@ async def run() -> dict[str, float]:
     floor = default_min_score(embedder.model_id)
     natural_tune = [q for q in natural if q["split"] == "tune"]
     rule = calibrated_floor(natural_pools, natural_tune)
-    off_topic = corpus_guide().off_topic
-    off_tops = [max(c["vector"] for c in p) for p in (await candidates_on(embedder, list(off_topic))).values()]
+    off_tops = [max(c["vector"] for c in p) for p in off_topic_pools.values()]
     print(
         f"min_score for {embedder.model_id}: {floor} in CALIBRATED_MIN_SCORE; the rule (5th percentile of the tune "
         f"questions' best answer-chunk similarity, rounded down to 0.05) gives {rule:.2f}; off-topic questions' best "
@@ -203,14 +203,6 @@ def calibrated_floor(pools: dict[str, list[dict]], questions: list[dict]) -> flo
         if (answer := [c for c in pools[q["query"]] if c["metadata"]["page"] in q["pages"]])
     ]
     return float(np.floor(np.percentile(best, 5) * 20) / 20) if best else float("nan")
-
-
-async def candidates_on(embedder, queries: list[str]) -> dict[str, list[dict]]:
-    pool = await database.create_pool(database.scratch_database("bench_quality"), max_size=1)
-    try:
-        return await candidates(pool, embedder, queries)
-    finally:
-        await pool.close()
 
 
 async def without_the_manuals_name(embedder, natural: list[dict], floor: float) -> dict[str, float]:

