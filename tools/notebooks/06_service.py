@@ -76,14 +76,13 @@ print(obj.__name__, "→", (await client.get("/healthz")).json())
 
 # %%
 import numpy as np
-from course.embeddings import LocalEmbedder
-from course.local_openai import MODEL, LocalOpenAIServer
+from course.local_openai import LocalOpenAIServer
 
-local = LocalOpenAIServer().start()
-embedding_client = obj.EmbeddingClient(local.base_url, MODEL, model_id=MODEL)
+local = LocalOpenAIServer().start()  # the configured local model (EMBEDDING_PROVIDER, default minilm)
+embedding_client = obj.EmbeddingClient(local.base_url, local.model, model_id=local.model)
 texts = ["How do I vacuum a table?", "What is a foreign key?", "Back up a database", "JSON operators"]
 mine = np.asarray(await embedding_client.embed(texts))
-direct = np.asarray(LocalEmbedder().embed_sync(texts))
+direct = np.asarray(local.embedder.embed_sync(texts))  # the same model, called directly
 print(f"POST {local.base_url}/embeddings → {mine.shape[0]} vectors of {mine.shape[1]}")
 print("cosine with the model's own vector, text by text:", np.round((mine * direct).sum(axis=1), 4))
 await embedding_client.aclose()
