@@ -11,6 +11,7 @@ import httpx
 import pytest
 
 from course import database
+from course.embeddings import MiniLMEmbedder
 from course.table import clone_corpus, ensure_search_index
 from course.settings import Settings
 from solutions.objective6 import create_app
@@ -30,6 +31,11 @@ def test_make_serve_on_a_fresh_database_serves_the_default_mode_under_load():
             health = httpx.get(f"{base}/healthz", timeout=30).json()
             assert health["status"] == "ok", health
             assert health["database"]["vector_index"] and health["database"]["text_index"], health
+            # the defaults a user meets, and why (README: Search quality)
+            assert health["embedder"]["model"] == MiniLMEmbedder.model_id, health
+            assert health["embedder"]["provider"] == "minilm" and "bench quality" in health["embedder"]["chosen_by"]
+            assert health["search"]["default_mode"] == "hybrid", health
+            assert "best holdout result" in health["search"]["chosen_by"], health
 
             async def load() -> list[int]:
                 async with httpx.AsyncClient(base_url=base, timeout=30) as client:
@@ -46,13 +52,13 @@ def test_make_serve_on_a_fresh_database_serves_the_default_mode_under_load():
             statuses = asyncio.run(load())
             assert statuses == [200] * 24, f"default-mode searches at concurrency 8: {statuses}"
             mode = httpx.post(f"{base}/search", json={"query": "vacuum"}, timeout=30).json()["mode"]
-            assert mode in ("rrf", "hybrid", "vector")
+            assert mode == "hybrid"
     finally:
         database.drop_databases_with_prefix(name)
 
 
 def test_healthz_is_not_ready_while_the_default_modes_index_is_missing():
-    """A table without the full-text index: the default mode (rrf for the local model) would read every row, so
+    """A table without the full-text index: the default mode (hybrid for the default model) would read every row, so
     /healthz answers 503 and says what to run; with SEARCH_MODE=vector the same table is ready."""
     with database.temporary_database("no_text_index") as url:
 
@@ -71,3 +77,5 @@ def test_healthz_is_not_ready_while_the_default_modes_index_is_missing():
             if status == 503:
                 assert health.json()["database"]["error"] == "text_index_missing"
                 assert "course setup" in health.json()["database"]["detail"]
+            else:
+                assert health.json()["search"] == {"ready": True, "default_mode": "vector", "chosen_by": "SEARCH_MODE"}

@@ -54,9 +54,9 @@ class Health(BaseModel):
         "standby takes no reads; unavailable when a part is not ready."
     )
     embedder: HealthPart = Field(
-        description="The model, and the provider's state from recent calls: `breaker` "
-        "closed, open or half-opened, `retries`: allowed or throttled (the process's retry "
-        "budget), `last_error`, `retry_after`."
+        description="The model, `provider` and `chosen_by` (EMBEDDING_PROVIDER, or why it is the course's "
+        "default), and the provider's state from recent calls: `breaker` closed, open or half-opened, `retries`: "
+        "allowed or throttled (the process's retry budget), `last_error`, `retry_after`."
     )
     database: HealthPart = Field(
         description="Reachable, the table's estimated rows, `models`: which embedding "
@@ -71,9 +71,33 @@ class Health(BaseModel):
         "`reads_on_primary`: reads no standby could take.",
     )
     search: HealthPart = Field(
-        description="`default_mode`: how a search without `mode` ranks, and `chosen_by`: SEARCH_MODE, or the "
-        "measured default for the model (`python -m bench quality`)."
+        description="`default_mode`: how a search without `mode` ranks, and `chosen_by`: SEARCH_MODE, or why it "
+        "is the default for the model (the best holdout result of `python -m bench quality`, or no measurement)."
     )
+
+
+#: Why the course's defaults are what they are, as /healthz reports them (the README's Search quality section has
+#: the numbers; `python -m bench quality` measures them again).
+DEFAULT_MODEL_REASON = (
+    "the course's default: the local model with the best holdout result on natural questions (python -m bench quality)"
+)
+MEASURED_MODE_REASON = "the best holdout result for this model in python -m bench quality (the cheaper mode on a tie)"
+UNMEASURED_MODE_REASON = "no measurement for this model: vector, the cheapest mode"
+
+
+def model_choice(settings: Settings) -> dict[str, str]:
+    """Which embedding provider the service runs and why: EMBEDDING_PROVIDER if it was set, else the default's."""
+    chosen = "EMBEDDING_PROVIDER" if "embedding_provider" in settings.model_fields_set else DEFAULT_MODEL_REASON
+    return {"provider": settings.embedding_provider, "chosen_by": chosen}
+
+
+def mode_choice(service: SearchServiceBase) -> dict[str, str]:
+    """The default ranking and why: SEARCH_MODE if set, else the objective's measured default for the model."""
+    if service.settings.search_mode:
+        return {"default_mode": service.default_mode(), "chosen_by": "SEARCH_MODE"}
+    measured = service.measured_default_mode()
+    reason = MEASURED_MODE_REASON if measured else UNMEASURED_MODE_REASON
+    return {"default_mode": service.default_mode(), "chosen_by": reason}
 
 
 async def release_without_reset(conn) -> None:
@@ -133,17 +157,18 @@ def query_embedder(settings: Settings, embedding_client: Callable[..., Embedder]
     """What the service embeds queries with, and a local server to stop afterwards (or None).
 
     With an `embedding_client` (an httpx client class for OpenAI-compatible servers: base_url, model, api_key, then
-    model_id, timeout, max_retries) the local and openai providers both go through it: `local` serves the course's
-    model on 127.0.0.1 in OpenAI's wire format (course.local_openai, no key), `openai` is OPENAI_BASE_URL with its
-    key. Other providers (gemini, hashing), or no client, use the course's own embedder (course.embeddings)."""
-    if embedding_client is None or settings.embedding_provider not in ("local", "openai"):
+    model_id, timeout, max_retries) the local models and openai all go through it: `minilm` (the default) and `local`
+    serve the course's model on 127.0.0.1 in OpenAI's wire format (course.local_openai, no key), `openai` is
+    OPENAI_BASE_URL with its key. Other providers (gemini, hashing), or no client, use the course's own embedder
+    (course.embeddings)."""
+    from course.local_openai import LOCAL_PROVIDERS, LocalOpenAIServer
+
+    if embedding_client is None or settings.embedding_provider not in (*LOCAL_PROVIDERS, "openai"):
         return get_embedder(settings=settings), None
     retry = {"timeout": settings.embedding_timeout, "max_retries": settings.embedding_max_retries}
-    if settings.embedding_provider == "local":
-        from course.local_openai import MODEL, LocalOpenAIServer
-
-        server = LocalOpenAIServer().start()
-        return embedding_client(server.base_url, MODEL, None, model_id=MODEL, **retry), server
+    if settings.embedding_provider in LOCAL_PROVIDERS:
+        server = LocalOpenAIServer(settings.embedding_provider).start()
+        return embedding_client(server.base_url, server.model, None, model_id=server.model, **retry), server
     key = settings.openai_api_key.get_secret_value() if settings.openai_api_key else None
     width = {"width": settings.embedding_native_dimensions} if settings.embedding_native_dimensions else {}
     return embedding_client(settings.openai_base_url, settings.openai_embedding_model, key, **width, **retry), None
@@ -287,14 +312,11 @@ def create_service_app(
         service: SearchServiceBase = request.app.state.service
         embedder = service.embedder
         report: dict[str, Any] = {
-            "embedder": embedder.health()
-            if hasattr(embedder, "health")
-            else {"model": embedder.model_id, "ready": True},
-            "search": {
-                "ready": True,
-                "default_mode": service.default_mode(),
-                "chosen_by": "SEARCH_MODE" if service.settings.search_mode else "measured default for the model",
+            "embedder": {
+                **(embedder.health() if hasattr(embedder, "health") else {"model": embedder.model_id, "ready": True}),
+                **model_choice(service.settings),
             },
+            "search": {"ready": True, **mode_choice(service)},
         }
 
         async def table_facts(conn) -> tuple[int | None, list[str]]:

@@ -137,6 +137,10 @@ class SearchServiceBase:
         exist before /healthz reports ready."""
         return "vector"
 
+    def measured_default_mode(self) -> str | None:
+        """The mode measured best for this model (the objective's table), or None when nobody measured it."""
+        return None
+
     def forget_results(self) -> None:
         """Called after a write: cached answers may now be wrong. A service with a result cache clears it here."""
 

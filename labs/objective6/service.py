@@ -1,4 +1,4 @@
-# lab-fingerprint: f4ee626435f6b52f
+# lab-fingerprint: f6427d45d6a150a9
 # Starter code generated from solutions/objective6/service.py by tools/make_labs.py. This file is yours: fill in every TODO.
 # `python -m checks N` (or check(N) in the notebook) grades it and gives hints.
 """Objective 6 — the semantic search service: POST /search with caching, metrics and errors that help.
@@ -176,6 +176,9 @@ class SearchService(SearchServiceBase):
 
     def default_mode(self) -> str:
         return default_mode(self.embedder.model_id, self.settings.search_mode)
+
+    def measured_default_mode(self) -> str | None:
+        return BEST_MODE.get(self.embedder.model_id)
 
     async def query(
         self,

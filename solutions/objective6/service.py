@@ -204,6 +204,9 @@ class SearchService(SearchServiceBase):
     def default_mode(self) -> str:
         return default_mode(self.embedder.model_id, self.settings.search_mode)
 
+    def measured_default_mode(self) -> str | None:
+        return BEST_MODE.get(self.embedder.model_id)
+
     async def query(
         self,
         embedding: np.ndarray,
