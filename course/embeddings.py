@@ -14,6 +14,7 @@ import asyncio
 import hashlib
 import logging
 import re
+import threading
 from collections import Counter
 from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
@@ -259,8 +260,16 @@ class _MiniLM:
         return self.w[f"{name}.weight"], self.w[f"{name}.bias"]
 
 
-@lru_cache(maxsize=1)
+_MINILM_LOAD = threading.Lock()
+
+
 def _minilm() -> _MiniLM:
+    with _MINILM_LOAD:  # loaded once (~1 s, 90 MB) however many threads ask at the same moment
+        return _load_minilm()
+
+
+@lru_cache(maxsize=1)
+def _load_minilm() -> _MiniLM:
     import importlib.util
 
     spec = importlib.util.find_spec(MINILM_PACKAGE)  # found, not imported: nothing of the package runs

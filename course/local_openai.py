@@ -45,6 +45,9 @@ class LocalOpenAIServer:
         return f"http://{host!s}:{port}/v1"
 
     def start(self) -> LocalOpenAIServer:
+        # the model is loaded before the first request, not by it: a cold MiniLM costs ~1 s, which the first searches
+        # would otherwise spend inside their deadline (at concurrency 8 on a fresh `make serve`, all of them did)
+        self.embedder.embed_native(["warm up"])
         self._thread.start()
         return self
 

@@ -81,13 +81,13 @@ async def test_minilm_without_its_wheel_says_how_to_install_it(monkeypatch):
 
     from course import embeddings
 
-    embeddings._minilm.cache_clear()
+    embeddings._load_minilm.cache_clear()
     monkeypatch.setattr(importlib.util, "find_spec", lambda name: None)
     try:
-        with pytest.raises(EmbeddingRequestError, match="make install-minilm"):
+        with pytest.raises(EmbeddingRequestError, match="requirements-minilm.txt"):
             await MiniLMEmbedder().embed(["a question"])
     finally:
-        embeddings._minilm.cache_clear()
+        embeddings._load_minilm.cache_clear()
 
 
 def test_padding_preserves_cosine_l2_and_inner_product_exactly():
