@@ -38,8 +38,8 @@ async def load_corpus(
 
     The runtime's own loader (it does not use any learner's or the reference's Objective 1 code): the extension and
     table from `EMBEDDINGS_TABLE_DDL`, vectors checked for length and finiteness, and binary COPY of each batch in its
-    own transaction (the fastest path measured: ~10K rows/s against ~8K for executemany). A chunk whose vector
-    the course ships for this model (course.shipped_vectors) is not embedded again. Registers pgvector's
+    own transaction (the fastest path measured: ~10K rows/s against ~8K for executemany). A chunk whose vector the
+    course ships for the model (course.shipped_vectors) is looked up by the embedder, not computed. Registers pgvector's
     and a binary jsonb codec on `conn`. Re-running adds nothing; rows embedded with another model are replaced,
     because vectors from different models cannot be compared."""
     from pgvector.asyncpg import register_vector
@@ -83,7 +83,7 @@ async def load_corpus(
     ) as bar:
         for start in range(0, len(missing), batch):
             chunk = missing[start : start + batch]
-            vectors = _checked_vectors(await _vectors(embedder, [r["content"] for r in chunk], known), len(chunk))
+            vectors = _checked_vectors(await embedder.embed([r["content"] for r in chunk]), len(chunk))
             records = [
                 (
                     uuid.UUID(r["id"]),
@@ -102,26 +102,6 @@ async def load_corpus(
     if rebuild_index:
         await ensure_search_index(conn)
     return added
-
-
-async def _vectors(embedder, texts: list[str], known: dict) -> list:
-    """`texts`' vectors: the shipped ones (course.shipped_vectors) where this model's vector of the exact text is
-    known, the embedder's for the rest."""
-    import numpy as np
-
-    from course.embeddings import pad_to
-
-    keys = [text_key(t) for t in texts]
-    todo = [i for i, k in enumerate(keys) if k not in known]
-    if len(todo) == len(texts):
-        return await embedder.embed(texts)
-    done = [i for i, k in enumerate(keys) if k in known]
-    vectors = np.zeros((len(texts), EMBEDDING_DIMENSIONS), dtype=np.float32)
-    vectors[done] = pad_to(np.stack([known[keys[i]].astype(np.float32) for i in done]))
-    vectors[done] /= np.linalg.norm(vectors[done], axis=1, keepdims=True)  # float16 rounding: back to unit length
-    if todo:
-        vectors[todo] = np.asarray(await embedder.embed([texts[i] for i in todo]), dtype=np.float32)
-    return list(vectors)
 
 
 async def binary_jsonb(conn) -> None:
