@@ -11,7 +11,6 @@ from tqdm.auto import tqdm
 
 from course.corpus import _read_all, _sample
 from course.settings import EMBEDDING_DIMENSIONS, get_settings
-from course.shipped_vectors import shipped_vectors, text_key
 
 log = logging.getLogger(__name__)
 
@@ -73,11 +72,9 @@ async def load_corpus(
         await conn.execute(f"DROP INDEX {SEARCH_INDEX}")
     added = 0
     batch = 500
-    known = shipped_vectors(embedder.model_id) if missing else {}
-    shipped = sum(text_key(r["content"]) in known for r in missing)
     with tqdm(
         total=len(missing),
-        desc=f"Embedding with {embedder.model_id}" + (f" ({shipped} shipped)" if shipped else ""),
+        desc=f"Embedding with {embedder.model_id}",
         unit="chunk",
         disable=not progress or not missing,
     ) as bar:
